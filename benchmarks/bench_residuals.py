@@ -8,10 +8,14 @@ for 4096 synthetic statements. Every method gets the same length-sorted, padded 
 
     python benchmarks/bench_residuals.py                 # on a GPU, prints a markdown table
     python benchmarks/bench_residuals.py --tiny --device cpu --n 64   # smoke test
+
+Besides the table it prints the first ("cold") call of ``interp.residuals`` (hooks), made
+before anything else runs on the model, and a breakdown of where its time goes.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import sys
 import time
@@ -22,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import interp  # noqa: E402
-from interp.backends import via_transformer_lens  # noqa: E402
+from interp.backends import get_backend, via_transformer_lens  # noqa: E402
 from interp.batching import batches, encode  # noqa: E402
 from interp.positions import Last  # noqa: E402
 
@@ -139,6 +143,57 @@ def tl_full_cache(lm, texts, batch_size):
     return run
 
 
+def hooks_forward_only(lm, texts, batch_size):
+    """The hooks backend over pre-built batches, results left on the device: interp's GPU work
+    without tokenizing, padding or the copy to the host."""
+    prepared = list(batches(lm, texts, Last(), batch_size))
+    capture, layers = get_backend("hooks"), list(range(lm.n_layers + 1))
+
+    def run():
+        with torch.inference_mode():
+            for batch in prepared:
+                capture(lm, batch, layers)
+    return run
+
+
+def timed_residuals(lm, texts, batch_size, device: str) -> dict:
+    """One ``interp.residuals`` (hooks) call, its last step timed apart on CUDA: waiting for the
+    GPU's queued work, for the page-locked output (allocated in a thread meanwhile), and the one
+    device->host copy. Keys: total, and gpu_tail/output_wait/copy/pinned/bytes when on CUDA."""
+    module = importlib.import_module("interp.residuals")  # the module, not the function
+    original, times = module.DeviceRows.finish, {}
+
+    def finish(rows):
+        start = time.perf_counter()
+        sync(device)
+        synced = time.perf_counter()
+        out = rows.out.result()
+        ready = time.perf_counter()
+        out.copy_(rows.buffer)
+        times.update(gpu_tail=synced - start, output_wait=ready - synced, copy=time.perf_counter() - ready,
+                     pinned=out.is_pinned(), bytes=out.numel() * out.element_size())
+        return out
+
+    module.DeviceRows.finish = finish
+    try:
+        start = time.perf_counter()
+        interp.residuals(lm, texts, position="last", backend="hooks", batch_size=batch_size)
+        sync(device)
+        times["total"] = time.perf_counter() - start
+    finally:
+        module.DeviceRows.finish = original
+    return times
+
+
+def tail_text(times: dict) -> str:
+    if "copy" not in times:
+        return "no device buffer used (CPU, or the chunked fallback)"
+    pinned = "page-locked" if times["pinned"] else "PAGEABLE (pinning failed)"
+    return (f"last step: GPU tail {times['gpu_tail']:.3f} s, waiting for the {pinned} output "
+            f"{times['output_wait']:.3f} s, one device->host copy of {times['bytes'] / 1e6:.0f} MB {times['copy']:.3f} s "
+            f"({times['bytes'] / times['copy'] / 1e9:.1f} GB/s)")
+
+
 def measure(run, device: str, repeats: int):
     """Median wall time over ``repeats`` after one warm-up, and peak memory of one run."""
     run()
@@ -174,6 +229,8 @@ def main(argv=None):
     n_params = sum(p.numel() for p in model.parameters())
     weights = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
     n_tokens = sum(len(tok(t)["input_ids"]) for t in texts)
+    cold = timed_residuals(lm, texts, args.batch_size, args.device)  # before anything else runs on the model
+    print(f"# interp.residuals (backend=hooks), cold: {cold['total']:.3f} s", file=sys.stderr, flush=True)
 
     methods = {
         "HF forward, base model only (floor)": hf_forward(lm, texts, args.batch_size, head=False),
@@ -201,6 +258,8 @@ def main(argv=None):
     for _ in batches(lm, texts, Last(), args.batch_size):
         pass
     prepare_s = time.perf_counter() - start
+    forward_s = measure(hooks_forward_only(lm, texts, args.batch_size), args.device, args.repeats)[0]
+    warm = timed_residuals(lm, texts, args.batch_size, args.device)
     reference = results["HF forward, CausalLM + output_hidden_states"]
     by_name = {name: seconds for name, seconds, _ in rows}
     floor = by_name["HF forward, base model only (floor)"]
@@ -212,8 +271,16 @@ def main(argv=None):
           f"{args.dtype}, {args.n} statements ({n_tokens} tokens), all {lm.n_layers + 1} layer indices, last token, "
           f"batch size {args.batch_size}, median of {args.repeats} runs after a warm-up; "
           f"weights take {weights / 2**30:.2f} GiB.\n")
-    print(f"interp's host-side work alone: tokenizing {tokenize_s:.3f} s; tokenizing + padding + gather plans "
-          f"{prepare_s:.3f} s (the first two HF rows get pre-built batches for free).\n")
+    hooks = by_name["interp.residuals (backend=hooks)"]
+    print(f"interp.residuals (backend=hooks): warm {hooks:.3f} s (median, {floor / hooks:.2f}x the floor); "
+          f"cold {cold['total']:.3f} s ({floor / cold['total']:.2f}x; the first call in the process, before any "
+          f"other forward, so it also pays lazy initialisation such as CUDA's).\n")
+    print(f"Breakdown (hooks): host-side work alone: tokenizing {tokenize_s:.3f} s, tokenizing + padding + gather "
+          f"plans {prepare_s:.3f} s (padding overlaps the GPU after the first batch; the first two HF rows get "
+          f"pre-built batches for free); forward with hooks over pre-built batches, results left on "
+          f"the device {forward_s:.3f} s (floor {floor:.3f} s); one warm call {warm['total']:.3f} s, "
+          f"{tail_text(warm)}; "
+          f"cold call {tail_text(cold)}.\n")
     print("| method | time (s) | statements/s | x HF hand loop | x HF CausalLM fwd | x HF base fwd | x TL full cache "
           "| peak GPU mem (GiB) | max abs diff vs HF |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -42,6 +42,7 @@ class Batch:
     inputs: dict  # forward kwargs, on the model's device
     selection: Selection  # the position being read
     also: list[Selection] = field(default_factory=list)  # further positions (e.g. where to intervene)
+    index: torch.Tensor | None = None  # ``rows`` on the model's device, to scatter results there
 
 
 def check_texts(texts) -> list[str]:
@@ -59,7 +60,8 @@ def encode(lm: LoadedModel, texts: list[str], *, offsets: bool = False) -> Encod
     if offsets and not getattr(tok, "is_fast", False):
         raise InterpInputError(f"span and character-range positions need a fast tokenizer (offset mapping); "
                                f"{type(tok).__name__} is not one")
-    enc = tok(texts, return_offsets_mapping=offsets, return_attention_mask=False)
+    no_types = {} if lm.is_encoder_only else {"return_token_type_ids": False}  # unused: ~15% of the call
+    enc = tok(texts, return_offsets_mapping=offsets, return_attention_mask=False, **no_types)
     token_types = enc.get("token_type_ids") if lm.is_encoder_only else None
     encoded = Encoded(list(enc["input_ids"]), token_types, enc.get("offset_mapping") if offsets else None)
     limit = lm.max_context
@@ -124,7 +126,8 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
         inputs["use_cache"] = False
     starts = starts.tolist()
     selections = [build_selection([per_text[r] for r in rows], starts, device) for per_text in picks]
-    return Batch(rows, inputs, selections[0], selections[1:])
+    index = torch.tensor(rows).to(device, non_blocking=True)
+    return Batch(rows, inputs, selections[0], selections[1:], index)
 
 
 def prefetch(items: Iterator, depth: int = 2) -> Iterator:

@@ -6,6 +6,9 @@ exactly as HF reports it.
 """
 from __future__ import annotations
 
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import torch
 from tqdm.auto import tqdm
 
@@ -55,7 +58,9 @@ def residuals(model: LoadedModel, texts, *, position="last", layers=None, backen
     return _compute(model, texts, position, keep, capture, batch_size, progress)
 
 
-FLUSH_BYTES = 256 * 2**20  # results wait on the device up to this size, so batches need not sync
+FLUSH_BYTES = 256 * 2**20  # chunked fallback: results wait on the device up to this size
+DEVICE_SHARE = 0.25  # gather the whole result on the device if it takes at most this share of free memory
+PIN_BYTES = 4 * 2**30  # larger outputs stay pageable: page-locking that much RAM would starve the host
 
 
 def to_host(values: torch.Tensor) -> torch.Tensor:
@@ -71,20 +76,105 @@ def to_host(values: torch.Tensor) -> torch.Tensor:
     return host
 
 
+def host_output(shape: tuple) -> torch.Tensor:
+    """The tensor handed to the caller, page-locked (up to ``PIN_BYTES``) so that one
+    device copy fills it at full PCIe speed."""
+    if math.prod(shape) * 4 <= PIN_BYTES:
+        try:
+            return torch.empty(shape, pin_memory=True)
+        except RuntimeError:  # no page-locked memory to be had: pageable still works, slower
+            pass
+    return torch.empty(shape)
+
+
+def output_soon(shape: tuple) -> Future:
+    """``host_output`` in a thread: page-locking hundreds of MB takes the host a while, which
+    the forward passes hide (torch releases the GIL meanwhile)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(host_output, shape)
+    pool.shutdown(wait=False)
+    return future
+
+
+def fits_on_device(shape: tuple, device: torch.device) -> bool:
+    """Whether a float32 ``shape`` takes at most ``DEVICE_SHARE`` of the memory free on ``device``
+    (free to the driver plus what torch's allocator holds unused)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return math.prod(shape) * 4 <= DEVICE_SHARE * free
+
+
+class HostRows:
+    """CPU models: each batch's rows written straight into the output."""
+
+    def __init__(self, out: torch.Tensor):
+        self.out = out
+
+    def add(self, batch, values: torch.Tensor) -> None:
+        self.out[batch.rows] = values
+
+    def finish(self) -> torch.Tensor:
+        return self.out
+
+
+class DeviceRows:
+    """CUDA: rows scattered into their final places on the device, without syncing, so the
+    host does no per-row work and the result crosses PCIe once, into page-locked memory."""
+
+    def __init__(self, shape: tuple, device: torch.device):
+        self.buffer = torch.empty(shape, device=device)
+        self.out = output_soon(shape)  # after the device allocation: the driver serialises the two
+
+    def add(self, batch, values: torch.Tensor) -> None:
+        device = self.buffer.device
+        self.buffer.index_copy_(0, batch.index.to(device, non_blocking=True), values.to(device, non_blocking=True))
+
+    def finish(self) -> torch.Tensor:
+        out = self.out.result()
+        out.copy_(self.buffer)
+        return out
+
+
+class ChunkedRows:
+    """CUDA, result too large for the device: flushed to the host every ``FLUSH_BYTES``."""
+
+    def __init__(self, out: torch.Tensor):
+        self.out = out
+        self.pending: list[tuple[list[int], torch.Tensor]] = []
+        self.bytes = 0
+
+    def add(self, batch, values: torch.Tensor) -> None:
+        self.pending.append((batch.rows, values))
+        self.bytes += values.numel() * values.element_size()
+        if self.bytes > FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            rows = [r for rows, _ in self.pending for r in rows]
+            self.out[rows] = to_host(torch.cat([values for _, values in self.pending]))
+            self.pending.clear()
+            self.bytes = 0
+
+    def finish(self) -> torch.Tensor:
+        self.flush()
+        return self.out
+
+
+def result_rows(shape: tuple, device: torch.device):
+    """Where results go, decided (and device memory taken) before the first forward: the
+    driver blocks memory calls while it page-locks the output."""
+    if device.type != "cuda":
+        return HostRows(torch.empty(shape))
+    if fits_on_device(shape, device):
+        return DeviceRows(shape, device)
+    return ChunkedRows(torch.empty(shape))
+
+
 def _compute(model, texts, position, keep, capture, batch_size, progress) -> torch.Tensor:
-    out = torch.empty(len(texts), len(keep), model.d_model)
-    pending: list[tuple[list[int], torch.Tensor]] = []
-
-    def flush():
-        if pending:
-            rows = [r for rows, _ in pending for r in rows]
-            out[rows] = to_host(torch.cat([values for _, values in pending]))
-            pending.clear()
-
+    planned = batches(model, texts, position, batch_size)  # bad inputs fail here, before any allocation
+    rows = result_rows((len(texts), len(keep), model.d_model), model.device)
     with torch.inference_mode():
-        for batch in tqdm(batches(model, texts, position, batch_size), disable=not progress, desc="residuals"):
-            pending.append((batch.rows, capture(model, batch, keep)))
-            if sum(v.numel() * 4 for _, v in pending) > FLUSH_BYTES:
-                flush()
-        flush()
-    return out
+        for batch in tqdm(planned, disable=not progress, desc="residuals"):
+            rows.add(batch, capture(model, batch, keep))
+        return rows.finish()

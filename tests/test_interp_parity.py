@@ -109,3 +109,21 @@ def test_transformer_lens_sees_in_place_weight_updates(models, tiny_dirs):
     tl = interp.residuals(lm, SPAN_TEXTS[:2], backend="transformer_lens")
     assert (tl - hooks).abs().max().item() < 1e-5
     assert (tl - before).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("sink", ["device", "chunked"])
+def test_gpu_result_paths_keep_the_callers_order(models, monkeypatch, sink):
+    """The CUDA paths (scatter into a device buffer; chunked flushes when that does not fit),
+    run here on CPU tensors, give the same rows as the plain one."""
+    import importlib
+
+    residuals_module = importlib.import_module("interp.residuals")  # the module, not the function
+    lm = models[0]["llama"]
+    want = interp.residuals(lm, SPAN_TEXTS, batch_size=2)
+    paths = {"device": residuals_module.DeviceRows,
+             "chunked": lambda shape, device: residuals_module.ChunkedRows(torch.empty(shape))}
+    monkeypatch.setattr(residuals_module, "result_rows", paths[sink])
+    monkeypatch.setattr(residuals_module, "FLUSH_BYTES", 2 * 3 * lm.d_model * 4)  # flush every other batch
+    got = interp.residuals(lm, SPAN_TEXTS, batch_size=2)
+    assert got.dtype == torch.float32 and got.device.type == "cpu" and not got.is_inference()
+    assert torch.equal(got, want)
