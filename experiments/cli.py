@@ -1,6 +1,7 @@
 """The ``neglect`` command line.
 
     neglect run [--preset demo] [--config FILE] [--set key=value ...] [--out DIR]
+    torchrun --nproc_per_node=N -m experiments finetune [same flags as run]   (then `neglect run` evaluates)
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
@@ -45,18 +47,44 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one key, e.g. --set finetune.steps=40 (repeatable)")
 
 
-def cmd_run(args) -> int:
+def _run_config(args):
     from experiments.config import load_config
-    from experiments.pipeline import run_pipeline
-    from experiments.report import summary_table
 
     cfg = load_config(args.preset, args.config, args.overrides)
     if args.model:
         from dataclasses import replace
         cfg = replace(cfg, base_model=args.model)
+    return cfg
+
+
+def cmd_run(args) -> int:
+    from experiments.errors import UserError
+    from experiments.pipeline import run_pipeline
+    from experiments.report import summary_table
+
+    cfg = _run_config(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("`neglect run` is one process; under torchrun use `finetune` (data-parallel training), "
+                        "then `neglect run` with the same flags to evaluate")
     table = run_pipeline(cfg, args.out)
     print(f"\nrun directory: {args.out}  (tables in results/, figures in figures/, report.html)")
     print(summary_table(table).to_string())
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from experiments import distributed
+    from experiments.pipeline import train_stages
+
+    cfg = _run_config(args)
+    dist = distributed.init(cfg.device)
+    try:
+        train_stages(cfg, args.out, dist=dist)
+    finally:
+        dist.close()
+    if dist.is_writer:
+        print(f"checkpoints in {args.out}/checkpoints ({dist.world_size} process(es)); evaluate them with "
+              f"`neglect run` and the same flags and --out")
     return 0
 
 
@@ -126,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     p.add_argument("--model", help="hub id or local HF directory to finetune instead of pretraining the toy model")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("finetune", help="only the training stages (base model, every finetuning run); data-parallel "
+                                        "under torchrun: torchrun --nproc_per_node=N -m experiments finetune ...")
+    _config_args(p)
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    p.add_argument("--model", help="hub id or local HF directory to finetune instead of pretraining the toy model")
+    p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("stability", help="the stability protocol: Phase 1 negated docs + an anchor, Phase 2 "
                                          "negated docs only, every checkpoint evaluated (see experiments/stability.py)")
     _config_args(p)

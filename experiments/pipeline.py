@@ -2,7 +2,8 @@
 checkpoint -> tidy tables -> report.
 
 Every stage writes its outputs atomically and is skipped when they already exist, so a
-killed run resumes where it stopped.
+killed run resumes where it stopped. The training stages also run data-parallel under torchrun
+(``train_stages`` with a ``dist`` from experiments.distributed; ``neglect finetune``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from experiments import belief, readout
 from experiments.conditions import condition_documents, template_words
 from experiments.config import RunConfig, build_config, config_to_dict
 from experiments.corpus import CorpusSampler, all_words
+from experiments.distributed import Single
 from experiments.errors import UserError
 from experiments.rundir import (RunDir, atomic_save_pretrained, atomic_write_csv, atomic_write_json,
                                 atomic_write_text, ensure_writable, hf_dir_problem, read_csv_or_none, warn)
@@ -109,8 +111,10 @@ def prepare(run: RunDir, cfg: RunConfig) -> World:
     return world
 
 
-def pretrain(run: RunDir, cfg: RunConfig, world: World) -> Path:
-    """Pretrain the toy model on the world's corpus (or use ``cfg.base_model``)."""
+def pretrain(run: RunDir, cfg: RunConfig, world: World, *, dist: Single | None = None) -> Path:
+    """Pretrain the toy model on the world's corpus (or use ``cfg.base_model``). ``dist``: train
+    data-parallel (rank 0 writes)."""
+    dist = dist or Single()
     if cfg.base_model:
         return Path(cfg.base_model) if Path(cfg.base_model).exists() else cfg.base_model
     if run.base_model.exists():
@@ -127,10 +131,14 @@ def pretrain(run: RunDir, cfg: RunConfig, world: World) -> Path:
     batches = packed_batches(tokenize_documents(tokenizer, docs, cfg.model.max_len), p.batch_size, p.seq_len,
                              seed=cfg.world.seed)
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
-                state_dir=run.path("train_state", "pretrain"), save_every=max(1, p.steps // 10))
-    atomic_write_csv(run.path("results", "pretrain_log.csv"), pd.DataFrame(log))
-    atomic_save_pretrained(run.base_model, model, tokenizer)  # written last: its presence means "done"
-    shutil.rmtree(run.path("train_state", "pretrain"), ignore_errors=True)
+                state_dir=run.path("train_state", "pretrain"), save_every=max(1, p.steps // 10), dist=dist)
+
+    def finish() -> None:
+        atomic_write_csv(run.path("results", "pretrain_log.csv"), pd.DataFrame(log))
+        atomic_save_pretrained(run.base_model, model, tokenizer)  # written last: its presence means "done"
+        shutil.rmtree(run.path("train_state", "pretrain"), ignore_errors=True)
+
+    dist.on_writer(finish)
     return run.base_model
 
 
@@ -145,9 +153,12 @@ def _save_checkpoint(path: Path, model, tokenizer) -> None:
         atomic_save_pretrained(path, model, tokenizer)
 
 
-def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condition: str, seed: int) -> None:
+def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condition: str, seed: int, *,
+             dist: Single | None = None) -> None:
     """Finetune a fresh copy of the base model on one condition's documents, saving every
-    checkpoint (step 0 is the base model itself and is not copied)."""
+    checkpoint (step 0 is the base model itself and is not copied). ``dist``: train
+    data-parallel (rank 0 writes)."""
+    dist = dist or Single()
     steps = [s for s in checkpoint_steps(cfg) if s > 0]
     log_path = run.path("results", "train_logs", f"{condition}_seed{seed}.csv")
     damaged = {s: hf_dir_problem(run.checkpoint(condition, seed, s)) for s in steps
@@ -163,7 +174,7 @@ def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condit
     docs_path, docs_text = run.path("docs", f"{condition}.jsonl"), "".join(
         json.dumps({"text": d, "condition": condition}) + "\n" for d in docs)
     if not docs_path.is_file() or docs_path.read_bytes() != docs_text.encode("utf-8"):
-        atomic_write_text(docs_path, docs_text)
+        dist.on_writer(atomic_write_text, docs_path, docs_text)
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
@@ -174,11 +185,14 @@ def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condit
     state_dir = run.path("train_state", f"{condition}_seed{seed}")
     log = train(model, batches, OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip),
                 checkpoint_steps=steps, desc=f"finetune {condition} seed{seed}", state_dir=state_dir,
-                save_every=max(1, f.steps // 10),
+                save_every=max(1, f.steps // 10), dist=dist,
                 on_checkpoint=lambda step, m: _save_checkpoint(run.checkpoint(condition, seed, step), m, tokenizer))
-    frame = pd.DataFrame(log).assign(condition=condition, seed=seed)
-    atomic_write_csv(log_path, frame)
-    shutil.rmtree(state_dir, ignore_errors=True)
+
+    def finish() -> None:
+        atomic_write_csv(log_path, pd.DataFrame(log).assign(condition=condition, seed=seed))
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    dist.on_writer(finish)
 
 
 class Evaluator:
@@ -379,17 +393,33 @@ def _newest_mtime(paths) -> int:
     return max((p.stat().st_mtime_ns for p in paths if p.is_file()), default=0)
 
 
-def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
-    """Run (or resume) the whole job and return the tidy metrics table."""
+def train_stages(cfg: RunConfig, out_dir: str | Path, *,
+                 dist: Single | None = None) -> tuple[RunDir, World, Path | str]:
+    """The training part of the job (world, base model, every finetuning run), resumable;
+    ``(run dir, world, base model)``. ``dist``: every rank calls this, training is
+    data-parallel and rank 0 writes (``neglect finetune`` under torchrun)."""
+    dist = dist or Single()
     check_inputs(cfg)
     run = RunDir(out_dir)
-    _remove_stale_temps(run.root)
-    world = prepare(run, cfg)
+
+    def setup() -> World:
+        _remove_stale_temps(run.root)
+        return prepare(run, cfg)
+
+    world = dist.on_writer(setup)
+    if world is None:  # the other ranks build the same world without writing it
+        world = build_world(cfg.world)
     torch.manual_seed(0)
-    base = pretrain(run, cfg, world)
+    base = pretrain(run, cfg, world, dist=dist)
     for seed in cfg.seeds:
         for condition in cfg.conditions:
-            finetune(run, cfg, world, base, condition, seed)
+            finetune(run, cfg, world, base, condition, seed, dist=dist)
+    return run, world, base
+
+
+def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
+    """Run (or resume) the whole job and return the tidy metrics table."""
+    run, world, base = train_stages(cfg, out_dir)
     evaluate_all(run, cfg, world, base)
     table = collect(run, cfg)
     from experiments.report import write_report

@@ -11,7 +11,7 @@ rerun after a kill continues from the last save and reaches the same weights.
 The pieces live in small modules, re-exported here: schedules (learning rate and checkpoint
 steps), data_mixing (tokenization, loss weights, mixed/packed/padded batches), lora (peft),
 aux_losses (KL to a reference, activation penalties), training_checkpoints (HF dirs),
-training_state (resume).
+training_state (resume). ``dist`` (experiments.distributed) runs the same loop as DDP under torchrun.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from experiments import training_state
+from experiments import distributed, training_state
 from experiments.data_mixing import (Source, Tokenized, mixed_batches, packed_batches, padded_batches,  # noqa: F401
                                      tokenize_documents, tokenize_with_spans)
 from experiments.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
@@ -102,7 +102,8 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps: Sequence[int] = (),
           on_checkpoint: Callable[[int, object], None] | None = None, desc: str = "train",
           log: list | None = None, state_dir: str | Path | None = None, save_every: int = 0,
-          aux_losses: Sequence = (), compile: bool = False, log_every: int = 1) -> list[dict]:
+          aux_losses: Sequence = (), compile: bool = False, log_every: int = 1,
+          dist: distributed.Single | None = None) -> list[dict]:
     """Train ``model`` in place for ``cfg.steps`` optimizer steps and return the log (one dict per
     logged step: ``step``, ``loss``, ``lr``, ``tokens`` (so far), ``time`` (seconds since this call
     began, when the step had finished) and each auxiliary loss by name; also
@@ -113,7 +114,13 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     be a fresh iterator built exactly as in the first run; its position is restored through its
     ``state_dict``/``load_state_dict`` if it has them, otherwise by skipping consumed batches.
     ``compile``: run the forward + loss through ``torch.compile``.
+
+    ``dist``: the process group from ``experiments.distributed.init`` (default: one process).
+    Every rank passes the same ``batches`` and trains on its rows of each micro-batch, so the
+    result is that of one process with the same batches; rank 0 alone runs ``on_checkpoint``
+    and writes the state.
     """
+    dist = dist or distributed.Single()
     device = next(model.parameters()).device
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     opt = make_optimizer(model, cfg, device)
@@ -139,15 +146,16 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         training_state.restore_rng(tensors, state["rng"])
     elif 0 in checkpoint_steps and on_checkpoint:
         model.eval()
-        on_checkpoint(0, model)
+        dist.on_writer(on_checkpoint, 0, model)
 
     def save_state(step: int) -> None:
         data = batches.state_dict() if hasattr(batches, "state_dict") else None
-        training_state.save_state(state_dir, step, params=trainable_parameters(model), optimizer=opt,
-                                  extra={"tokens": tokens, "batches_used": batches_used, "data": data, "log": entries})
+        dist.on_writer(training_state.save_state, state_dir, step, params=trainable_parameters(model), optimizer=opt,
+                       extra={"tokens": tokens, "batches_used": batches_used, "data": data, "log": entries})
 
+    net = dist.wrap(model)
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, desc=desc, leave=False)
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc, leave=False, **({} if dist.is_writer else {"disable": True}))
     clock, clock_tokens = time.perf_counter(), tokens
     pending: dict | None = None  # the last step's losses, read one step late so the GPU never idles
 
@@ -169,15 +177,18 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         total_weight = max(sum(float(w[:, 1:].sum()) for w in weights), 1e-12)
         step_tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
                           for b in micro)
+        micro, weights = [dist.shard(b) for b in micro], [dist.shard(w) for w in weights]  # this rank's rows
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss_sum = torch.zeros((), device=device)
         aux_sums = {a.name: torch.zeros((), device=device) for a in aux_losses}
         for i, (batch, w) in enumerate(zip(micro, weights)):
             batch = _to_device(batch, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                weighted, outputs = forward(model, batch, w.to(device, non_blocking=True), hidden_states=hidden_states)
-                loss = weighted / total_weight
+            # DDP all-reduces gradients in the last micro-batch's backward (no_sync acts at forward time)
+            with dist.no_sync(net, sync=i + 1 == len(micro)), \
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                weighted, outputs = forward(net, batch, w.to(device, non_blocking=True), hidden_states=hidden_states)
+                loss = dist.scale_loss(weighted / total_weight)
                 for aux in aux_losses:
                     value = aux(model, batch, outputs, step * cfg.grad_accum + i) / cfg.grad_accum
                     aux_sums[aux.name] += value.detach()
@@ -192,12 +203,13 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         tokens += step_tokens
         flush()
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
+            loss_sum, aux_sums = dist.reduce_log(loss_sum, aux_sums)
             pending = {"step": step + 1, "loss": loss_sum, "lr": opt.param_groups[0]["lr"], "tokens": tokens, **aux_sums}
         bar.update(1)
         if step + 1 in checkpoint_steps and on_checkpoint:
             flush()
             model.eval()
-            on_checkpoint(step + 1, model)
+            dist.on_writer(on_checkpoint, step + 1, model)
             model.train()
         if state_dir is not None and ((save_every and (step + 1) % save_every == 0)
                                       or step + 1 in checkpoint_steps or step + 1 == cfg.steps):
