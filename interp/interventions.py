@@ -106,7 +106,7 @@ def _edited(hidden: torch.Tensor, edits: list[_Edit], selections) -> torch.Tenso
         rows, cols = selections[edit.slot].rows_and_columns
         rows, cols = rows.to(hidden.device), cols.to(hidden.device)
         picked = hidden[rows, cols].float()
-        hidden[rows, cols] = edit.intervention.apply(picked, edit.direction).to(hidden.dtype)
+        hidden[rows, cols] = edit.intervention.apply(picked, edit.direction.to(hidden.device)).to(hidden.dtype)
     return hidden
 
 

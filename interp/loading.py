@@ -58,7 +58,13 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (blocks may live elsewhere with a ``device_map``)."""
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def devices(self) -> set[torch.device]:
+        """Every device holding a parameter (more than one when split with a ``device_map``)."""
+        return {p.device for p in self.model.parameters()}
 
     @property
     def is_encoder_only(self) -> bool:
@@ -173,13 +179,17 @@ def model_config(name_or_path, *, trust_remote_code: bool = False):
     return _resolve(str(name_or_path), trust_remote_code)[1]
 
 
-def load_model(name_or_path, *, device=None, dtype=None, tokenizer=None, trust_remote_code: bool = False) -> LoadedModel:
+def load_model(name_or_path, *, device=None, dtype=None, tokenizer=None, trust_remote_code: bool = False,
+               device_map=None) -> LoadedModel:
     """Load a model for reading activations.
 
     ``name_or_path`` is a hub id, a local directory saved with ``save_pretrained``, or an
     already-built HF ``PreTrainedModel`` (then pass ``tokenizer``, an object or a directory). Encoder-only models
     (BERT family) load as masked LMs, everything else as causal LMs. Models load in eval
-    mode; ``dtype`` is a torch dtype or its name ("float32", "bfloat16").
+    mode; ``dtype`` is a torch dtype or its name ("float32", "bfloat16"). ``device_map`` (instead of
+    ``device``) is passed to ``from_pretrained`` to split a model too large for one GPU over
+    several, e.g. "auto" or ``{"model.layers.0": 0, ...}`` (needs accelerate); residuals then
+    read each block on its own device and gather the results on the embedding's device.
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
@@ -187,28 +197,37 @@ def load_model(name_or_path, *, device=None, dtype=None, tokenizer=None, trust_r
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise InterpInputError(f"unknown dtype {dtype!r}; expected e.g. 'float32' or 'bfloat16'")
         dtype = getattr(torch, dtype)
+    if device_map is not None and device is not None:
+        raise InterpInputError(f"pass either device ({device!r}) or device_map ({device_map!r}), not both")
     if isinstance(name_or_path, nn.Module):
         model, name = name_or_path, type(name_or_path).__name__
         if tokenizer is None:
             raise InterpInputError("an in-memory model needs tokenizer=...")
+        if device_map is not None:
+            raise InterpInputError("device_map needs a hub id or a local directory; an in-memory model is already "
+                                   "placed (move it yourself or pass device=...)")
     else:
         name = str(name_or_path)
         path, config = _resolve(name, trust_remote_code)
         auto = AutoModelForMaskedLM if config.model_type in ENCODER_ONLY_TYPES else AutoModelForCausalLM
         try:
-            model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+            placed = {} if device_map is None else {"device_map": device_map}
+            model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **placed)
         except OSError as exc:
             raise InterpInputError(f"cannot load the weights of model {name!r}: {str(exc).splitlines()[0]}") from exc
         except Exception as exc:
             if type(exc).__name__ != "SafetensorError":
-                raise
+                if device_map is None:
+                    raise
+                raise InterpInputError(f"cannot place model {name!r} with device_map {device_map!r}: "
+                                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
             raise InterpInputError(f"cannot load the weights of model {name!r}: a .safetensors file is truncated or "
                                    f"corrupt ({str(exc).splitlines()[0]}); expected complete weights") from exc
         if tokenizer is None:
             tokenizer = path
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = _load_tokenizer(str(tokenizer), trust_remote_code)
-    if dtype is not None:
+    if dtype is not None and device_map is None:  # a device_map load has its dtype already
         model = model.to(dtype)
     if device is not None:
         model = model.to(check_device(device))

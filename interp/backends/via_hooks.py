@@ -49,4 +49,5 @@ def capture(lm: LoadedModel, batch: Batch, layers: list[int]) -> torch.Tensor:
     finally:
         for handle in handles:
             handle.remove()
-    return torch.stack([captured[layer] for layer in layers], dim=1)
+    device = lm.device  # with a device_map, blocks (and what they give) live on several devices
+    return torch.stack([captured[layer].to(device) for layer in layers], dim=1)

@@ -76,4 +76,5 @@ def capture(lm: LoadedModel, batch: Batch, layers: list[int]) -> torch.Tensor:
             captured[index] = reduce(hidden)
             if index == deepest:
                 tracer.stop()
-    return torch.stack([captured[layer] for layer in layers], dim=1)
+    device = lm.device  # with a device_map, blocks (and what they give) live on several devices
+    return torch.stack([captured[layer].to(device) for layer in layers], dim=1)

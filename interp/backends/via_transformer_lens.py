@@ -42,6 +42,10 @@ def _bridge_tokenizer(lm: LoadedModel):
 def build_bridge(lm: LoadedModel):
     from transformer_lens.model_bridge import TransformerBridge
 
+    if len(lm.devices) > 1:  # the bridge moves its model to one device, and it shares our parameters
+        raise InterpInputError(f"the transformer_lens backend needs the model on one device; {lm.name!r} is split "
+                               f"over {sorted(map(str, lm.devices))}: use backend='hooks' or 'nnsight'")
+
     shared = {id(p): p for p in lm.model.parameters()}  # buffers are copied: the bridge may patch them
     clone = copy.deepcopy(lm.model, memo=shared)
     try:
