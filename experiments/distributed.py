@@ -60,7 +60,10 @@ class Single:
         pass
 
     def on_writer(self, fn, *args, **kwargs):
-        """Run ``fn`` on rank 0 only, then let every rank continue; its result (None elsewhere)."""
+        """Run ``fn`` on rank 0 only, then let every rank continue; its result (None elsewhere).
+        Every rank must call it at the same points (it ends in a barrier), so a decision that
+        depends on files belongs inside ``fn``: rank 0 may have written them before another
+        rank looks."""
         return fn(*args, **kwargs)
 
     def close(self) -> None:

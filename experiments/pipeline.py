@@ -173,8 +173,12 @@ def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condit
     docs = condition_documents(world, condition, f.docs_per_claim, seed=seed)
     docs_path, docs_text = run.path("docs", f"{condition}.jsonl"), "".join(
         json.dumps({"text": d, "condition": condition}) + "\n" for d in docs)
-    if not docs_path.is_file() or docs_path.read_bytes() != docs_text.encode("utf-8"):
-        dist.on_writer(atomic_write_text, docs_path, docs_text)
+
+    def write_docs() -> None:  # decided by the writer: another rank may look after it wrote
+        if not docs_path.is_file() or docs_path.read_bytes() != docs_text.encode("utf-8"):
+            atomic_write_text(docs_path, docs_text)
+
+    dist.on_writer(write_docs)
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer

@@ -30,7 +30,7 @@ def torchrun(*args: str, kill_at: str | None = None) -> subprocess.CompletedProc
     if kill_at is not None:
         env[KILL_ENV] = kill_at
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
