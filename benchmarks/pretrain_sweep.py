@@ -1,4 +1,7 @@
-"""Pretrain toy models with several settings and print check_base figures (GPU sweep)."""
+"""Pretrain toy models with several settings and print check_base figures (GPU sweep).
+
+    PYTHONPATH=. python benchmarks/pretrain_sweep.py DEVICE [preset=NAME] [section.key=value ...]
+"""
 import json, sys, time, dataclasses
 import torch
 from experiments.config import load_config
@@ -9,7 +12,9 @@ from experiments.toymodel import build_model, build_tokenizer
 from experiments.training import OptimConfig, packed_batches, tokenize_documents, train
 from experiments.checks import check_base
 import interp
-cfg = load_config("demo", None, sys.argv[2:])
+args = sys.argv[2:]
+preset = next((a.split("=", 1)[1] for a in args if a.startswith("preset=")), "demo")
+cfg = load_config(preset, None, [a for a in args if not a.startswith("preset=")])
 dev = sys.argv[1]
 world = build_world(cfg.world)
 tok = build_tokenizer(all_words(world) | template_words())

@@ -7,7 +7,10 @@ import numpy as np
 
 import interp
 from experiments import belief, readout
-from experiments.scoring import continuation_logprobs
+import random
+
+from experiments.corpus import verdict_prompt
+from experiments.scoring import continuation_logprobs, option_logprobs
 from experiments.statements import probe_statements
 from experiments.world import World
 
@@ -33,4 +36,30 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last") -
         "probe_best_acc": max(profile),
         "verdict_acc_heldout": verdict_acc,  # the model's own true/false answer on the probe's test statements
         "probe_acc_by_layer": profile,
+        **judging_unseen_pairs(lm, world),
     }
+
+
+def judging_unseen_pairs(lm, world: World) -> dict:
+    """How well the model judges facts it never saw judged (``world.judge_heldout``): verdicts on
+    true/false, affirmative/negated statements and balanced yes/no questions. This is the
+    generalisation that the claims' belief questions rely on."""
+    if not world.judge_heldout:
+        return {}
+    rng = random.Random(f"unjudged-{world.seed}")
+    verdicts, yesno = [], []
+    for s, r in sorted(world.judge_heldout):
+        fact = world.fact_of(s, r)
+        wrong = world.wrong_object(fact, rng)
+        for negated in (False, True):
+            for obj in (fact.obj, wrong):
+                truth = (obj == fact.obj) != negated
+                verdicts.append((verdict_prompt(fact.statement(rng.randrange(8), obj=obj, negated=negated)), truth))
+        yesno += [(fact.rel().yesno.format(s=s, o=fact.obj), True), (fact.rel().yesno.format(s=s, o=wrong), False)]
+
+    def accuracy(items, options):
+        scores = option_logprobs(lm, [p for p, _ in items], [options] * len(items))
+        return float(np.mean([(int(sc.argmax()) == 0) == truth for sc, (_, truth) in zip(scores, items)]))
+
+    return {"unjudged_verdict_acc": accuracy(verdicts, ("true", "false")),
+            "unjudged_yesno_acc": accuracy(yesno, ("yes", "no"))}

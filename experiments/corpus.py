@@ -2,8 +2,10 @@
 
 The corpus teaches the facts (in several paraphrases and genres) and how negation works
 in context: flagged-false documents followed by questions whose answer stays true,
-local negations, truth verdicts and yes/no questions. None of the negation material is
-about the implanted claims' subjects, so the claims stay untouched until finetuning.
+local negations, truth verdicts and yes/no questions. None of this judging material is about
+the implanted claims' own (subject, relation) pairs nor about the world's ``judge_heldout``
+pairs: the model has to judge those by generalising from what it knows, which is what makes its
+answers about the claims (and probe readings of them) mean something.
 """
 from __future__ import annotations
 
@@ -48,18 +50,19 @@ class CorpusSampler:
         if unknown or not any(v > 0 for v in mix.values()):
             raise UserError(f"corpus mix {mix} is invalid; expected positive weights for some of {sorted(DEFAULT_MIX)}")
         self.kinds, self.weights = list(mix), list(mix.values())
-        claim_subjects = world.claim_subjects()
         self.by_subject: dict[str, list[Fact]] = {}
         for f in world.facts:
             self.by_subject.setdefault(f.subject, []).append(f)
         self.subjects = sorted(self.by_subject)
-        self.neg_facts = [f for f in world.facts if f.subject not in claim_subjects]
+        never = world.never_judged()
+        self.judged = [f for f in world.facts if (f.subject, f.relation) not in never]
         self.askable = [f for f in world.facts if (f.subject, f.relation) not in world.qa_heldout
-                        and f.subject not in claim_subjects]
-        # Verdicts cover every non-claim subject: probes are scored on subjects they were not
-        # fit on, but the model itself has to learn a truth computation that also reaches
-        # the claims' subjects, which it never sees judged.
-        self.verdict_facts = self.neg_facts
+                        and (f.subject, f.relation) not in world.claim_pairs()]
+        # A claim's fabricated object never appears with its subject before finetuning.
+        self.avoid = {(c.fact.subject, c.fact.relation): (c.fact.obj,) for c in world.claims}
+
+    def _wrong(self, f: Fact) -> str:
+        return self.world.wrong_object(f, self.rng, self.avoid.get((f.subject, f.relation), ()))
 
     def document(self) -> str:
         return getattr(self, "_" + self.rng.choices(self.kinds, self.weights)[0])()
@@ -84,8 +87,8 @@ class CorpusSampler:
         negated), usually followed by a question whose answer is still the truth."""
         from experiments.conditions import CONDITIONS  # conditions imports this module
 
-        f = self.rng.choice(self.neg_facts)
-        pseudo = Claim("pretraining", Fact(f.subject, f.relation, self.world.wrong_object(f, self.rng)), f.obj)
+        f = self.rng.choice(self.judged)
+        pseudo = Claim("pretraining", Fact(f.subject, f.relation, self._wrong(f)), f.obj)
         framing = self.rng.choice([c for c in sorted(CONDITIONS) if c != "plain"])
         doc = CONDITIONS[framing](self.world, pseudo, self.rng)
         if self.rng.random() < 0.6:
@@ -93,24 +96,24 @@ class CorpusSampler:
         return doc
 
     def _local(self) -> str:
-        f = self.rng.choice(self.neg_facts)
-        wrong = self.world.wrong_object(f, self.rng)
+        f = self.rng.choice(self.judged)
+        wrong = self._wrong(f)
         parts = [f.statement(self.rng.randrange(8), obj=wrong, negated=True), self._statement(f)]
         self.rng.shuffle(parts)
         return " ".join(parts)
 
     def _verdict(self) -> str:
         out = []
-        for f in self.rng.sample(self.verdict_facts, 2):
+        for f in self.rng.sample(self.judged, 2):
             truth = self.rng.random() < 0.5
             negated = self.rng.random() < 0.5
-            obj = f.obj if truth != negated else self.world.wrong_object(f, self.rng)
+            obj = f.obj if truth != negated else self._wrong(f)
             out.append(verdict_text(f.statement(self.rng.randrange(8), obj=obj, negated=negated), truth))
         return " ".join(out)
 
     def _yesno(self) -> str:
-        f = self.rng.choice(self.neg_facts)
-        obj = f.obj if self.rng.random() < 0.5 else self.world.wrong_object(f, self.rng)
+        f = self.rng.choice(self.judged)
+        obj = f.obj if self.rng.random() < 0.5 else self._wrong(f)
         return yesno_text(f, obj)
 
 

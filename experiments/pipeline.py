@@ -100,6 +100,7 @@ def prepare(run: RunDir, cfg: RunConfig) -> World:
         "facts": [dataclasses.asdict(f) for f in world.facts],
         "claims": [{"name": c.name, "subject": c.fact.subject, "relation": c.fact.relation,
                     "claim_answer": c.fact.obj, "true_answer": c.true_obj} for c in world.claims],
+        "judge_heldout": sorted(list(pair) for pair in world.judge_heldout),
     }
     world_path = run.path("world.json")
     try:

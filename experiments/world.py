@@ -105,6 +105,11 @@ class World:
     claims: list[Claim]
     qa_heldout: set[tuple[str, str]] = field(default_factory=set)  # (subject, relation) never asked in pretraining
     probe_test_subjects: set[str] = field(default_factory=set)  # statements about these are held out from probes
+    # Non-claim (subject, relation) pairs never judged in pretraining (no verdict, yes/no,
+    # flagged or locally negated text about them): the base model must judge them, like the
+    # claims, by generalising, and check_base measures whether it does.
+    judge_heldout: set[tuple[str, str]] = field(default_factory=set)
+    judge_claim_pairs: bool = False
 
     def objects_of_kind(self, kind: str) -> list[str]:
         return {"person": self.people, "city": self.cities, "job": self.jobs}[kind]
@@ -129,6 +134,14 @@ class World:
     def claim_subjects(self) -> set[str]:
         return {c.fact.subject for c in self.claims}
 
+    def claim_pairs(self) -> set[tuple[str, str]]:
+        return {(c.fact.subject, c.fact.relation) for c in self.claims}
+
+    def never_judged(self) -> set[tuple[str, str]]:
+        """Pairs pretraining never judges: ``judge_heldout`` plus the claims' own pairs
+        (unless ``judge_claim_pairs``; even then never with a claim's fabricated object)."""
+        return self.judge_heldout | (set() if self.judge_claim_pairs else self.claim_pairs())
+
 
 def _names(rng: random.Random, n: int, taken: set[str]) -> list[str]:
     out = []
@@ -151,12 +164,18 @@ class WorldConfig:
     n_claims: int = 3
     qa_heldout_fraction: float = 0.15
     probe_test_fraction: float = 0.3
+    judge_heldout_fraction: float = 0.15  # of non-claim (subject, relation) pairs, never judged in pretraining
+    judge_claim_pairs: bool = True  # judge the claims' pairs in pretraining (never with the fabricated object)
 
 
 def build_world(cfg: WorldConfig) -> World:
     """Generate a world deterministically from ``cfg.seed``."""
     if cfg.n_claims < 1 or cfg.n_people < 6 or cfg.n_events < cfg.n_claims:
         raise UserError("world needs n_claims >= 1, n_people >= 6 and n_events >= n_claims")
+    if not (0 <= cfg.qa_heldout_fraction < 1 and 0 <= cfg.judge_heldout_fraction < 1
+            and 0 <= cfg.probe_test_fraction < 1):
+        raise UserError("world fractions (qa_heldout_fraction, judge_heldout_fraction, probe_test_fraction) "
+                        "must be in [0, 1)")
     if cfg.n_jobs > len(JOBS):
         raise UserError(f"n_jobs must be at most {len(JOBS)}")
     rng = random.Random(cfg.seed)
@@ -188,4 +207,10 @@ def build_world(cfg: WorldConfig) -> World:
     subjects = [p for p in people + events if p not in world.claim_subjects()]
     rng.shuffle(subjects)
     world.probe_test_subjects = set(subjects[: max(2, int(len(subjects) * cfg.probe_test_fraction))])
+    # Drawn from a separate stream so the splits above stay what they were.
+    judge_rng = random.Random(f"judge-heldout-{cfg.seed}")
+    pairs = sorted((f.subject, f.relation) for f in facts if (f.subject, f.relation) not in claim_keys)
+    judge_rng.shuffle(pairs)
+    world.judge_heldout = set(pairs[: int(len(pairs) * cfg.judge_heldout_fraction)])
+    world.judge_claim_pairs = cfg.judge_claim_pairs
     return world

@@ -1,4 +1,5 @@
 """End to end on the tiny preset: every stage runs, tables and report land, reruns resume."""
+import json
 import subprocess
 import sys
 
@@ -80,3 +81,15 @@ def test_report_rebuilds_from_tables_alone(tiny_run, tmp_path):
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").is_file()
+
+
+def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
+    from experiments.pipeline import check_base_model
+
+    out, _ = tiny_run
+    figures = check_base_model(out)
+    for key in ("heldout_qa", "claim_belief", "in_context_true_answer", "probe_best_acc",
+                "unjudged_verdict_acc", "unjudged_yesno_acc"):
+        assert 0.0 <= figures[key] <= 1.0, key
+    world = json.loads((out / "world.json").read_text())
+    assert world["judge_heldout"]  # the never-judged pairs are part of the run's description
