@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_training import clocked  # noqa: E402  (the script's folder is on sys.path)
 from experiments import distributed  # noqa: E402
 
 SHAPES = {
@@ -87,16 +88,8 @@ def worker_throughput(args, dist) -> dict:
     model = build_model(args.shape, device)
     global_batch = args.batch * dist.world_size
     stream, marks = packed_batches(random_docs(model.config.vocab_size), global_batch, args.seq, seed=0), {}
-
-    def clocked():  # the clock starts when step ``warm`` has finished on the device
-        for i, batch in enumerate(stream):
-            if i == args.warm:
-                sync(device)
-                marks["start"] = time.perf_counter()
-            yield batch
-
     cfg = OptimConfig(steps=args.warm + args.steps, lr=1e-5, warmup=2, weight_decay=0.01, grad_clip=1.0)
-    log = train(model, clocked(), cfg, compile=args.compile, desc=f"throughput x{dist.world_size}", dist=dist)
+    log = train(model, clocked(stream, args.warm, device, marks), cfg, compile=args.compile, desc=f"throughput x{dist.world_size}", dist=dist)
     sync(device)
     seconds = time.perf_counter() - marks["start"]
     tokens = args.steps * global_batch * args.seq

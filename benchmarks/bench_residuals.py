@@ -211,6 +211,23 @@ def measure(run, device: str, repeats: int):
     return statistics.median(times), peak, result
 
 
+def paired_ratios(floor_run, run, device: str, pairs: int) -> list[float]:
+    """floor time / method time, each pair measured back to back (alternating which goes first):
+    on a shared host the absolute times drift by tens of percent between calls, and pairing
+    keeps that drift out of the ratio."""
+    ratios = []
+    for i in range(pairs):
+        times = {}
+        for name, fn in ((("floor", floor_run), ("method", run)) if i % 2 == 0 else (("method", run), ("floor", floor_run))):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name] = time.perf_counter() - start
+        ratios.append(times["floor"] / times["method"])
+    return ratios
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4096, help="number of statements")
@@ -220,6 +237,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model, for a smoke test")
     parser.add_argument("--skip-full-cache", action="store_true")
+    parser.add_argument("--pairs", type=int, default=9, help="back-to-back floor/hooks pairs for the paired ratio")
     args = parser.parse_args(argv)
 
     dtype = getattr(torch, args.dtype)
@@ -260,6 +278,8 @@ def main(argv=None):
     prepare_s = time.perf_counter() - start
     forward_s = measure(hooks_forward_only(lm, texts, args.batch_size), args.device, args.repeats)[0]
     warm = timed_residuals(lm, texts, args.batch_size, args.device)
+    paired = paired_ratios(methods["HF forward, base model only (floor)"], methods["interp.residuals (backend=hooks)"],
+                           args.device, args.pairs)
     reference = results["HF forward, CausalLM + output_hidden_states"]
     by_name = {name: seconds for name, seconds, _ in rows}
     floor = by_name["HF forward, base model only (floor)"]
@@ -275,6 +295,8 @@ def main(argv=None):
     print(f"interp.residuals (backend=hooks): warm {hooks:.3f} s (median, {floor / hooks:.2f}x the floor); "
           f"cold {cold['total']:.3f} s ({floor / cold['total']:.2f}x; the first call in the process, before any "
           f"other forward, so it also pays lazy initialisation such as CUDA's).\n")
+    print(f"Paired (floor and hooks back to back, {args.pairs} pairs): floor/hooks median "
+          f"{statistics.median(paired):.2f}x (min {min(paired):.2f}, max {max(paired):.2f}).\n")
     print(f"Breakdown (hooks): host-side work alone: tokenizing {tokenize_s:.3f} s, tokenizing + padding + gather "
           f"plans {prepare_s:.3f} s (padding overlaps the GPU after the first batch; the first two HF rows get "
           f"pre-built batches for free); forward with hooks over pre-built batches, results left on "
