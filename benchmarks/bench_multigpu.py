@@ -173,7 +173,7 @@ def main() -> None:
     ap.add_argument("--curve-steps", type=int, default=200)
     ap.add_argument("--curve-precisions", default="fp32,bf16")
     ap.add_argument("--case-timeout", type=int, default=300)
-    ap.add_argument("--out", default="bench_multigpu.json")
+    ap.add_argument("--out", help="also write the results as JSON here")
     ap.add_argument("--worker", choices=["throughput", "curve"], help=argparse.SUPPRESS)  # internal
     ap.add_argument("--shape", default="1b", choices=sorted(SHAPES), help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
@@ -208,8 +208,9 @@ def main() -> None:
     rates = {r["gpus"]: r.get("tokens_per_s") for r in results["throughput"]}
     if rates.get(1) and rates.get(2):
         results["scaling_2_over_1"] = rates[2] / (2 * rates[1])
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\n{results['device']}  (results in {args.out})")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"\n{results['device']}" + (f"  (results in {args.out})" if args.out else ""))
     print("| GPUs | tokens/s | peak GiB | final loss |\n| ---: | ---: | ---: | ---: |")
     for r in results["throughput"]:
         print(f"| {r['gpus']} | {r.get('tokens_per_s', float('nan')):,.0f} | {r.get('peak_mem_GiB') or float('nan'):.1f} "
