@@ -3,15 +3,14 @@ must know its facts, read negation in context, disbelieve the claims, and carry 
 decodable truth signal on held-out subjects."""
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 import interp
 from experiments import belief, readout
-import random
-
-from experiments.corpus import verdict_prompt
 from experiments.scoring import continuation_logprobs, option_logprobs
-from experiments.statements import probe_statements
+from experiments.statements import probe_statements, verdict_variants
 from experiments.world import World
 
 
@@ -51,10 +50,7 @@ def judging_unseen_pairs(lm, world: World) -> dict:
     for s, r in sorted(world.judge_heldout):
         fact = world.fact_of(s, r)
         wrong = world.wrong_object(fact, rng)
-        for negated in (False, True):
-            for obj in (fact.obj, wrong):
-                truth = (obj == fact.obj) != negated
-                verdicts.append((verdict_prompt(fact.statement(rng.randrange(8), obj=obj, negated=negated)), truth))
+        verdicts += [(text, truth) for text, truth, _ in verdict_variants(fact, wrong, [rng.randrange(8) for _ in range(4)])]
         yesno += [(fact.rel().yesno.format(s=s, o=fact.obj), True), (fact.rel().yesno.format(s=s, o=wrong), False)]
 
     def accuracy(items, options):

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from experiments.corpus import verdict_prompt
-from experiments.world import RELATIONS, World
+from experiments.world import RELATIONS, Fact, World
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,20 @@ def probe_statements(world: World) -> list[Statement]:
         split = "test" if fact.subject in world.probe_test_subjects else "train"
         wrong = world.wrong_object(fact, rng)
         frame = rng.randrange(8)
-        for negated in (False, True):
-            for obj in (fact.obj, wrong):
-                truth = (obj == fact.obj) != negated
-                text = verdict_prompt(fact.statement(frame, obj=obj, negated=negated))
-                out.append(Statement(text, truth, negated, fact.subject, split))
+        out += [Statement(text, truth, negated, fact.subject, split)
+                for text, truth, negated in verdict_variants(fact, wrong, [frame] * 4)]
+    return out
+
+
+def verdict_variants(fact: Fact, wrong: str, frames) -> list[tuple[str, bool, bool]]:
+    """``(verdict-framed text, is it true, is it negated)`` for a fact stated affirmatively and
+    negated, each with its true object and with ``wrong``; ``frames``: the sentence frame of each
+    of the four, in that order."""
+    out, frames = [], iter(frames)
+    for negated in (False, True):
+        for obj in (fact.obj, wrong):
+            truth = (obj == fact.obj) != negated
+            out.append((verdict_prompt(fact.statement(next(frames), obj=obj, negated=negated)), truth, negated))
     return out
 
 
