@@ -79,22 +79,25 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
-def hf_forward(lm, texts, batch_size, *, head: bool):
-    """Bare HF forward over pre-built batches. ``head``: the CausalLM with
-    ``output_hidden_states=True`` and the last token gathered (what one writes by hand);
-    otherwise the base transformer alone, output discarded (the compute floor)."""
+def hf_forward(lm, texts, batch_size, *, mode: str):
+    """Bare HF forward over pre-built batches. ``mode``: "floor" runs the base transformer alone,
+    output discarded (the compute floor); "logits" is ``model(**batch)``, the CausalLM with its
+    logits discarded; "hidden" adds ``output_hidden_states=True`` and gathers the last token of
+    every hidden state to the CPU (what one writes by hand)."""
     prepared = list(batches(lm, texts, Last(), batch_size))
     n = lm.n_layers + 1
 
     def run():
-        out = torch.empty(len(texts), n, lm.d_model) if head else None
+        out = torch.empty(len(texts), n, lm.d_model) if mode == "hidden" else None
         with torch.inference_mode():
             for batch in prepared:
-                if head:
+                if mode == "hidden":
                     hs = lm.model(**batch.inputs, output_hidden_states=True).hidden_states
                     rows = torch.arange(len(batch.rows), device=lm.device)
                     last = batch.selection.index[:, 0]
                     out[batch.rows] = torch.stack([h[rows, last] for h in hs], 1).float().cpu()
+                elif mode == "logits":
+                    lm.model(**batch.inputs)
                 else:
                     lm.base_model(**batch.inputs)
         return out
@@ -157,41 +160,37 @@ def hooks_forward_only(lm, texts, batch_size):
 
 
 def timed_residuals(lm, texts, batch_size, device: str) -> dict:
-    """One ``interp.residuals`` (hooks) call, its last step timed apart on CUDA: waiting for the
-    GPU's queued work, for the page-locked output (allocated in a thread meanwhile), and the one
-    device->host copy. Keys: total, and gpu_tail/output_wait/copy/pinned/bytes when on CUDA."""
+    """One ``interp.residuals`` (hooks) call with its end timed apart on CUDA: after the last
+    batch is queued, waiting for the GPU, then for the copy worker's last batches (what of the
+    copy to the host is not hidden behind the forward passes). Keys: total, gpu_tail, copy_tail."""
     module = importlib.import_module("interp.residuals")  # the module, not the function
-    original, times = module.DeviceRows.finish, {}
+    original, times = module.StreamedRows.finish, {}
 
     def finish(rows):
         start = time.perf_counter()
         sync(device)
         synced = time.perf_counter()
-        out = rows.out.result()
-        ready = time.perf_counter()
-        out.copy_(rows.buffer)
-        times.update(gpu_tail=synced - start, output_wait=ready - synced, copy=time.perf_counter() - ready,
-                     pinned=out.is_pinned(), bytes=out.numel() * out.element_size())
+        out = original(rows)
+        times.update(gpu_tail=synced - start, copy_tail=time.perf_counter() - synced,
+                     bytes=out.numel() * out.element_size())
         return out
 
-    module.DeviceRows.finish = finish
+    module.StreamedRows.finish = finish
     try:
         start = time.perf_counter()
         interp.residuals(lm, texts, position="last", backend="hooks", batch_size=batch_size)
         sync(device)
         times["total"] = time.perf_counter() - start
     finally:
-        module.DeviceRows.finish = original
+        module.StreamedRows.finish = original
     return times
 
 
 def tail_text(times: dict) -> str:
-    if "copy" not in times:
-        return "no device buffer used (CPU, or the chunked fallback)"
-    pinned = "page-locked" if times["pinned"] else "PAGEABLE (pinning failed)"
-    return (f"last step: GPU tail {times['gpu_tail']:.3f} s, waiting for the {pinned} output "
-            f"{times['output_wait']:.3f} s, one device->host copy of {times['bytes'] / 1e6:.0f} MB {times['copy']:.3f} s "
-            f"({times['bytes'] / times['copy'] / 1e9:.1f} GB/s)")
+    if "copy_tail" not in times:
+        return "no copy worker used (CPU)"
+    return (f"after the last batch was queued: GPU tail {times['gpu_tail']:.3f} s, then the copy of the "
+            f"{times['bytes'] / 1e6:.0f} MB result still to finish {times['copy_tail']:.3f} s")
 
 
 def measure(run, device: str, repeats: int):
@@ -251,8 +250,9 @@ def main(argv=None):
     print(f"# interp.residuals (backend=hooks), cold: {cold['total']:.3f} s", file=sys.stderr, flush=True)
 
     methods = {
-        "HF forward, base model only (floor)": hf_forward(lm, texts, args.batch_size, head=False),
-        "HF forward, CausalLM + output_hidden_states": hf_forward(lm, texts, args.batch_size, head=True),
+        "HF forward, base model only (floor)": hf_forward(lm, texts, args.batch_size, mode="floor"),
+        "HF forward, CausalLM, model(**batch)": hf_forward(lm, texts, args.batch_size, mode="logits"),
+        "HF forward, CausalLM + output_hidden_states": hf_forward(lm, texts, args.batch_size, mode="hidden"),
         "HF loop tokenizing per batch, CausalLM + output_hidden_states": hf_loop_tokenizing(
             lm, texts, args.batch_size),
     }
@@ -278,12 +278,16 @@ def main(argv=None):
     prepare_s = time.perf_counter() - start
     forward_s = measure(hooks_forward_only(lm, texts, args.batch_size), args.device, args.repeats)[0]
     warm = timed_residuals(lm, texts, args.batch_size, args.device)
-    paired = paired_ratios(methods["HF forward, base model only (floor)"], methods["interp.residuals (backend=hooks)"],
-                           args.device, args.pairs)
+    floor_run = methods["HF forward, base model only (floor)"]
+    paired = paired_ratios(floor_run, methods["interp.residuals (backend=hooks)"], args.device, args.pairs)
+    paired_forward = paired_ratios(floor_run, hooks_forward_only(lm, texts, args.batch_size), args.device, args.pairs)
+    paired_bare = paired_ratios(methods["HF forward, CausalLM, model(**batch)"], methods["interp.residuals (backend=hooks)"],
+                                args.device, args.pairs)
     reference = results["HF forward, CausalLM + output_hidden_states"]
     by_name = {name: seconds for name, seconds, _ in rows}
     floor = by_name["HF forward, base model only (floor)"]
     hf = by_name["HF forward, CausalLM + output_hidden_states"]
+    bare = by_name["HF forward, CausalLM, model(**batch)"]
     loop = by_name["HF loop tokenizing per batch, CausalLM + output_hidden_states"]
     full = by_name.get("TransformerLens run_with_cache, full cache")
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
@@ -296,22 +300,25 @@ def main(argv=None):
           f"cold {cold['total']:.3f} s ({floor / cold['total']:.2f}x; the first call in the process, before any "
           f"other forward, so it also pays lazy initialisation such as CUDA's).\n")
     print(f"Paired (floor and hooks back to back, {args.pairs} pairs): floor/hooks median "
-          f"{statistics.median(paired):.2f}x (min {min(paired):.2f}, max {max(paired):.2f}).\n")
+          f"{statistics.median(paired):.2f}x (min {min(paired):.2f}, max {max(paired):.2f}); floor / forward with "
+          f"hooks over pre-built batches (no tokenizing, no copy to the host) {statistics.median(paired_forward):.2f}x "
+          f"(min {min(paired_forward):.2f}, max {max(paired_forward):.2f}); model(**batch) / hooks "
+          f"{statistics.median(paired_bare):.2f}x (min {min(paired_bare):.2f}, max {max(paired_bare):.2f}).\n")
     print(f"Breakdown (hooks): host-side work alone: tokenizing {tokenize_s:.3f} s, tokenizing + padding + gather "
           f"plans {prepare_s:.3f} s (padding overlaps the GPU after the first batch; the first two HF rows get "
           f"pre-built batches for free); forward with hooks over pre-built batches, results left on "
           f"the device {forward_s:.3f} s (floor {floor:.3f} s); one warm call {warm['total']:.3f} s, "
           f"{tail_text(warm)}; "
           f"cold call {tail_text(cold)}.\n")
-    print("| method | time (s) | statements/s | x HF hand loop | x HF CausalLM fwd | x HF base fwd | x TL full cache "
-          "| peak GPU mem (GiB) | max abs diff vs HF |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| method | time (s) | statements/s | x floor | x model(**batch) | x HF + hidden states | x HF hand loop "
+          "| x TL full cache | peak GPU mem (GiB) | max abs diff vs HF |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, seconds, peak in rows:
         result = results[name]
         diff = "" if result is None else f"{(result - reference).abs().max().item():.1e}"
         vs_full = f"{full / seconds:.2f}" if full else ""
-        print(f"| {name} | {seconds:.3f} | {args.n / seconds:,.0f} | {loop / seconds:.2f} | {hf / seconds:.2f} | {floor / seconds:.2f} "
-              f"| {vs_full} | {peak / 2**30:.2f} | {diff} |")
+        print(f"| {name} | {seconds:.3f} | {args.n / seconds:,.0f} | {floor / seconds:.2f} | {bare / seconds:.2f} "
+              f"| {hf / seconds:.2f} | {loop / seconds:.2f} | {vs_full} | {peak / 2**30:.2f} | {diff} |")
 
 
 if __name__ == "__main__":

@@ -111,19 +111,56 @@ def test_transformer_lens_sees_in_place_weight_updates(models, tiny_dirs):
     assert (tl - before).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("sink", ["device", "chunked"])
-def test_gpu_result_paths_keep_the_callers_order(models, monkeypatch, sink):
-    """The CUDA paths (scatter into a device buffer; chunked flushes when that does not fit),
-    run here on CPU tensors, give the same rows as the plain one."""
+def test_streamed_rows_keep_the_callers_order(models, monkeypatch):
+    """The CUDA path (a worker thread copies each batch to the host and scatters it into the
+    caller's order), run here on CPU tensors, gives the same rows as the plain one."""
     import importlib
 
     residuals_module = importlib.import_module("interp.residuals")  # the module, not the function
     lm = models[0]["llama"]
     want = interp.residuals(lm, SPAN_TEXTS, batch_size=2)
-    paths = {"device": residuals_module.DeviceRows,
-             "chunked": lambda shape, device: residuals_module.ChunkedRows(torch.empty(shape))}
-    monkeypatch.setattr(residuals_module, "result_rows", paths[sink])
-    monkeypatch.setattr(residuals_module, "FLUSH_BYTES", 2 * 3 * lm.d_model * 4)  # flush every other batch
+    monkeypatch.setattr(residuals_module, "result_rows", residuals_module.StreamedRows)
+    monkeypatch.setattr(residuals_module, "QUEUE_DEPTH", 1)  # the worker lags: add() has to wait
     got = interp.residuals(lm, SPAN_TEXTS, batch_size=2)
     assert got.dtype == torch.float32 and got.device.type == "cpu" and not got.is_inference()
     assert torch.equal(got, want)
+
+
+def test_streamed_rows_stop_with_the_callers_loop(models, monkeypatch):
+    """An error in a forward pass reaches the caller, and the copy worker ends with it."""
+    import importlib
+
+    residuals_module = importlib.import_module("interp.residuals")
+    made = []
+    monkeypatch.setattr(residuals_module, "result_rows",
+                        lambda shape, device: made.append(residuals_module.StreamedRows(shape, device)) or made[-1])
+    calls = []
+
+    def failing(lm, batch, layers):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom in the forward")
+        return torch.zeros(len(batch.rows), len(layers), lm.d_model)
+
+    monkeypatch.setattr(residuals_module, "get_backend", lambda name: failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        interp.residuals(models[0]["llama"], SPAN_TEXTS, batch_size=2)
+    made[0].done.result(timeout=5)  # the worker finished rather than waiting forever
+
+
+def test_streamed_rows_report_a_worker_error(monkeypatch):
+    """A failure in the copy worker is raised in the caller, not swallowed or hung on."""
+    import importlib
+
+    residuals_module = importlib.import_module("interp.residuals")
+    monkeypatch.setattr(residuals_module, "QUEUE_DEPTH", 1)
+    rows = residuals_module.StreamedRows((4, 2, 3), torch.device("cpu"))
+
+    class Batch:
+        rows = [0, 1]
+
+    rows.add(Batch(), torch.zeros(2, 5, 3))  # wrong shape: the worker's copy fails
+    with pytest.raises(RuntimeError):
+        for _ in range(3):
+            rows.add(Batch(), torch.zeros(2, 2, 3))
+        rows.finish()
