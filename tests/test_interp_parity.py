@@ -164,3 +164,27 @@ def test_streamed_rows_report_a_worker_error(monkeypatch):
         for _ in range(3):
             rows.add(Batch(), torch.zeros(2, 2, 3))
         rows.finish()
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_fast_token_ids_match_the_tokenizers_own_call(models, kind):
+    """``encode`` takes ids from the Rust backend directly; they must be the tokenizer's own."""
+    from interp.batching import encode, ids_only
+
+    lm = models[0][kind]
+    texts = SPAN_TEXTS + ["  leading spaces", "unicode café ünïcödé", lm.tokenizer.eos_token + " after a special"]
+    want = lm.tokenizer(texts)["input_ids"]
+    fast = ids_only(lm.tokenizer, texts)
+    assert fast is not None and fast.input_ids == want
+    assert encode(lm, texts).input_ids == want
+
+
+def test_fast_token_ids_step_aside_when_the_backend_truncates(models):
+    from interp.batching import ids_only
+
+    tok = models[0]["llama"].tokenizer
+    tok._tokenizer.enable_truncation(max_length=3)
+    try:
+        assert ids_only(tok, SPAN_TEXTS) is None or ids_only(tok, SPAN_TEXTS).input_ids == tok(SPAN_TEXTS)["input_ids"]
+    finally:
+        tok._tokenizer.no_truncation()
