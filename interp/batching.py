@@ -211,8 +211,11 @@ def batches(lm: LoadedModel, texts: list[str], position: Position, batch_size: i
               for r, n in enumerate(encoded.lengths)] for p in positions]  # bad positions fail before any forward
     plan = plan_batches(encoded.lengths, batch_size)
     made = (collate(lm, encoded, rows, picks) for rows in plan)
-    # Only a GPU forward leaves the host idle to pad ahead. On a CPU model a second thread running
-    # torch ops starts a second pool of worker threads that fights the forward for the cores:
-    # 4096 statements through a 24-layer toy model on 2 cores took 3.66 s with it, 2.11 s without.
-    ahead = PREFETCH and lm.device.type == "cuda"
-    return Batches(len(plan), prefetch(made) if ahead else made)
+    return Batches(len(plan), prefetch(made) if pads_ahead(lm) else made)
+
+
+def pads_ahead(lm: LoadedModel) -> bool:
+    """Only a GPU forward leaves the host idle to pad ahead. With a CPU model the extra thread
+    fights the forward for the cores: 4096 statements through a 24-layer toy on 2 cores took
+    4.3-6.6 s with it and 2.1-2.3 s without (benchmarks/residuals.md)."""
+    return PREFETCH and lm.device.type == "cuda"

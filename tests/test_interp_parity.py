@@ -188,3 +188,43 @@ def test_fast_token_ids_step_aside_when_the_backend_truncates(models):
         assert ids_only(tok, SPAN_TEXTS) is None or ids_only(tok, SPAN_TEXTS).input_ids == tok(SPAN_TEXTS)["input_ids"]
     finally:
         tok._tokenizer.no_truncation()
+
+
+def test_padding_ahead_in_a_thread_gives_the_same_rows(models, monkeypatch):
+    """The CUDA path pads the next batches in a background thread; forced on here."""
+    from interp import batching
+
+    lm = models[0]["llama"]
+    want = interp.residuals(lm, SPAN_TEXTS, position="mean", batch_size=2)
+    monkeypatch.setattr(batching, "pads_ahead", lambda lm: True)
+    assert torch.equal(interp.residuals(lm, SPAN_TEXTS, position="mean", batch_size=2), want)
+
+
+def test_prefetch_keeps_order_raises_and_stops():
+    import threading
+
+    from interp.batching import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad batch 2")
+
+    with pytest.raises(ValueError, match="bad batch 2"):
+        list(prefetch(failing()))
+
+    produced, stopped = [], threading.Event()
+
+    def endless():
+        try:
+            while True:
+                produced.append(1)
+                yield len(produced)
+        finally:
+            stopped.set()
+
+    items = prefetch(endless(), depth=2)
+    assert next(items) == 1
+    items.close()  # the consumer stops early: the producer must not run on forever
+    assert stopped.wait(timeout=5)
