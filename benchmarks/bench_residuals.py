@@ -8,6 +8,7 @@ for 4096 synthetic statements. Every method gets the same length-sorted, padded 
 
     python benchmarks/bench_residuals.py                 # on a GPU, prints a markdown table
     python benchmarks/bench_residuals.py --tiny --device cpu --n 64   # smoke test
+    python benchmarks/bench_residuals.py --toy --device cpu --dtype float32 --skip-full-cache --pairs 4
 
 Besides the table it prints the first ("cold") call of ``interp.residuals`` (hooks), made
 before anything else runs on the model, and a breakdown of where its time goes.
@@ -45,13 +46,18 @@ def make_tokenizer(vocab_size: int):
                                    eos_token="[EOS]")
 
 
-def make_model(tiny: bool, device: str, dtype: torch.dtype):
+def make_model(size: str, device: str, dtype: torch.dtype):
+    """size: "tiny" (2 layers, a smoke test), "toy" (24 layers at hidden size 64: host-side costs
+    weigh, so it shows them on a CPU), or "full" (0.5B)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    if tiny:
+    if size == "tiny":
         cfg = Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                           tie_word_embeddings=True)
+    elif size == "toy":
+        cfg = Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=32, num_hidden_layers=24,
+                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
     else:  # Qwen2.5-0.5B shapes: 494M parameters
         cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                           num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
@@ -235,12 +241,19 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model, for a smoke test")
+    parser.add_argument("--toy", action="store_true",
+                        help="24 layers at hidden size 64: the host-side costs, measurable on a CPU")
+    parser.add_argument("--copy-worker", action="store_true",
+                        help="use the CUDA path's copy worker on a CPU model too (to measure its host-side cost)")
     parser.add_argument("--skip-full-cache", action="store_true")
     parser.add_argument("--pairs", type=int, default=9, help="back-to-back floor/hooks pairs for the paired ratio")
     args = parser.parse_args(argv)
 
     dtype = getattr(torch, args.dtype)
-    model, tok = make_model(args.tiny, args.device, dtype)
+    if args.copy_worker:
+        module = importlib.import_module("interp.residuals")
+        module.result_rows = module.StreamedRows
+    model, tok = make_model("tiny" if args.tiny else "toy" if args.toy else "full", args.device, dtype)
     lm = interp.load_model(model, tokenizer=tok)
     texts = statements(args.n, model.config.vocab_size)
     n_params = sum(p.numel() for p in model.parameters())
