@@ -7,10 +7,10 @@ gives absolute-position models (GPT-2, BERT) and rotary models the unpadded numb
 from __future__ import annotations
 
 import inspect
-from itertools import chain
 import queue
 import threading
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Iterator
 
 import torch
@@ -21,7 +21,7 @@ from interp.positions import Position, Selection, build_selection, needs_offsets
 
 DEFAULT_MAX_TOKENS = 16384  # tokens per batch (padded) when batch_size is not given
 MAX_BATCH = 512
-PREFETCH = True  # on CUDA, collate the next batch in a background thread (see ``batches``)
+PREFETCH = True  # on CUDA, collate the next batch in a background thread (see ``pads_ahead``)
 
 
 @dataclass
