@@ -16,10 +16,12 @@ before anything else runs on the model, and a breakdown of where its time goes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import interp  # noqa: E402
+from interp import masks  # noqa: E402
 from interp.backends import get_backend, via_transformer_lens  # noqa: E402
 from interp.batching import batches, encode  # noqa: E402
 from interp.positions import Last  # noqa: E402
@@ -85,27 +88,35 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
-def hf_forward(lm, texts, batch_size, *, mode: str):
+def hf_inputs(batch) -> dict:
+    """The batch as one hands it to HF: the 2D padding mask, from which the model builds its own
+    attention mask (interp hands the models it can the finished 4D mask: ``interp.masks``)."""
+    return {**batch.inputs, "attention_mask": batch.padding_mask}
+
+
+def hf_forward(lm, texts, batch_size, *, mode: str, host_masks: bool = False):
     """Bare HF forward over pre-built batches. ``mode``: "floor" runs the base transformer alone,
     output discarded (the compute floor); "logits" is ``model(**batch)``, the CausalLM with its
     logits discarded; "hidden" adds ``output_hidden_states=True`` and gathers the last token of
-    every hidden state to the CPU (what one writes by hand)."""
-    prepared = list(batches(lm, texts, Last(), batch_size))
+    every hidden state to the CPU (what one writes by hand). ``host_masks``: give the model
+    interp's host-built 4D masks instead of the 2D padding mask."""
+    prepared = [(batch.inputs if host_masks else hf_inputs(batch), batch)
+                for batch in batches(lm, texts, Last(), batch_size)]
     n = lm.n_layers + 1
 
     def run():
         out = torch.empty(len(texts), n, lm.d_model) if mode == "hidden" else None
         with torch.inference_mode():
-            for batch in prepared:
+            for inputs, batch in prepared:
                 if mode == "hidden":
-                    hs = lm.model(**batch.inputs, output_hidden_states=True).hidden_states
+                    hs = lm.model(**inputs, output_hidden_states=True).hidden_states
                     rows = torch.arange(len(batch.rows), device=lm.device)
                     last = batch.selection.index[:, 0]
                     out[batch.rows] = torch.stack([h[rows, last] for h in hs], 1).float().cpu()
                 elif mode == "logits":
-                    lm.model(**batch.inputs)
+                    lm.model(**inputs)
                 else:
-                    lm.base_model(**batch.inputs)
+                    lm.base_model(**inputs)
         return out
     return run
 
@@ -144,7 +155,7 @@ def tl_full_cache(lm, texts, batch_size):
         with torch.inference_mode():
             for batch in prepared:
                 _, cache = bridge.run_with_cache(batch.inputs["input_ids"],
-                                                 attention_mask=batch.inputs["attention_mask"],
+                                                 attention_mask=batch.padding_mask,
                                                  position_ids=batch.inputs["position_ids"])
                 out[batch.rows] = torch.stack([batch.selection.reduce(cache[name]) for name in names], 1).cpu()
                 del cache
@@ -152,10 +163,11 @@ def tl_full_cache(lm, texts, batch_size):
     return run
 
 
-def hooks_forward_only(lm, texts, batch_size):
+def hooks_forward_only(lm, texts, batch_size, host_masks: bool = True):
     """The hooks backend over pre-built batches, results left on the device: interp's GPU work
-    without tokenizing, padding or the copy to the host."""
-    prepared = list(batches(lm, texts, Last(), batch_size))
+    without tokenizing, padding or the copy to the host (``host_masks=False``: with 2D masks)."""
+    prepared = [batch if host_masks else dataclasses.replace(batch, inputs=hf_inputs(batch))
+                for batch in batches(lm, texts, Last(), batch_size)]
     capture, layers = get_backend("hooks"), list(range(lm.n_layers + 1))
 
     def run():
@@ -163,6 +175,32 @@ def hooks_forward_only(lm, texts, batch_size):
             for batch in prepared:
                 capture(lm, batch, layers)
     return run
+
+
+def count_syncs(run, device: str) -> int | None:
+    """Synchronizing CUDA calls made by ``run`` in this thread (``torch.cuda.set_sync_debug_mode``)."""
+    if not device.startswith("cuda"):
+        return None
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def without_host_masks(run):
+    """``run`` with ``interp.masks`` switched off: models get the 2D mask and build their own."""
+    def wrapped():
+        masks.ENABLED = False
+        try:
+            return run()
+        finally:
+            masks.ENABLED = True
+    return wrapped
 
 
 def timed_residuals(lm, texts, batch_size, device: str) -> dict:
@@ -264,6 +302,8 @@ def main(argv=None):
 
     methods = {
         "HF forward, base model only (floor)": hf_forward(lm, texts, args.batch_size, mode="floor"),
+        "HF forward, base model only, given interp's host-built masks": hf_forward(
+            lm, texts, args.batch_size, mode="floor", host_masks=True),
         "HF forward, CausalLM, model(**batch)": hf_forward(lm, texts, args.batch_size, mode="logits"),
         "HF forward, CausalLM + output_hidden_states": hf_forward(lm, texts, args.batch_size, mode="hidden"),
         "HF loop tokenizing per batch, CausalLM + output_hidden_states": hf_loop_tokenizing(
@@ -296,6 +336,11 @@ def main(argv=None):
     paired_forward = paired_ratios(floor_run, hooks_forward_only(lm, texts, args.batch_size), args.device, args.pairs)
     paired_bare = paired_ratios(methods["HF forward, CausalLM, model(**batch)"], methods["interp.residuals (backend=hooks)"],
                                 args.device, args.pairs)
+    hooks_run = methods["interp.residuals (backend=hooks)"]
+    paired_masks = paired_ratios(without_host_masks(hooks_run), hooks_run, args.device, args.pairs)
+    syncs = {name: count_syncs(fn, args.device) for name, fn in (
+        ("floor", floor_run), ("hooked forward over pre-built batches", hooks_forward_only(lm, texts, args.batch_size)),
+        ("the same with 2D masks", hooks_forward_only(lm, texts, args.batch_size, host_masks=False)))}
     reference = results["HF forward, CausalLM + output_hidden_states"]
     by_name = {name: seconds for name, seconds, _ in rows}
     floor = by_name["HF forward, base model only (floor)"]
@@ -316,7 +361,12 @@ def main(argv=None):
           f"{statistics.median(paired):.2f}x (min {min(paired):.2f}, max {max(paired):.2f}); floor / forward with "
           f"hooks over pre-built batches (no tokenizing, no copy to the host) {statistics.median(paired_forward):.2f}x "
           f"(min {min(paired_forward):.2f}, max {max(paired_forward):.2f}); model(**batch) / hooks "
-          f"{statistics.median(paired_bare):.2f}x (min {min(paired_bare):.2f}, max {max(paired_bare):.2f}).\n")
+          f"{statistics.median(paired_bare):.2f}x (min {min(paired_bare):.2f}, max {max(paired_bare):.2f}); "
+          f"interp with 2D masks / interp with host-built masks {statistics.median(paired_masks):.2f}x "
+          f"(min {min(paired_masks):.2f}, max {max(paired_masks):.2f}).\n")
+    if syncs["floor"] is not None:
+        print("Synchronizing CUDA calls in one pass over the batches (main thread): "
+              + ", ".join(f"{name} {count}" for name, count in syncs.items()) + ".\n")
     print(f"Breakdown (hooks): host-side work alone: tokenizing {tokenize_s:.3f} s, tokenizing + padding + gather "
           f"plans {prepare_s:.3f} s (padding overlaps the GPU after the first batch; the first two HF rows get "
           f"pre-built batches for free); forward with hooks over pre-built batches, results left on "

@@ -17,6 +17,7 @@ import torch
 
 from interp.errors import InterpInputError
 from interp.loading import LoadedModel
+from interp.masks import host_mask
 from interp.positions import Position, Selection, build_selection, needs_offsets, token_weights
 
 DEFAULT_MAX_TOKENS = 16384  # tokens per batch (padded) when batch_size is not given
@@ -40,7 +41,8 @@ class Encoded:
 @dataclass
 class Batch:
     rows: list[int]  # indices into the caller's texts
-    inputs: dict  # forward kwargs, on the model's device
+    inputs: dict  # forward kwargs, on the model's device (``attention_mask`` may be 4D: ``interp.masks``)
+    padding_mask: torch.Tensor  # [batch, width], 1 on real tokens, on the model's device
     selection: Selection  # the position being read
     also: list[Selection] = field(default_factory=list)  # further positions (e.g. where to intervene)
 
@@ -133,17 +135,21 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
 
     mask = real.long()
     accepted = forward_kwargs(lm)
-    inputs = {"input_ids": padded(ids, tok.pad_token_id), "attention_mask": mask}
+    inputs = {"input_ids": padded(ids, tok.pad_token_id), "padding_mask": mask}
+    if (full_mask := host_mask(lm, real)) is not None:
+        inputs["attention_mask"] = full_mask
     if "position_ids" in accepted:
         inputs["position_ids"] = columns.clamp(min=0) * mask
     if encoded.token_type_ids and "token_type_ids" in accepted:
         inputs["token_type_ids"] = padded([encoded.token_type_ids[r] for r in rows], 0)
     inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+    padding_mask = inputs.pop("padding_mask")
+    inputs.setdefault("attention_mask", padding_mask)
     if "use_cache" in accepted and not lm.is_encoder_only:
         inputs["use_cache"] = False
     starts = starts.tolist()
     selections = [build_selection([per_text[r] for r in rows], starts, device) for per_text in picks]
-    return Batch(rows, inputs, selections[0], selections[1:])
+    return Batch(rows, inputs, padding_mask, selections[0], selections[1:])
 
 
 def prefetch(items: Iterator, depth: int = 2) -> Iterator:

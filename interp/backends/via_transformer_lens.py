@@ -71,6 +71,7 @@ def capture(lm: LoadedModel, batch: Batch, layers: list[int]) -> torch.Tensor:
     if missing:
         raise InterpInputError(f"the TransformerLens bridge of {lm.name!r} has no hook {missing[0]!r}")
     inputs = {k: v for k, v in batch.inputs.items() if k not in ("input_ids", "use_cache")}
+    inputs["attention_mask"] = batch.padding_mask  # the bridge builds its own masks from the 2D one
     _, cache = br.run_with_cache(batch.inputs["input_ids"], names_filter=sorted(set(names.values())),
                                  return_type=None, **inputs)
     reduce = batch.selection.reduce

@@ -1,0 +1,61 @@
+"""Host-built 4D attention masks (``interp.masks``) give the numbers HF gives with its own masks,
+and models whose masks are of another kind keep the 2D mask."""
+import pytest
+import torch
+
+import interp
+from interp import masks
+from interp.batching import batches
+from interp.positions import Last
+from tests.interp_fixtures import CONTEXT, KINDS, TEXTS, VOCAB, hf_hidden_states, make_tokenizer, one_thread, tiny_dirs  # noqa: F401
+
+
+def first_mask(lm) -> torch.Tensor:
+    return next(iter(batches(lm, TEXTS, Last(), 2))).inputs["attention_mask"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_host_masks_give_the_numbers_of_the_models_own(tiny_dirs, monkeypatch, kind, attention, side):
+    lm = interp.load_model(tiny_dirs[kind])
+    lm.model.set_attn_implementation(attention)
+    lm.tokenizer.padding_side = side
+    assert first_mask(lm).dim() == 4  # the host-built mask is in use
+    fast = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
+
+    monkeypatch.setattr(masks, "ENABLED", False)
+    assert first_mask(lm).dim() == 2  # the model builds its own from the padding mask
+    own = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
+    assert (fast - own).abs().max().item() < 1e-6
+    alone = torch.stack([hf_hidden_states(lm, t).mean(1) for t in TEXTS])
+    assert (fast - alone).abs().max().item() < 1e-5
+
+
+def test_a_sliding_window_model_keeps_the_2d_mask():
+    """A window shorter than the texts: a host-built causal mask would be wrong, so none is built."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             max_position_embeddings=CONTEXT, sliding_window=3, pad_token_id=0))
+    lm = interp.load_model(model.eval(), tokenizer=make_tokenizer("llama"))
+    assert masks.builder(lm) is None and first_mask(lm).dim() == 2
+    got = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
+    want = torch.stack([hf_hidden_states(lm, t).mean(1) for t in TEXTS])
+    assert (got - want).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("sliding, expected", [(False, True), (True, False)])
+def test_layer_types_decide_for_hybrid_configs(sliding, expected):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
+                         use_sliding_window=sliding, sliding_window=3, max_window_layers=1, pad_token_id=0)
+    lm = interp.load_model(Qwen2ForCausalLM(config).eval(), tokenizer=make_tokenizer("llama"))
+    assert (masks.builder(lm) is not None) == expected
+    got = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
+    want = torch.stack([hf_hidden_states(lm, t).mean(1) for t in TEXTS])
+    assert (got - want).abs().max().item() < 1e-5
