@@ -147,8 +147,7 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
     inputs.setdefault("attention_mask", padding_mask)
     if "use_cache" in accepted and not lm.is_encoder_only:
         inputs["use_cache"] = False
-    starts = starts.tolist()
-    selections = [build_selection([per_text[r] for r in rows], starts, device) for per_text in picks]
+    selections = [build_selection([per_text[r] for r in rows], starts, width, device) for per_text in picks]
     return Batch(rows, inputs, padding_mask, selections[0], selections[1:])
 
 

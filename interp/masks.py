@@ -1,17 +1,19 @@
 """Attention masks built on the host, in the 4D form HF models take as given.
 
 Given a 2D padding mask, an HF forward decides on the GPU whether the batch needs a mask at
-all (``padding_mask.all()`` in ``transformers.masking_utils``, then packed-sequence checks on
-the position ids): two synchronizing CUDA calls per batch, during which the GPU idles while
-the host launches the batch. The same decision made on the host costs nothing, so ``collate``
-hands such models the finished mask, computed by transformers' own mask functions (the very
-mask HF would build) on CPU tensors. Models whose masks are not the plain causal or
-bidirectional kind (sliding windows, chunked or hybrid attention, flash or flex kernels) keep
-the 2D mask, which is always correct.
+all (``padding_mask.all()`` in ``transformers.masking_utils``): two synchronizing CUDA calls
+per batch, which stop the host from queueing work ahead. ``collate`` instead hands a model
+the finished mask, built on CPU tensors. Which models qualify, and what their mask must be,
+is decided once per model by transformers' own mask function: the model's attention kernel
+must take 4D masks (sdpa, eager), every layer must attend fully (no sliding windows, chunks
+or hybrids), and the model must build its mask with ``create_causal_mask`` (decoders) or
+``create_bidirectional_mask`` (encoders). The per-batch mask comes from three tensor ops,
+checked against transformers' function on an example; other models keep the 2D mask.
 """
 from __future__ import annotations
 
 import inspect
+from typing import Callable
 
 import torch
 
@@ -19,6 +21,9 @@ from interp.loading import LoadedModel
 
 MASKED_KERNELS = ("sdpa", "eager")  # the attention kernels whose 4D masks HF builds and accepts
 ENABLED = True  # False: always hand models the 2D mask (for comparisons)
+EXAMPLE = torch.tensor([[False, True, True], [True, True, False], [True, True, True]])  # left, right, no padding
+
+MaskMaker = Callable[[torch.Tensor], torch.Tensor]  # [batch, width] bool -> [batch, 1, width, width]
 
 
 def _full_attention_only(config) -> bool:
@@ -28,9 +33,9 @@ def _full_attention_only(config) -> bool:
     return getattr(config, "sliding_window", None) is None and getattr(config, "attention_chunk_size", None) is None
 
 
-def _mask_builder(lm: LoadedModel):
-    """transformers' mask function for this model, or None when a host-built mask would not be
-    the one the model builds for itself."""
+def _transformers_mask_function(lm: LoadedModel):
+    """``create_causal_mask`` or ``create_bidirectional_mask`` when the model builds its mask
+    with it and may be handed the result; None otherwise."""
     config = lm.config
     if getattr(config, "_attn_implementation", None) not in MASKED_KERNELS or not _full_attention_only(config):
         return None
@@ -40,36 +45,61 @@ def _mask_builder(lm: LoadedModel):
     except (ImportError, OSError, TypeError):
         return None
     name = "create_bidirectional_mask" if lm.is_encoder_only else "create_causal_mask"
-    build = getattr(masking_utils, name, None)
-    if build is None or f"{name}(" not in source:  # the model makes its mask some other way
+    function = getattr(masking_utils, name, None)
+    return function if function is not None and f"{name}(" in source else None
+
+
+def _with_transformers(lm: LoadedModel, function) -> MaskMaker:
+    def make(real: torch.Tensor) -> torch.Tensor:
+        shape_only = torch.empty(*real.shape, 0, dtype=lm.model.dtype)  # gives batch, length, dtype, device
+        if lm.is_encoder_only:
+            return function(lm.config, shape_only, real, allow_is_bidirectional_skip=False)
+        return function(lm.config, shape_only, real, None, allow_is_causal_skip=False)
+    return make
+
+
+def _direct(causal: bool, additive_dtype: torch.dtype | None) -> MaskMaker:
+    """The same mask in three tensor ops: True (or 0) where a query may attend to a key."""
+    def make(real: torch.Tensor) -> torch.Tensor:
+        batch, width = real.shape
+        keys = real[:, None, None, :]
+        mask = keys & torch.ones(width, width, dtype=torch.bool).tril() if causal else keys.expand(batch, 1, width, width)
+        if additive_dtype is None:
+            return mask
+        return torch.zeros(mask.shape, dtype=additive_dtype).masked_fill_(~mask, torch.finfo(additive_dtype).min)
+    return make
+
+
+def _mask_maker(lm: LoadedModel) -> MaskMaker | None:
+    function = _transformers_mask_function(lm)
+    if function is None:
         return None
+    reference = _with_transformers(lm, function)
     try:  # another transformers version may take other arguments
-        example = _build(lm, build, torch.tensor([[False, True]]))
+        want = reference(EXAMPLE)
     except TypeError:
         return None
-    return build if isinstance(example, torch.Tensor) and example.dim() == 4 else None
+    if not isinstance(want, torch.Tensor) or want.dim() != 4:
+        return None
+    eager = lm.config._attn_implementation == "eager"
+    direct = _direct(not lm.is_encoder_only, lm.model.dtype if eager else None)
+    got = direct(EXAMPLE)
+    same = got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want)
+    return direct if same else reference
 
 
-def _build(lm: LoadedModel, build, padding_mask: torch.Tensor):
-    shape_only = torch.empty(*padding_mask.shape, 0, dtype=lm.model.dtype)  # gives batch, length, dtype, device
-    if lm.is_encoder_only:
-        return build(lm.config, shape_only, padding_mask, allow_is_bidirectional_skip=False)
-    return build(lm.config, shape_only, padding_mask, None, allow_is_causal_skip=False)
-
-
-def builder(lm: LoadedModel):
-    """The cached mask function for ``lm`` (None: keep 2D masks)."""
+def mask_maker(lm: LoadedModel) -> MaskMaker | None:
+    """How to build ``lm``'s 4D masks (cached per model and kernel); None: keep 2D masks."""
     if not ENABLED:
         return None
-    state = lm.backend_state
-    key = ("mask_builder", getattr(lm.config, "_attn_implementation", None))
-    if key not in state:
-        state[key] = _mask_builder(lm)
-    return state[key]
+    key = ("mask_maker", getattr(lm.config, "_attn_implementation", None), lm.model.dtype)
+    if key not in lm.backend_state:
+        lm.backend_state[key] = _mask_maker(lm)
+    return lm.backend_state[key]
 
 
-def host_mask(lm: LoadedModel, padding_mask: torch.Tensor) -> torch.Tensor | None:
-    """The 4D mask (on the CPU) the model would build from the ``[batch, width]`` padding mask,
-    or None when this model must be given the 2D mask."""
-    build = builder(lm)
-    return None if build is None else _build(lm, build, padding_mask)
+def host_mask(lm: LoadedModel, real: torch.Tensor) -> torch.Tensor | None:
+    """The 4D mask (on the CPU) the model would build from the ``[batch, width]`` bool padding
+    mask, or None when this model must be given the 2D mask."""
+    make = mask_maker(lm)
+    return None if make is None else make(real)

@@ -175,18 +175,30 @@ def _reduce(indices: list[int], how: str) -> tuple[list[int], list[float]]:
 
 @dataclass
 class Selection:
-    """Padded-layout gather plan for one batch: ``index``/``weight`` are ``[batch, k]``."""
+    """Padded-layout gather plan for one batch: ``index``/``weight`` are ``[batch, k]``.
+    ``single``: when every row reads one token whole, its index into the flattened
+    ``[batch * width]`` positions, so a read is one ``index_select`` (per layer, per batch: on
+    a GPU the host's time launching these counts, not the GPU's)."""
 
     index: torch.Tensor
     weight: torch.Tensor
+    width: int = 0
+    single: torch.Tensor | None = None
+
+    def pick(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[batch, seq, d]`` -> ``[batch, d]``: in ``hidden``'s dtype for single tokens, else float32."""
+        if self.single is not None and hidden.shape[1] == self.width:
+            single = self.single if self.single.device == hidden.device else self.single.to(hidden.device)
+            return hidden.reshape(-1, hidden.shape[-1]).index_select(0, single)
+        index, weight = self.index.to(hidden.device), self.weight.to(hidden.device)
+        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])).float()
+        if picked.shape[1] == 1:
+            return picked[:, 0] * weight
+        return (picked * weight.unsqueeze(-1)).sum(1)
 
     def reduce(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[batch, seq, d]`` -> ``[batch, d]`` float32, gathered on ``hidden``'s device."""
-        index = self.index.to(hidden.device)
-        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])).float()
-        if picked.shape[1] == 1:
-            return picked[:, 0] * self.weight.to(hidden.device)
-        return (picked * self.weight.to(hidden.device).unsqueeze(-1)).sum(1)
+        return self.pick(hidden).float()
 
     @property
     def rows_and_columns(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,14 +208,21 @@ class Selection:
         return rows[mask], self.index[mask]
 
 
-def build_selection(per_text: Sequence[tuple[list[int], list[float]]], starts: Sequence[int],
+def build_selection(per_text: Sequence[tuple[list[int], list[float]]], starts: torch.Tensor, width: int,
                     device) -> Selection:
-    """Shift unpadded indices by each row's first real column; pad rows with weight 0."""
+    """Shift unpadded indices by each row's first real column (``starts``); pad rows with weight 0."""
     k = max(len(idx) for idx, _ in per_text)
-    index, weight = [], []
-    for (idx, w), start in zip(per_text, starts):
-        # padding slots repeat a real token, so 0 * value stays finite
-        index.append([i + start for i in idx] + [idx[0] + start] * (k - len(idx)))
-        weight.append(list(w) + [0.0] * (k - len(w)))
-    return Selection(torch.tensor(index, dtype=torch.long).to(device, non_blocking=True),
-                     torch.tensor(weight, dtype=torch.float32).to(device, non_blocking=True))
+    if k == 1:
+        index = (torch.tensor([idx[0] for idx, _ in per_text]) + starts).unsqueeze(1)
+        weight = torch.tensor([w[0] for _, w in per_text], dtype=torch.float32).unsqueeze(1)
+    else:
+        index, weight = [], []
+        for (idx, w), start in zip(per_text, starts.tolist()):
+            # padding slots repeat a real token, so 0 * value stays finite
+            index.append([i + start for i in idx] + [idx[0] + start] * (k - len(idx)))
+            weight.append(list(w) + [0.0] * (k - len(w)))
+        index, weight = torch.tensor(index, dtype=torch.long), torch.tensor(weight, dtype=torch.float32)
+    single = None
+    if k == 1 and bool((weight == 1).all()):
+        single = (torch.arange(len(per_text)) * width + index[:, 0]).to(device, non_blocking=True)
+    return Selection(index.to(device, non_blocking=True), weight.to(device, non_blocking=True), width, single)

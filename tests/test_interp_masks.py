@@ -32,6 +32,25 @@ def test_host_masks_give_the_numbers_of_the_models_own(tiny_dirs, monkeypatch, k
     assert (fast - alone).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_host_masks_equal_transformers_own(tiny_dirs, kind, attention):
+    """The three-op masks are what transformers' mask function gives, on random paddings."""
+    lm = interp.load_model(tiny_dirs[kind])
+    lm.model.set_attn_implementation(attention)
+    made = masks.mask_maker(lm)
+    reference = masks._with_transformers(lm, masks._transformers_mask_function(lm))
+    assert made is not reference  # the fast path is the one in use
+    g = torch.Generator().manual_seed(0)
+    for width in (1, 2, 7):
+        lengths = torch.randint(1, width + 1, (6,), generator=g)
+        lengths[0] = width  # one row without padding
+        columns = torch.arange(width)
+        for real in (columns < lengths[:, None], columns >= width - lengths[:, None]):  # right, left padding
+            want, got = reference(real), made(real)
+            assert got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want)
+
+
 def test_a_sliding_window_model_keeps_the_2d_mask():
     """A window shorter than the texts: a host-built causal mask would be wrong, so none is built."""
     from transformers import MistralConfig, MistralForCausalLM
@@ -41,7 +60,7 @@ def test_a_sliding_window_model_keeps_the_2d_mask():
                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                              max_position_embeddings=CONTEXT, sliding_window=3, pad_token_id=0))
     lm = interp.load_model(model.eval(), tokenizer=make_tokenizer("llama"))
-    assert masks.builder(lm) is None and first_mask(lm).dim() == 2
+    assert masks.mask_maker(lm) is None and first_mask(lm).dim() == 2
     got = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
     want = torch.stack([hf_hidden_states(lm, t).mean(1) for t in TEXTS])
     assert (got - want).abs().max().item() < 1e-5
@@ -55,7 +74,7 @@ def test_layer_types_decide_for_hybrid_configs(sliding, expected):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=CONTEXT,
                          use_sliding_window=sliding, sliding_window=3, max_window_layers=1, pad_token_id=0)
     lm = interp.load_model(Qwen2ForCausalLM(config).eval(), tokenizer=make_tokenizer("llama"))
-    assert (masks.builder(lm) is not None) == expected
+    assert (masks.mask_maker(lm) is not None) == expected
     got = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
     want = torch.stack([hf_hidden_states(lm, t).mean(1) for t in TEXTS])
     assert (got - want).abs().max().item() < 1e-5

@@ -22,7 +22,7 @@ def capture(lm: LoadedModel, batch: Batch, layers: list[int]) -> torch.Tensor:
     captured: dict[int, torch.Tensor] = {}
 
     def keep(index, hidden):
-        captured[index] = batch.selection.reduce(hidden)
+        captured[index] = batch.selection.pick(hidden)
         if index == deepest:
             raise _StopForward
 
@@ -50,4 +50,4 @@ def capture(lm: LoadedModel, batch: Batch, layers: list[int]) -> torch.Tensor:
         for handle in handles:
             handle.remove()
     device = lm.device  # with a device_map, blocks (and what they give) live on several devices
-    return torch.stack([captured[layer].to(device) for layer in layers], dim=1)
+    return torch.stack([captured[layer].to(device) for layer in layers], dim=1).float()
