@@ -11,7 +11,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -29,13 +29,18 @@ PREFETCH = True  # on CUDA, collate the next batch in a background thread (see `
 class Encoded:
     """Unpadded token ids of every text, plus character offsets when a selector needs them."""
 
-    input_ids: list[list[int]]
+    input_ids: Sequence  # per text: a list of ids, or a tokenizers ``Encoding`` (read when its batch is padded)
     token_type_ids: list[list[int]] | None
     offsets: list[list[tuple[int, int]]] | None
+    lengths: list[int] = field(default_factory=list)
 
-    @property
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
+    def __post_init__(self):
+        if not self.lengths:
+            self.lengths = [len(ids) for ids in self.input_ids]
+
+    def ids(self, i: int) -> list[int]:
+        item = self.input_ids[i]
+        return item if isinstance(item, list) else item.ids
 
 
 @dataclass
@@ -58,20 +63,21 @@ def check_texts(texts) -> list[str]:
 
 
 def ids_only(tok, texts: list[str]) -> Encoded | None:
-    """Token ids straight from the Rust tokenizer's ``encode_batch_fast`` (no offsets computed,
-    no per-text Python objects: ~40% of the tokenizer call on 4096 statements). The tokenizer
-    is first called on one text so its own settings (no padding, no truncation, special
-    tokens) are in force; None when this tokenizer has no such backend."""
+    """Token ids straight from the Rust tokenizer's ``encode_batch_fast`` (no offsets computed:
+    ~40% of the tokenizer call on 4096 statements). The ids stay in the Rust encodings until
+    their batch is padded, so turning them into Python ints overlaps the GPU's work. The
+    tokenizer is first called on one text so its own settings (no padding, no truncation,
+    special tokens) are in force; None when this tokenizer has no such backend."""
     backend = getattr(tok, "_tokenizer", None)
     if not getattr(tok, "is_fast", False) or not hasattr(backend, "encode_batch_fast"):
         return None
     first = tok(texts[:1], return_attention_mask=False, return_token_type_ids=False)["input_ids"]
     if backend.padding is not None or backend.truncation is not None:
         return None
-    ids = [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=True)]
-    if ids[:1] != first:  # the backend does not reproduce the tokenizer's own call
+    encodings = backend.encode_batch_fast(texts, add_special_tokens=True)
+    if encodings[0].ids != first[0]:  # the backend does not reproduce the tokenizer's own call
         return None
-    return Encoded(ids, None, None)
+    return Encoded(encodings, None, None)
 
 
 def encode(lm: LoadedModel, texts: list[str], *, offsets: bool = False) -> Encoded:
@@ -120,7 +126,7 @@ def forward_kwargs(lm: LoadedModel) -> set[str]:
 def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list[tuple[list[int], list[float]]]]) -> Batch:
     """Pad ``rows`` to one batch on the tokenizer's padding side and plan the gathers."""
     tok, device = lm.tokenizer, lm.device
-    ids = [encoded.input_ids[r] for r in rows]
+    ids = [encoded.ids(r) for r in rows]
     lengths = torch.tensor([len(x) for x in ids])
     width = int(lengths.max())
     left = getattr(tok, "padding_side", "right") == "left"

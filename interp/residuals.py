@@ -130,9 +130,10 @@ class StreamedRows:
                     raise RuntimeError("the copy worker stopped early")
 
     def _drain(self, shape: tuple, device: torch.device) -> torch.Tensor:
-        """Host-side work in numpy only (see ``mapped_empty``). The output's pages are mapped by
-        the copies into it, which do not go through the driver."""
-        out, staging = np.zeros(shape, dtype=np.float32), None
+        """Host-side work in numpy only (see ``mapped_empty``). The output's pages are mapped
+        here while the first batches run (numpy releases the GIL to fill it), so scattering the
+        last batch, the one copy not hidden behind a forward pass, does not fault them in."""
+        out, staging = mapped_empty(shape), None
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             while (item := self.queue.get()) is not None:
