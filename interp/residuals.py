@@ -130,10 +130,11 @@ class StreamedRows:
                     raise RuntimeError("the copy worker stopped early")
 
     def _drain(self, shape: tuple, device: torch.device) -> torch.Tensor:
-        """Host-side work in numpy only (see ``mapped_empty``). The output's pages are mapped
-        here while the first batches run (numpy releases the GIL to fill it), so scattering the
-        last batch, the one copy not hidden behind a forward pass, does not fault them in."""
-        out, staging = mapped_empty(shape), None
+        """Host-side work in numpy only (see ``mapped_empty``). The output's pages are mapped by
+        the scatters into it, which do not go through the driver (mapping them all up front,
+        while the first batches ran, was slower on an H200 host: 0.500 -> 0.548 s at batch 256,
+        0.382 -> 0.418 s at 512, medians of 12 interleaved calls)."""
+        out, staging = np.zeros(shape, dtype=np.float32), None
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             while (item := self.queue.get()) is not None:
