@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 from interp.errors import InterpInputError
@@ -127,16 +128,18 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
     """Pad ``rows`` to one batch on the tokenizer's padding side and plan the gathers."""
     tok, device = lm.tokenizer, lm.device
     ids = [encoded.ids(r) for r in rows]
-    lengths = torch.tensor([len(x) for x in ids])
-    width = int(lengths.max())
+    lengths = torch.tensor([encoded.lengths[r] for r in rows])
+    n_tokens, width = int(lengths.sum()), int(lengths.max())
     left = getattr(tok, "padding_side", "right") == "left"
     starts = width - lengths if left else torch.zeros_like(lengths)
     columns = torch.arange(width).unsqueeze(0) - starts.unsqueeze(1)
     real = (columns >= 0) & (columns < lengths.unsqueeze(1))  # row-major, like the concatenated ids
 
     def padded(values: list[list[int]], fill: int) -> torch.Tensor:
+        # numpy reads the ints ~7x faster than torch.tensor(list); this runs once per batch, in
+        # the thread that pads ahead, so its time is taken from the thread launching the GPU
         out = torch.full((len(rows), width), fill, dtype=torch.long)
-        out[real] = torch.tensor(list(chain.from_iterable(values)), dtype=torch.long)
+        out[real] = torch.from_numpy(np.fromiter(chain.from_iterable(values), dtype=np.int64, count=n_tokens))
         return out
 
     mask = real.long()
