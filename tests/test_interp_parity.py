@@ -175,10 +175,10 @@ def test_fast_token_ids_match_the_tokenizers_own_call(models, kind):
     texts = SPAN_TEXTS + ["  leading spaces", "unicode café ünïcödé", lm.tokenizer.eos_token + " after a special"]
     want = lm.tokenizer(texts)["input_ids"]
     fast = ids_only(lm.tokenizer, texts)
-    assert fast is not None and [fast.ids(i) for i in range(len(texts))] == want
-    assert fast.lengths == [len(ids) for ids in want]
+    assert fast is not None and [fast.ids_of(i) for i in range(len(texts))] == want
+    assert fast.lengths.tolist() == [len(ids) for ids in want]
     encoded = encode(lm, texts)
-    assert [encoded.ids(i) for i in range(len(texts))] == want
+    assert [encoded.ids_of(i) for i in range(len(texts))] == want
 
 
 def test_fast_token_ids_step_aside_when_the_backend_truncates(models):
@@ -188,7 +188,7 @@ def test_fast_token_ids_step_aside_when_the_backend_truncates(models):
     tok._tokenizer.enable_truncation(max_length=3)
     try:
         fast = ids_only(tok, SPAN_TEXTS)
-        assert fast is None or [fast.ids(i) for i in range(len(SPAN_TEXTS))] == tok(SPAN_TEXTS)["input_ids"]
+        assert fast is None or [fast.ids_of(i) for i in range(len(SPAN_TEXTS))] == tok(SPAN_TEXTS)["input_ids"]
     finally:
         tok._tokenizer.no_truncation()
 
