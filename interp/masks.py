@@ -3,7 +3,8 @@
 Given a 2D padding mask, an HF forward decides on the GPU whether the batch needs a mask at
 all (``padding_mask.all()`` in ``transformers.masking_utils``): two synchronizing CUDA calls
 per batch, which stop the host from queueing work ahead. ``collate`` instead hands a model
-the finished mask, built on CPU tensors. Which models qualify, and what their mask must be,
+the finished mask, built on CPU tensors. (On an H200 with a 0.5B model this did not change
+throughput measurably, as the host was the bottleneck there: benchmarks/residuals.md.) Which models qualify, and what their mask must be,
 is decided once per model by transformers' own mask function: the model's attention kernel
 must take 4D masks (sdpa, eager), every layer must attend fully (no sliding windows, chunks
 or hybrids), and the model must build its mask with ``create_causal_mask`` (decoders) or
