@@ -149,8 +149,9 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
         return torch.from_numpy(np.where(real, flat[source], fill))
 
     accepted = forward_kwargs(lm)
-    inputs = {"input_ids": padded(encoded.token_ids, tok.pad_token_id), "padding_mask": torch.from_numpy(real).long()}
-    if (full_mask := host_mask(lm, torch.from_numpy(real))) is not None:
+    real_tokens = torch.from_numpy(real)
+    inputs = {"input_ids": padded(encoded.token_ids, tok.pad_token_id), "padding_mask": real_tokens.long()}
+    if (full_mask := host_mask(lm, real_tokens)) is not None:
         inputs["attention_mask"] = full_mask
     if "position_ids" in accepted:
         inputs["position_ids"] = torch.from_numpy(np.where(real, columns, 0))
