@@ -94,13 +94,13 @@ def hf_inputs(batch) -> dict:
     return {**batch.inputs, "attention_mask": batch.padding_mask}
 
 
-def hf_forward(lm, texts, batch_size, *, mode: str, host_masks: bool = False):
+def hf_forward(lm, texts, batch_size, *, mode: str, ready_masks: bool = False):
     """Bare HF forward over pre-built batches. ``mode``: "floor" runs the base transformer alone,
     output discarded (the compute floor); "logits" is ``model(**batch)``, the CausalLM with its
     logits discarded; "hidden" adds ``output_hidden_states=True`` and gathers the last token of
-    every hidden state to the CPU (what one writes by hand). ``host_masks``: give the model
-    interp's host-built 4D masks instead of the 2D padding mask."""
-    prepared = [(batch.inputs if host_masks else hf_inputs(batch), batch)
+    every hidden state to the CPU (what one writes by hand). ``ready_masks``: give the model
+    interp's ready-made 4D masks instead of the 2D padding mask."""
+    prepared = [(batch.inputs if ready_masks else hf_inputs(batch), batch)
                 for batch in batches(lm, texts, Last(), batch_size)]
     n = lm.n_layers + 1
 
@@ -163,10 +163,10 @@ def tl_full_cache(lm, texts, batch_size):
     return run
 
 
-def hooks_forward_only(lm, texts, batch_size, host_masks: bool = True):
+def hooks_forward_only(lm, texts, batch_size, ready_masks: bool = True):
     """The hooks backend over pre-built batches, results left on the device: interp's GPU work
-    without tokenizing, padding or the copy to the host (``host_masks=False``: with 2D masks)."""
-    prepared = [batch if host_masks else dataclasses.replace(batch, inputs=hf_inputs(batch))
+    without tokenizing, padding or the copy to the host (``ready_masks=False``: with 2D masks)."""
+    prepared = [batch if ready_masks else dataclasses.replace(batch, inputs=hf_inputs(batch))
                 for batch in batches(lm, texts, Last(), batch_size)]
     capture, layers = get_backend("hooks"), list(range(lm.n_layers + 1))
 
@@ -192,7 +192,7 @@ def count_syncs(run, device: str) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def without_host_masks(run):
+def without_ready_masks(run):
     """``run`` with ``interp.masks`` switched off: models get the 2D mask and build their own."""
     def wrapped():
         masks.ENABLED = False
@@ -302,8 +302,8 @@ def main(argv=None):
 
     methods = {
         "HF forward, base model only (floor)": hf_forward(lm, texts, args.batch_size, mode="floor"),
-        "HF forward, base model only, given interp's host-built masks": hf_forward(
-            lm, texts, args.batch_size, mode="floor", host_masks=True),
+        "HF forward, base model only, given interp's ready-made masks": hf_forward(
+            lm, texts, args.batch_size, mode="floor", ready_masks=True),
         "HF forward, CausalLM, model(**batch)": hf_forward(lm, texts, args.batch_size, mode="logits"),
         "HF forward, CausalLM + output_hidden_states": hf_forward(lm, texts, args.batch_size, mode="hidden"),
         "HF loop tokenizing per batch, CausalLM + output_hidden_states": hf_loop_tokenizing(
@@ -337,10 +337,10 @@ def main(argv=None):
     paired_bare = paired_ratios(methods["HF forward, CausalLM, model(**batch)"], methods["interp.residuals (backend=hooks)"],
                                 args.device, args.pairs)
     hooks_run = methods["interp.residuals (backend=hooks)"]
-    paired_masks = paired_ratios(without_host_masks(hooks_run), hooks_run, args.device, args.pairs)
+    paired_masks = paired_ratios(without_ready_masks(hooks_run), hooks_run, args.device, args.pairs)
     syncs = {name: count_syncs(fn, args.device) for name, fn in (
         ("floor", floor_run), ("hooked forward over pre-built batches", hooks_forward_only(lm, texts, args.batch_size)),
-        ("the same with 2D masks", hooks_forward_only(lm, texts, args.batch_size, host_masks=False)))}
+        ("the same with 2D masks", hooks_forward_only(lm, texts, args.batch_size, ready_masks=False)))}
     reference = results["HF forward, CausalLM + output_hidden_states"]
     by_name = {name: seconds for name, seconds, _ in rows}
     floor = by_name["HF forward, base model only (floor)"]
@@ -362,7 +362,7 @@ def main(argv=None):
           f"hooks over pre-built batches (no tokenizing, no copy to the host) {statistics.median(paired_forward):.2f}x "
           f"(min {min(paired_forward):.2f}, max {max(paired_forward):.2f}); model(**batch) / hooks "
           f"{statistics.median(paired_bare):.2f}x (min {min(paired_bare):.2f}, max {max(paired_bare):.2f}); "
-          f"interp with 2D masks / interp with host-built masks {statistics.median(paired_masks):.2f}x "
+          f"interp with 2D masks / interp with ready-made masks {statistics.median(paired_masks):.2f}x "
           f"(min {min(paired_masks):.2f}, max {max(paired_masks):.2f}).\n")
     if syncs["floor"] is not None:
         print("Synchronizing CUDA calls in one pass over the batches (main thread): "

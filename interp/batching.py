@@ -7,8 +7,6 @@ gives absolute-position models (GPT-2, BERT) and rotary models the unpadded numb
 from __future__ import annotations
 
 import inspect
-import queue
-import threading
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterator, Sequence
@@ -18,19 +16,18 @@ import torch
 
 from interp.errors import InterpInputError
 from interp.loading import LoadedModel
-from interp.masks import host_mask
+from interp.masks import full_mask
 from interp.positions import Position, Selection, build_selection, needs_offsets, token_weights
 
 DEFAULT_MAX_TOKENS = 16384  # tokens per batch (padded) when batch_size is not given
 MAX_BATCH = 512
-PREFETCH = True  # on CUDA, collate the next batch in a background thread (see ``pads_ahead``)
 
 
 @dataclass
 class Encoded:
     """Unpadded token ids of every text, concatenated in numpy arrays so a batch is padded with a
-    few vectorized ops (the thread that pads ahead then takes little time from the one that
-    launches the GPU); plus character offsets when a selector needs them."""
+    few vectorized ops (the thread that launches the GPU's work also pads); plus character
+    offsets when a selector needs them."""
 
     token_ids: np.ndarray  # int64, every text's ids one after another
     lengths: np.ndarray  # int64, tokens per text
@@ -145,21 +142,20 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
     real = (columns >= 0) & (columns < lengths[:, None])
     source = np.where(real, encoded.starts[texts][:, None] + columns, 0)  # where each token's id sits
 
-    def padded(flat: np.ndarray, fill: int) -> torch.Tensor:
-        return torch.from_numpy(np.where(real, flat[source], fill))
+    def padded(flat: np.ndarray, fill: int) -> np.ndarray:
+        return np.where(real, flat[source], fill)
 
     accepted = forward_kwargs(lm)
-    real_tokens = torch.from_numpy(real)
-    inputs = {"input_ids": padded(encoded.token_ids, tok.pad_token_id), "padding_mask": real_tokens.long()}
-    if (full_mask := host_mask(lm, real_tokens)) is not None:
-        inputs["attention_mask"] = full_mask
+    host = {"input_ids": padded(encoded.token_ids, tok.pad_token_id), "padding_mask": real.astype(np.int64)}
     if "position_ids" in accepted:
-        inputs["position_ids"] = torch.from_numpy(np.where(real, columns, 0))
+        host["position_ids"] = np.where(real, columns, 0)
     if encoded.token_types is not None and "token_type_ids" in accepted:
-        inputs["token_type_ids"] = padded(encoded.token_types, 0)
-    inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        host["token_type_ids"] = padded(encoded.token_types, 0)
+    together = torch.from_numpy(np.stack(list(host.values()))).to(device, non_blocking=True)  # one copy for all
+    inputs = dict(zip(host, together.unbind(0)))
     padding_mask = inputs.pop("padding_mask")
-    inputs.setdefault("attention_mask", padding_mask)
+    mask = full_mask(lm, padding_mask)
+    inputs["attention_mask"] = padding_mask if mask is None else mask
     if "use_cache" in accepted and not lm.is_encoder_only:
         inputs["use_cache"] = False
     starts = torch.from_numpy(starts)
@@ -167,49 +163,11 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
     return Batch(list(rows), inputs, padding_mask, selections[0], selections[1:])
 
 
-def prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Produce ``items`` in a background thread, ``depth`` ahead, so padding and host-to-device
-    copies of the next batch overlap the current forward pass (torch releases the GIL)."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def put(entry) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-        except BaseException as exc:  # re-raised in the consumer
-            put((done, exc))
-            return
-        put((done, None))
-
-    worker = threading.Thread(target=produce, daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, error = buffer.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-
-
 @dataclass
 class Batches:
-    """A lazily collated sequence of batches (so preparing the next batch overlaps the GPU)."""
+    """A lazily collated sequence of batches. Each is padded on the calling thread just before its
+    forward, while the GPU still runs the ones queued before it (a thread padding ahead cost as
+    much host time as it saved once padding took well under a millisecond: benchmarks/residuals.md)."""
 
     count: int
     iterator: Iterator[Batch]
@@ -233,11 +191,5 @@ def batches(lm: LoadedModel, texts: list[str], position: Position, batch_size: i
               for r, n in enumerate(lengths)] for p in positions]  # bad positions fail before any forward
     plan = plan_batches(lengths, batch_size)
     made = (collate(lm, encoded, rows, picks) for rows in plan)
-    return Batches(len(plan), prefetch(made) if pads_ahead(lm) else made)
+    return Batches(len(plan), made)
 
-
-def pads_ahead(lm: LoadedModel) -> bool:
-    """Only a GPU forward leaves the host idle to pad ahead. With a CPU model the extra thread
-    fights the forward for the cores: 4096 statements through a 24-layer toy on 2 cores took
-    4.3-6.6 s with it and 2.1-2.3 s without (benchmarks/residuals.md)."""
-    return PREFETCH and lm.device.type == "cuda"

@@ -1,15 +1,16 @@
-"""Attention masks built on the host, in the 4D form HF models take as given.
+"""Attention masks in the 4D form HF models take as given, made without a sync.
 
 Given a 2D padding mask, an HF forward decides on the GPU whether the batch needs a mask at
 all (``padding_mask.all()`` in ``transformers.masking_utils``): two synchronizing CUDA calls
 per batch, which stop the host from queueing work ahead. ``collate`` instead hands a model
-the finished mask, built on CPU tensors. (On an H200 with a 0.5B model this did not change
-throughput measurably, as the host was the bottleneck there: benchmarks/residuals.md.) Which models qualify, and what their mask must be,
-is decided once per model by transformers' own mask function: the model's attention kernel
-must take 4D masks (sdpa, eager), every layer must attend fully (no sliding windows, chunks
-or hybrids), and the model must build its mask with ``create_causal_mask`` (decoders) or
-``create_bidirectional_mask`` (encoders). The per-batch mask comes from three tensor ops,
-checked against transformers' function on an example; other models keep the 2D mask.
+the finished mask, made by three tensor ops next to the padding mask (on the device: on a
+16-core H200 host the same ops on CPU tensors took 13 ms a batch at batch 512, as torch's
+CPU thread pool woke up for them; benchmarks/residuals.md). Which models qualify, and what
+their mask must be, is decided once per model by transformers' own mask function: the
+model's attention kernel must take 4D masks (sdpa, eager), every layer must attend fully (no
+sliding windows, chunks or hybrids), and the model must build its mask with
+``create_causal_mask`` (decoders) or ``create_bidirectional_mask`` (encoders). The three ops
+are checked against transformers' function on an example; other models keep the 2D mask.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _transformers_mask_function(lm: LoadedModel):
 
 def _with_transformers(lm: LoadedModel, function) -> MaskMaker:
     def make(real: torch.Tensor) -> torch.Tensor:
-        shape_only = torch.empty(*real.shape, 0, dtype=lm.model.dtype)  # gives batch, length, dtype, device
+        shape_only = torch.empty(*real.shape, 0, dtype=lm.model.dtype, device=real.device)  # gives batch, length, dtype, device
         if lm.is_encoder_only:
             return function(lm.config, shape_only, real, allow_is_bidirectional_skip=False)
         return function(lm.config, shape_only, real, None, allow_is_causal_skip=False)
@@ -64,10 +65,10 @@ def _direct(causal: bool, additive_dtype: torch.dtype | None) -> MaskMaker:
     def make(real: torch.Tensor) -> torch.Tensor:
         batch, width = real.shape
         keys = real[:, None, None, :]
-        mask = keys & torch.ones(width, width, dtype=torch.bool).tril() if causal else keys.expand(batch, 1, width, width)
+        mask = keys & torch.ones(width, width, dtype=torch.bool, device=real.device).tril() if causal else keys.expand(batch, 1, width, width)
         if additive_dtype is None:
             return mask
-        return torch.zeros(mask.shape, dtype=additive_dtype).masked_fill_(~mask, torch.finfo(additive_dtype).min)
+        return torch.zeros(mask.shape, dtype=additive_dtype, device=real.device).masked_fill_(~mask, torch.finfo(additive_dtype).min)
     return make
 
 
@@ -99,8 +100,8 @@ def mask_maker(lm: LoadedModel) -> MaskMaker | None:
     return lm.backend_state[key]
 
 
-def host_mask(lm: LoadedModel, real: torch.Tensor) -> torch.Tensor | None:
-    """The 4D mask (on the CPU) the model would build from the ``[batch, width]`` bool padding
-    mask, or None when this model must be given the 2D mask."""
+def full_mask(lm: LoadedModel, real: torch.Tensor) -> torch.Tensor | None:
+    """The 4D mask the model would build from the ``[batch, width]`` padding mask (nonzero on
+    real tokens), on its device, or None when this model must be given the 2D mask."""
     make = mask_maker(lm)
-    return None if make is None else make(real)
+    return None if make is None else make(real.bool())

@@ -1,4 +1,4 @@
-"""Host-built 4D attention masks (``interp.masks``) give the numbers HF gives with its own masks,
+"""Ready-made 4D attention masks (``interp.masks``) give the numbers HF gives with its own masks,
 and models whose masks are of another kind keep the 2D mask."""
 import pytest
 import torch
@@ -17,11 +17,11 @@ def first_mask(lm) -> torch.Tensor:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_host_masks_give_the_numbers_of_the_models_own(tiny_dirs, monkeypatch, kind, attention, side):
+def test_ready_masks_give_the_numbers_of_the_models_own(tiny_dirs, monkeypatch, kind, attention, side):
     lm = interp.load_model(tiny_dirs[kind])
     lm.model.set_attn_implementation(attention)
     lm.tokenizer.padding_side = side
-    assert first_mask(lm).dim() == 4  # the host-built mask is in use
+    assert first_mask(lm).dim() == 4  # the ready-made mask is in use
     fast = interp.residuals(lm, TEXTS, position="mean", batch_size=3)
 
     monkeypatch.setattr(masks, "ENABLED", False)
@@ -34,7 +34,7 @@ def test_host_masks_give_the_numbers_of_the_models_own(tiny_dirs, monkeypatch, k
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_host_masks_equal_transformers_own(tiny_dirs, kind, attention):
+def test_ready_masks_equal_transformers_own(tiny_dirs, kind, attention):
     """The three-op masks are what transformers' mask function gives, on random paddings."""
     lm = interp.load_model(tiny_dirs[kind])
     lm.model.set_attn_implementation(attention)
@@ -49,10 +49,11 @@ def test_host_masks_equal_transformers_own(tiny_dirs, kind, attention):
         for real in (columns < lengths[:, None], columns >= width - lengths[:, None]):  # right, left padding
             want, got = reference(real), made(real)
             assert got.shape == want.shape and got.dtype == want.dtype and torch.equal(got, want)
+    assert made(real.to("meta")).device.type == "meta"  # made where the padding mask is (the GPU), no CPU op
 
 
 def test_a_sliding_window_model_keeps_the_2d_mask():
-    """A window shorter than the texts: a host-built causal mask would be wrong, so none is built."""
+    """A window shorter than the texts: a full causal mask would be wrong, so none is built."""
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
