@@ -166,8 +166,8 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
 @dataclass
 class Batches:
     """A lazily collated sequence of batches. Each is padded on the calling thread just before its
-    forward, while the GPU still runs the ones queued before it (a thread padding ahead cost as
-    much host time as it saved once padding took well under a millisecond: benchmarks/residuals.md)."""
+    forward, while the GPU still runs the ones queued before it (a thread padding ahead saved
+    nothing measurable once padding took a millisecond or two: benchmarks/residuals.md)."""
 
     count: int
     iterator: Iterator[Batch]
