@@ -192,4 +192,3 @@ def batches(lm: LoadedModel, texts: list[str], position: Position, batch_size: i
     plan = plan_batches(lengths, batch_size)
     made = (collate(lm, encoded, rows, picks) for rows in plan)
     return Batches(len(plan), made)
-
