@@ -191,5 +191,3 @@ def test_fast_token_ids_step_aside_when_the_backend_truncates(models):
         assert fast is None or [fast.ids_of(i) for i in range(len(SPAN_TEXTS))] == tok(SPAN_TEXTS)["input_ids"]
     finally:
         tok._tokenizer.no_truncation()
-
-
