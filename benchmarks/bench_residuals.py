@@ -271,14 +271,19 @@ def paired_ratios(floor_run, run, device: str, pairs: int) -> list[float]:
     return ratios
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, texts and device options this benchmark shares with ``residuals_timeline.py``."""
     parser.add_argument("--n", type=int, default=4096, help="number of statements")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model, for a smoke test")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_setup_arguments(parser)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--toy", action="store_true",
                         help="24 layers at hidden size 64: the host-side costs, measurable on a CPU")
     parser.add_argument("--copy-worker", action="store_true",

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import interp  # noqa: E402
-from bench_residuals import make_model, statements, sync  # noqa: E402
+from bench_residuals import add_setup_arguments, make_model, statements, sync  # noqa: E402
 
 residuals_module = importlib.import_module("interp.residuals")
 
@@ -91,12 +91,8 @@ def table(call: dict) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=4096, help="number of statements")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--device", default="cuda")
+    add_setup_arguments(parser)
     parser.add_argument("--calls", type=int, default=5, help="timed calls (after two warm-ups); the median is shown")
-    parser.add_argument("--tiny", action="store_true", help="a 2-layer model, for a smoke test")
     args = parser.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
