@@ -5,7 +5,9 @@ host launching kernels, and where the host's time between forwards goes.
     python benchmarks/residuals_timeline.py --batch-size 256      # on a GPU (same model and texts as bench_residuals)
     python benchmarks/residuals_timeline.py --tiny --device cpu --n 64   # smoke test (no GPU times)
 
-Columns: the host's launch of batch k (start..end, seconds from the call's start); the GPU's
+The summary splits the call's host time: before the first launch (tokenizing, planning, the first
+batch's padding), launching forwards, between launches (of which padding the next batch), and
+after the last launch (waiting for the GPU and the copy to the host). Columns: the host's launch of batch k (start..end, seconds from the call's start); the GPU's
 run of it (CUDA events recorded just before and after the launch); the GPU's idle time before
 it; and the lag, GPU end minus host launch end. A lag near 0 on every batch means the GPU
 finished each batch as soon as the host had launched it: the loop is bound by the host.
@@ -28,14 +30,22 @@ import interp  # noqa: E402
 from bench_residuals import add_setup_arguments, make_model, statements, sync  # noqa: E402
 
 residuals_module = importlib.import_module("interp.residuals")
+batching_module = importlib.import_module("interp.batching")
 
 
 class Recorder:
     """Wraps the hooks backend so every batch's launch is timed on the host and on the GPU."""
 
     def __init__(self, cuda: bool):
-        self.cuda, self.batches = cuda, []
+        self.cuda, self.batches, self.collating = cuda, [], []
         self.capture = residuals_module.get_backend("hooks")
+        self.collate = batching_module.collate
+
+    def timed_collate(self, *args, **kwargs):
+        start = time.perf_counter()
+        batch = self.collate(*args, **kwargs)
+        self.collating.append(time.perf_counter() - start)
+        return batch
 
     def event(self):
         if not self.cuda:
@@ -52,7 +62,7 @@ class Recorder:
         return out
 
     def call(self, lm, texts, batch_size: int, device: str) -> dict:
-        self.batches = []
+        self.batches, self.collating = [], []
         sync(device)
         origin, start = self.event(), time.perf_counter()
         interp.residuals(lm, texts, position="last", backend="hooks", batch_size=batch_size)
@@ -62,7 +72,7 @@ class Recorder:
         def gpu(event):
             return origin.elapsed_time(event) / 1e3 if origin is not None else float("nan")
         rows = [(h0 - start, h1 - start, gpu(g0), gpu(g1)) for h0, h1, g0, g1 in self.batches]
-        return {"total": total, "rows": rows}
+        return {"total": total, "rows": rows, "collate": self.collating}
 
 
 def summary(call: dict, cuda: bool) -> str:
@@ -70,7 +80,8 @@ def summary(call: dict, cuda: bool) -> str:
     launch = sum(h1 - h0 for h0, h1, _, _ in rows)
     between = sum(rows[k + 1][0] - rows[k][1] for k in range(len(rows) - 1))
     text = (f"total {total:.3f} s: before the first launch {rows[0][0]:.3f}, launching forwards {launch:.3f}, "
-            f"host work between launches {between:.3f}, after the last launch {total - rows[-1][1]:.3f}")
+            f"host work between launches {between:.3f} (padding batches {sum(call['collate'][1:]):.3f}), "
+            f"after the last launch {total - rows[-1][1]:.3f}")
     if cuda:
         busy = sum(g1 - g0 for _, _, g0, g1 in rows)
         lag = statistics.median(g1 - h1 for _, h1, _, g1 in rows)
@@ -101,6 +112,7 @@ def main(argv=None):
     texts = statements(args.n, model.config.vocab_size)
     recorder = Recorder(cuda)
     residuals_module.get_backend = lambda name: recorder
+    batching_module.collate = recorder.timed_collate
     for _ in range(2):
         recorder.call(lm, texts, args.batch_size, args.device)
     calls = sorted((recorder.call(lm, texts, args.batch_size, args.device) for _ in range(args.calls)),

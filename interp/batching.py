@@ -165,9 +165,14 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
 
 @dataclass
 class Batches:
-    """A lazily collated sequence of batches. Each is padded on the calling thread just before its
-    forward, while the GPU still runs the ones queued before it (a thread padding ahead saved
-    nothing measurable once padding took a millisecond or two: benchmarks/residuals.md)."""
+    """A lazily collated sequence of batches, longest texts first. Each is padded on the calling
+    thread just before its forward (a thread padding ahead saved nothing measurable once padding
+    took a millisecond or two: benchmarks/residuals.md).
+
+    Longest first so a batch too large for the device fails at once, not after the rest of
+    the work. On an H200 the order changed no throughput: run first, the longest batches queue
+    GPU work that covers later padding, but the host then waits on the full launch queue
+    (benchmarks/residuals.md)."""
 
     count: int
     iterator: Iterator[Batch]
@@ -189,6 +194,6 @@ def batches(lm: LoadedModel, texts: list[str], position: Position, batch_size: i
     picks = [[token_weights(p, n, text=texts[r], text_index=r, n_texts=len(texts),
                             offsets=encoded.offsets[r] if encoded.offsets else None)
               for r, n in enumerate(lengths)] for p in positions]  # bad positions fail before any forward
-    plan = plan_batches(lengths, batch_size)
+    plan = plan_batches(lengths, batch_size)[::-1]  # longest first: see Batches
     made = (collate(lm, encoded, rows, picks) for rows in plan)
     return Batches(len(plan), made)
