@@ -107,12 +107,14 @@ def encode(lm: LoadedModel, texts: list[str], *, offsets: bool = False) -> Encod
 
 
 def plan_batches(lengths: list[int], batch_size: int | None, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[list[int]]:
-    """Texts sorted by length, cut into batches: ``batch_size`` texts each, or (default) as
+    """Texts sorted by length, cut into batches, longest first (``Batches`` says why):
+    ``batch_size`` texts each (a short last batch holds the shortest texts), or (default) as
     many as fit ``max_tokens`` padded tokens, so short statements run in large batches."""
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise InterpInputError(f"bad batch_size {batch_size!r}; expected a positive int or None")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     if batch_size is not None:
+        order.reverse()
         return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     batches, current = [], []
     for i in order:  # ascending, so the newest text is the longest in the batch
@@ -120,7 +122,7 @@ def plan_batches(lengths: list[int], batch_size: int | None, max_tokens: int = D
             batches.append(current)
             current = []
         current.append(i)
-    return batches + [current] if current else batches
+    return (batches + [current] if current else batches)[::-1]
 
 
 def forward_kwargs(lm: LoadedModel) -> set[str]:
@@ -194,6 +196,6 @@ def batches(lm: LoadedModel, texts: list[str], position: Position, batch_size: i
     picks = [[token_weights(p, n, text=texts[r], text_index=r, n_texts=len(texts),
                             offsets=encoded.offsets[r] if encoded.offsets else None)
               for r, n in enumerate(lengths)] for p in positions]  # bad positions fail before any forward
-    plan = plan_batches(lengths, batch_size)[::-1]  # longest first: see Batches
+    plan = plan_batches(lengths, batch_size)
     made = (collate(lm, encoded, rows, picks) for rows in plan)
     return Batches(len(plan), made)
