@@ -192,16 +192,14 @@ def count_syncs(run, device: str) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def switched_off(run, module, flag: str):
-    """``run`` with one of interp's speed-ups turned off: ``masks.ENABLED`` (models get the 2D
-    mask and build their own) or ``interp.residuals.PINNED_STAGING`` (results reach the host
-    through pageable memory)."""
+def without_ready_masks(run):
+    """``run`` with ``interp.masks`` switched off: models get the 2D mask and build their own."""
     def wrapped():
-        setattr(module, flag, False)
+        masks.ENABLED = False
         try:
             return run()
         finally:
-            setattr(module, flag, True)
+            masks.ENABLED = True
     return wrapped
 
 
@@ -344,9 +342,7 @@ def main(argv=None):
     paired_bare = paired_ratios(methods["HF forward, CausalLM, model(**batch)"], methods["interp.residuals (backend=hooks)"],
                                 args.device, args.pairs)
     hooks_run = methods["interp.residuals (backend=hooks)"]
-    paired_masks = paired_ratios(switched_off(hooks_run, masks, "ENABLED"), hooks_run, args.device, args.pairs)
-    paired_staging = paired_ratios(switched_off(hooks_run, importlib.import_module("interp.residuals"), "PINNED_STAGING"),
-                                   hooks_run, args.device, args.pairs)
+    paired_masks = paired_ratios(without_ready_masks(hooks_run), hooks_run, args.device, args.pairs)
     syncs = {name: count_syncs(fn, args.device) for name, fn in (
         ("floor", floor_run), ("hooked forward over pre-built batches", hooks_forward_only(lm, texts, args.batch_size)),
         ("the same with 2D masks", hooks_forward_only(lm, texts, args.batch_size, ready_masks=False)))}
@@ -372,9 +368,7 @@ def main(argv=None):
           f"(min {min(paired_forward):.2f}, max {max(paired_forward):.2f}); model(**batch) / hooks "
           f"{statistics.median(paired_bare):.2f}x (min {min(paired_bare):.2f}, max {max(paired_bare):.2f}); "
           f"interp with 2D masks / interp with ready-made masks {statistics.median(paired_masks):.2f}x "
-          f"(min {min(paired_masks):.2f}, max {max(paired_masks):.2f}); interp with pageable staging / interp "
-          f"with page-locked {statistics.median(paired_staging):.2f}x (min {min(paired_staging):.2f}, "
-          f"max {max(paired_staging):.2f}).\n")
+          f"(min {min(paired_masks):.2f}, max {max(paired_masks):.2f}).\n")
     if syncs["floor"] is not None:
         print("Synchronizing CUDA calls in one pass over the batches (main thread): "
               + ", ".join(f"{name} {count}" for name, count in syncs.items()) + ".\n")

@@ -7,7 +7,6 @@ exactly as HF reports it.
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,34 +61,17 @@ def residuals(model: LoadedModel, texts, *, position="last", layers=None, backen
 
 
 QUEUE_DEPTH = 4  # batches whose results may wait on the device for the copy to the host
-PINNED_STAGING = True  # False: copy results through pageable memory (for comparisons)
-STAGING_KEY = "host_staging"  # where a model's ``backend_state`` keeps the staging buffer between calls
 
 
 def mapped_empty(shape: tuple) -> np.ndarray:
     """A float32 array whose pages are already mapped, touched by numpy in the calling thread.
     On an H200 host a device copy of 367 MB into fresh pageable memory took 0.23 s (page faults
-    inside the driver's copy), into touched memory 0.026 s. numpy rather than torch: torch CPU
-    ops in a second thread start a second OpenMP pool that fights the main thread for the cores."""
+    inside the driver's copy), into touched memory 0.026 s; page-locking cost 0.2 s a call.
+    numpy rather than torch: torch CPU ops in a second thread start a second OpenMP pool that
+    fights the main thread for the cores."""
     array = np.empty(shape, dtype=np.float32)
     array.fill(0)
     return array
-
-
-def host_staging(n_values: int) -> torch.Tensor:
-    """A flat float32 host buffer that device results are copied into, page-locked when it can be.
-    A copy into page-locked memory is the GPU's own DMA; one into pageable memory is the CUDA
-    driver copying through a bounce buffer on the host, and on an H200 host that slowed the
-    thread launching the forward passes: interp.residuals at 0.78-0.90x the floor with
-    pageable staging, 0.91-0.92x with page-locked (batch 256, 512 and by token budget;
-    benchmarks/residuals.md). Page-locking is slow (0.2 s for 367 MB), so the buffer holds
-    one batch and is kept on the model between calls."""
-    if PINNED_STAGING and torch.cuda.is_available():
-        try:
-            return torch.empty(n_values, dtype=torch.float32, pin_memory=True)
-        except RuntimeError:  # no page-locked memory to be had
-            pass
-    return torch.from_numpy(mapped_empty((n_values,)))
 
 
 class HostRows:
@@ -111,16 +93,12 @@ class HostRows:
 class StreamedRows:
     """CUDA: a worker thread copies each batch's rows to the host on its own stream while the
     next batches run, so the copy (and the host-side scatter into the caller's order) is off
-    the critical path and only a few batches' results wait on the device. ``keeper``: a dict
-    that lends the worker its staging buffer and gets it back (``LoadedModel.backend_state``),
-    so page-locking it is paid once per model, not once per call."""
+    the critical path and only a few batches' results wait on the device."""
 
-    def __init__(self, shape: tuple, device: torch.device, keeper: dict | None = None):
+    def __init__(self, shape: tuple, device: torch.device):
         self.queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-        self.keeper = keeper
-        staging = None if keeper is None else keeper.pop(STAGING_KEY, None)  # a concurrent call makes its own
         pool = ThreadPoolExecutor(max_workers=1)
-        self.done = pool.submit(self._drain, shape, torch.device(device), staging)
+        self.done = pool.submit(self._drain, shape, torch.device(device))
         pool.shutdown(wait=False)
 
     def add(self, batch, values: torch.Tensor) -> None:
@@ -151,44 +129,36 @@ class StreamedRows:
                     self.done.result()  # raises the worker's error
                     raise RuntimeError("the copy worker stopped early")
 
-    def _drain(self, shape: tuple, device: torch.device, staging: torch.Tensor | None) -> torch.Tensor:
+    def _drain(self, shape: tuple, device: torch.device) -> torch.Tensor:
         """Host-side work in numpy only (see ``mapped_empty``). The output's pages are mapped by
         the scatters into it, which do not go through the driver (mapping them all up front,
         while the first batches ran, was slower on an H200 host: 0.500 -> 0.548 s at batch 256,
         0.382 -> 0.418 s at 512, medians of 12 interleaved calls)."""
-        out, row_values = np.zeros(shape, dtype=np.float32), math.prod(shape[1:])
+        out, staging = np.zeros(shape, dtype=np.float32), None
         stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        try:
-            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-                while (item := self.queue.get()) is not None:
-                    rows, values, ready = item
-                    if ready is not None:
-                        ready.synchronize()
-                        if staging is None or len(staging) < len(rows) * row_values:
-                            staging = host_staging(len(rows) * row_values)
-                        host = staging[:len(rows) * row_values].view(len(rows), *shape[1:])
-                        host.copy_(values, non_blocking=True)
-                        copied = torch.cuda.Event()
-                        copied.record(stream)
-                        copied.synchronize()
-                        values = host
-                    out[rows] = values.numpy()
-                    del values, item
-        finally:
-            if self.keeper is not None and staging is not None:
-                self.keeper[STAGING_KEY] = staging
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            while (item := self.queue.get()) is not None:
+                rows, values, ready = item
+                if ready is not None:
+                    ready.synchronize()
+                    if staging is None or len(staging) < len(rows):
+                        staging = torch.from_numpy(mapped_empty((len(rows), *shape[1:])))
+                    host = staging[:len(rows)]
+                    host.copy_(values)
+                    values = host
+                out[rows] = values.numpy()
+                del values, item
         return torch.from_numpy(out)
 
 
-
-def result_rows(shape: tuple, device: torch.device, keeper: dict | None = None):
-    """Where each batch's results go (``keeper``: see ``StreamedRows``)."""
-    return StreamedRows(shape, device, keeper) if device.type == "cuda" else HostRows(shape)
+def result_rows(shape: tuple, device: torch.device):
+    """Where each batch's results go."""
+    return StreamedRows(shape, device) if device.type == "cuda" else HostRows(shape)
 
 
 def _compute(model, texts, position, keep, capture, batch_size, progress) -> torch.Tensor:
     planned = batches(model, texts, position, batch_size)  # bad inputs fail here, before any allocation
-    rows = result_rows((len(texts), len(keep), model.d_model), model.device, model.backend_state)
+    rows = result_rows((len(texts), len(keep), model.d_model), model.device)
     try:
         with torch.inference_mode():
             for batch in tqdm(planned, disable=not progress, desc="residuals"):
