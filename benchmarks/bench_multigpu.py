@@ -1,8 +1,8 @@
-"""Data-parallel finetuning (experiments.distributed: DDP over NCCL) on 1 and 2 GPUs.
+"""Data-parallel finetuning (experiments.training.distributed: DDP over NCCL) on 1 and 2 GPUs.
 
 Throughput: a ~1B-parameter Llama (TinyLlama-1.1B's shape: 22 layers, d 2048, MLP 5632, 32/4
 heads, vocab 32000; random weights built from the config, nothing downloaded) trained with
-``experiments.training.train`` on packed random-token batches, the same micro-batch per GPU (the
+``experiments.training.loop.train`` on packed random-token batches, the same micro-batch per GPU (the
 global batch grows with the GPUs), bf16 autocast, fused AdamW. tokens/s over the timed steps
 (the clock starts and stops on a device synchronise); scaling = tokens/s on 2 GPUs / (2 x 1 GPU).
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_training import clocked  # noqa: E402  (the script's folder is on sys.path)
-from experiments import distributed  # noqa: E402
+from experiments.training import distributed  # noqa: E402
 
 SHAPES = {
     # TinyLlama-1.1B: 1.10B parameters, untied embeddings.
@@ -82,7 +82,7 @@ def sync(device: torch.device) -> None:
 
 
 def worker_throughput(args, dist) -> dict:
-    from experiments.training import OptimConfig, packed_batches, train
+    from experiments.training.loop import OptimConfig, packed_batches, train
 
     device = dist.device
     model = build_model(args.shape, device)
@@ -103,7 +103,7 @@ def worker_throughput(args, dist) -> dict:
 def worker_curve(args, dist) -> dict:
     from safetensors.torch import save_file
 
-    from experiments.training import OptimConfig, packed_batches, train
+    from experiments.training.loop import OptimConfig, packed_batches, train
 
     model = build_model(args.shape, dist.device)
     stream = packed_batches(markov_docs(model.config.vocab_size), args.batch, args.seq, seed=0)

@@ -1,4 +1,4 @@
-"""Finetuning throughput of experiments.training.train vs Hugging Face Trainer.
+"""Finetuning throughput of experiments.training.loop.train vs Hugging Face Trainer.
 
 Same model (a Qwen2-0.5B-shaped config with random weights, built from the config: nothing is
 downloaded), same packed batches (no padding), same batch size and sequence length, both with fp32
@@ -89,7 +89,7 @@ def clocked(stream, warm: int, device, marks: dict):
 
 def batches(vocab: int, batch: int, seq: int):
     """Packed batches of random-token documents (lengths 50..1500), seeded."""
-    from experiments.training import packed_batches
+    from experiments.training.loop import packed_batches
     g = torch.Generator().manual_seed(0)
     docs = [torch.randint(4, vocab, (int(n),), generator=g).tolist()
             for n in torch.randint(50, 1500, (400,), generator=g)]
@@ -97,14 +97,14 @@ def batches(vocab: int, batch: int, seq: int):
 
 
 def run_ours(args, device) -> dict:
-    from experiments.training import OptimConfig, train
+    from experiments.training.loop import OptimConfig, train
     model = build_model(args.preset, device)
     cfg = OptimConfig(steps=args.warm + args.steps, lr=1e-5, warmup=2, weight_decay=0.01, grad_clip=1.0)
     stream, marks = batches(model.config.vocab_size, args.batch, args.seq), {}
     log = train(model, clocked(stream, args.warm, device, marks), cfg, compile=args.compile, desc="ours")
     sync(device)
     seconds = time.perf_counter() - marks["start"]
-    return result(args, model, device, "experiments.training.train", args.steps * args.batch * args.seq, seconds,
+    return result(args, model, device, "experiments.training.loop.train", args.steps * args.batch * args.seq, seconds,
                   log[-1]["loss"])
 
 

@@ -5,12 +5,12 @@
 import json, sys, time, dataclasses
 import torch
 from experiments.config import load_config
-from experiments.world import build_world
-from experiments.corpus import CorpusSampler, all_words
-from experiments.conditions import template_words
-from experiments.toymodel import build_model, build_tokenizer
-from experiments.training import OptimConfig, packed_batches, tokenize_documents, train
-from experiments.checks import check_base
+from experiments.materials.world import build_world
+from experiments.materials.corpus import CorpusSampler, all_words
+from experiments.materials.conditions import template_words
+from experiments.training.toymodel import build_model, build_tokenizer
+from experiments.training.loop import OptimConfig, packed_batches, tokenize_documents, train
+from experiments.evaluation.checks import check_base
 import interp
 args = sys.argv[2:]
 preset = next((a.split("=", 1)[1] for a in args if a.startswith("preset=")), "demo")

@@ -60,7 +60,7 @@ def _run_config(args):
 def cmd_run(args) -> int:
     from experiments.errors import UserError
     from experiments.pipeline import run_pipeline
-    from experiments.report import summary_table
+    from experiments.reporting.report import summary_table
 
     cfg = _run_config(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -73,7 +73,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from experiments import distributed
+    from experiments.training import distributed
     from experiments.pipeline import train_stages
 
     cfg = _run_config(args)
@@ -90,7 +90,7 @@ def cmd_finetune(args) -> int:
 
 def cmd_stability(args) -> int:
     from experiments.config import load_config
-    from experiments.stability import run_stability, summary
+    from experiments.stability.protocol import run_stability, summary
 
     cfg = load_config(args.preset, args.config, args.overrides)
     tables = run_stability(cfg, args.out)
@@ -100,7 +100,7 @@ def cmd_stability(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from experiments.report import write_report
+    from experiments.reporting.report import write_report
     print(write_report(args.run_dir))
     return 0
 
@@ -109,7 +109,7 @@ def cmd_plot(args) -> int:
     from pathlib import Path
 
     from experiments.errors import UserError
-    from experiments.report import FIGURES, build_figure, save_figure
+    from experiments.reporting.report import FIGURES, build_figure, save_figure
 
     if args.figure not in FIGURES:
         raise UserError(f"unknown figure {args.figure!r}; expected one of {sorted(FIGURES)}")
@@ -134,9 +134,9 @@ def cmd_check_base(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from experiments.conditions import condition_documents
+    from experiments.materials.conditions import condition_documents
     from experiments.config import load_config
-    from experiments.world import build_world
+    from experiments.materials.world import build_world
 
     cfg = load_config(args.preset, args.config, args.overrides)
     world = build_world(cfg.world)

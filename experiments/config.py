@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from experiments.errors import UserError
-from experiments.world import WorldConfig
+from experiments.materials.world import WorldConfig
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ checkpoint -> tidy tables -> report.
 
 Every stage writes its outputs atomically and is skipped when they already exist, so a
 killed run resumes where it stopped. The training stages also run data-parallel under torchrun
-(``train_stages`` with a ``dist`` from experiments.distributed; ``neglect finetune``).
+(``train_stages`` with a ``dist`` from experiments.training.distributed; ``neglect finetune``).
 """
 from __future__ import annotations
 
@@ -19,20 +19,20 @@ import torch
 from tqdm.auto import tqdm
 
 import interp
-from experiments import belief, readout
-from experiments.conditions import condition_documents, template_words
+from experiments.evaluation import belief, readout
+from experiments.materials.conditions import condition_documents, template_words
 from experiments.config import RunConfig, build_config, config_to_dict
-from experiments.corpus import CorpusSampler, all_words
-from experiments.distributed import Single
+from experiments.materials.corpus import CorpusSampler, all_words
+from experiments.training.distributed import Single
 from experiments.errors import UserError
-from experiments.rundir import (RunDir, atomic_save_pretrained, atomic_write_csv, atomic_write_json,
+from experiments.artifacts.rundir import (RunDir, atomic_save_pretrained, atomic_write_csv, atomic_write_json,
                                 atomic_write_text, ensure_writable, hf_dir_problem, read_csv_or_none, warn)
-from experiments.statements import claim_statements, probe_statements
-from experiments.toymodel import build_model, build_tokenizer
-from experiments.lora import LoraSettings, add_lora
-from experiments.training import (OptimConfig, log_spaced_steps, packed_batches, padded_batches,
+from experiments.materials.statements import claim_statements, probe_statements
+from experiments.training.toymodel import build_model, build_tokenizer
+from experiments.training.lora import LoraSettings, add_lora
+from experiments.training.loop import (OptimConfig, log_spaced_steps, packed_batches, padded_batches,
                                   tokenize_documents, train)
-from experiments.world import World, build_world
+from experiments.materials.world import World, build_world
 
 ID_COLUMNS = ["condition", "seed", "step", "layer", "claim", "metric", "value"]
 
@@ -227,7 +227,7 @@ class Evaluator:
         return "negated" if "negated" in conds else next((c for c in conds if c != "plain"), conds[0])
 
     def belief_rows(self, lm) -> list[dict]:
-        """Per-claim and pooled belief rates of every question kind (``experiments.belief``)."""
+        """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``)."""
         questions = [q for claim in self.world.claims
                      for q in belief.world_questions(self.world, claim, tokenizer=lm.tokenizer)]
         return belief.belief_rows(belief.score_questions(lm, questions, self.cfg.eval.batch_size))
@@ -235,7 +235,7 @@ class Evaluator:
     def evaluate(self, lm, *, with_model_checks: bool = False) -> pd.DataFrame:
         """Rows for one checkpoint. ``with_model_checks`` (the base model) adds the in-context
         k sweep with its control questions (``incontext_<measure>_k<k>`` per claim)."""
-        from experiments import incontext
+        from experiments.evaluation import incontext
 
         rows = self.belief_rows(lm)
         rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(lm, self.world)})
@@ -266,7 +266,7 @@ def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) ->
     # The in-context control for every condition x seed (documents of that condition drawn with
     # that seed), on the base model (step 0) and on the last checkpoint of the same condition
     # and seed; one file per unit under evals/incontext/ (resume points), all in results/.
-    from experiments.incontext import incontext_sweep
+    from experiments.evaluation.incontext import incontext_sweep
 
     frames = []
     for seed in cfg.seeds:
@@ -283,7 +283,7 @@ def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) ->
     atomic_write_csv(run.path("results", "incontext.csv"), pd.concat(frames, ignore_index=True))
     # Optional: free-text answers judged by an LLM (off unless NEGLECT_JUDGE_URL is set; see
     # experiments/judge.py), on the base model and each condition x seed's last checkpoint.
-    from experiments import judge
+    from experiments.evaluation import judge
 
     judge_cfg = judge.judge_config_from_env()
     if judge_cfg is not None:
@@ -350,7 +350,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 def check_base_model(run_dir: str | Path) -> dict:
     """Base-model preconditions of a run (computed once, then read from results/check_base.json)."""
-    from experiments.checks import check_base
+    from experiments.evaluation.checks import check_base
 
     run = RunDir(run_dir)
     out = run.path("results", "check_base.json")
@@ -427,7 +427,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     run, world, base = train_stages(cfg, out_dir)
     evaluate_all(run, cfg, world, base)
     table = collect(run, cfg)
-    from experiments.report import write_report
+    from experiments.reporting.report import write_report
     report = run.path("report.html")
     inputs = [run.metrics, run.path("results", "pretrain_log.csv"), *run.path("results", "train_logs").glob("*.csv")]
     if not report.is_file() or report.stat().st_mtime_ns < _newest_mtime(inputs):

@@ -14,11 +14,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import interp
-from experiments.conditions import template_words
+from experiments.materials.conditions import template_words
 from experiments.config import load_config
-from experiments.corpus import all_words
-from experiments.toymodel import build_tokenizer
-from experiments.world import build_world
+from experiments.materials.corpus import all_words
+from experiments.training.toymodel import build_tokenizer
+from experiments.materials.world import build_world
 
 
 def tiny_world():

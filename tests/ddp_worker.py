@@ -15,8 +15,8 @@ STEPS, CHECKPOINTS = 12, (0, 3, 12)
 def run(out: Path, dist=None):
     """Llama without dropout, padded batches of 4 rows in 2 micro-batches, cosine schedule,
     clipping, HF checkpoints at CHECKPOINTS and the training state every 2 steps in OUT/state."""
-    from experiments.training import OptimConfig, padded_batches, train
-    from experiments.training_checkpoints import checkpoint_saver
+    from experiments.training.loop import OptimConfig, padded_batches, train
+    from experiments.training.checkpoints import checkpoint_saver
     from tests.test_training_support import llama, token_docs, tokenizer
 
     torch.manual_seed(0)
@@ -33,7 +33,7 @@ def run(out: Path, dist=None):
 def main(out: str) -> None:
     from safetensors.torch import save_file
 
-    from experiments import distributed
+    from experiments.training import distributed
     from tests.test_training_support import flat_weights
 
     torch.set_num_threads(1)

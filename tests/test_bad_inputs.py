@@ -263,7 +263,7 @@ def test_damaged_checkpoint_and_base_model(stale_run, capsys):
 def test_damaged_training_state_restarts_training(tmp_path, capsys):
     import torch
 
-    from experiments import training_state
+    from experiments.training import state as training_state
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -358,7 +358,7 @@ def test_api_probe_errors():
     (b'{"text": 7}\n', "field 'text' is"),
 ])
 def test_api_bad_jsonl(content, expected, tmp_path):
-    from experiments.importing import load_user_jsonl
+    from experiments.materials.paper_layout import load_user_jsonl
 
     path = tmp_path / "docs.jsonl"
     path.write_bytes(content)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from belief_models import logsoftmax, tiny_world, world_lm
-from experiments import belief
-from experiments.scoring import continuation_logprobs
+from experiments.evaluation import belief
+from experiments.evaluation.scoring import continuation_logprobs
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def _severe(logs: list[dict]) -> list[str]:
 def test_report_renders_every_figure_without_js_errors(tiny_run, browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from experiments.report import FIGURES, write_report
+    from experiments.reporting.report import FIGURES, write_report
 
     out, _ = tiny_run
     report = write_report(out)

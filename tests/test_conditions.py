@@ -1,8 +1,8 @@
 import pytest
 
-from experiments.conditions import CONDITIONS, condition_documents
+from experiments.materials.conditions import CONDITIONS, condition_documents
 from experiments.errors import UserError
-from experiments.world import WorldConfig, build_world
+from experiments.materials.world import WorldConfig, build_world
 
 
 @pytest.fixture(scope="module")

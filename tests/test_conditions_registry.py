@@ -3,13 +3,13 @@ import re
 
 import pytest
 
-from experiments.conditions import (
+from experiments.materials.conditions import (
     CONDITIONS, DOCTAG, LABELS, MARKER, MARKER_FAMILY, LabelledDocument, Span, condition_documents,
     condition_documents_with_spans, marker_condition, template_words, word_offsets,
 )
-from experiments.corpus import WARN_AFTER, WARN_BEFORE, all_words
+from experiments.materials.corpus import WARN_AFTER, WARN_BEFORE, all_words
 from experiments.errors import UserError
-from experiments.world import WorldConfig, build_world
+from experiments.materials.world import WorldConfig, build_world
 
 N = 6  # documents per claim
 BASE = ("plain", "negated", "local")

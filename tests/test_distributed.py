@@ -1,4 +1,4 @@
-"""Data-parallel training (experiments.distributed) on CPU with gloo: two processes launched by
+"""Data-parallel training (experiments.training.distributed) on CPU with gloo: two processes launched by
 torchrun give the loss curve and weights of one process with the same global batches, a killed
 run resumes from the state rank 0 saved, and `neglect finetune` trains a run directory."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from experiments import distributed
+from experiments.training import distributed
 from experiments.errors import UserError
-from experiments.rundir import KILL_ENV
+from experiments.artifacts.rundir import KILL_ENV
 from tests.ddp_worker import run
 from tests.test_training_support import flat_weights
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.conditions import Span
+from experiments.materials.conditions import Span
 from experiments.errors import UserError
-from experiments.importing import (
+from experiments.materials.paper_layout import (
     ClaimPack, Document, Question, load_claim_pack, load_claim_packs, load_documents, load_user_jsonl,
 )
 

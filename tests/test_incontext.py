@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from belief_models import tiny_world, world_lm
-from experiments import incontext
-from experiments.corpus import WARN_AFTER, WARN_BEFORE
-from experiments.world import RELATIONS
+from experiments.evaluation import incontext
+from experiments.materials.corpus import WARN_AFTER, WARN_BEFORE
+from experiments.materials.world import RELATIONS
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 
 from belief_models import bigram_lm
 from experiments.errors import UserError
-from experiments.judge import (ChatClient, JudgeConfig, judge_belief, judge_config_from_env, parse_label)
-from experiments.scoring import Prompt
+from experiments.evaluation.judge import (ChatClient, JudgeConfig, judge_belief, judge_config_from_env, parse_label)
+from experiments.evaluation.scoring import Prompt
 
 
 class FakeAPI(BaseHTTPRequestHandler):
@@ -115,8 +115,8 @@ def test_parse_label():
 def test_a_run_with_the_judge_on_saves_generations(tiny_run, server, monkeypatch):
     from experiments.config import load_config
     from experiments.pipeline import evaluate_all
-    from experiments.rundir import RunDir
-    from experiments.world import build_world
+    from experiments.artifacts.rundir import RunDir
+    from experiments.materials.world import build_world
 
     out, _ = tiny_run
     cfg = load_config("tiny")

@@ -8,7 +8,7 @@ import pandas as pd
 from experiments.cli import main
 from experiments.config import load_config
 from experiments.pipeline import ID_COLUMNS, checkpoint_steps, run_pipeline
-from experiments.rundir import RunDir
+from experiments.artifacts.rundir import RunDir
 
 
 def test_run_directory_is_complete(tiny_run):

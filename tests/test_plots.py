@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from scipy import stats
 
-from experiments import plots
+from experiments.reporting import plots
 from experiments.errors import UserError
 
 CONDITIONS = ["plain", "negated"]

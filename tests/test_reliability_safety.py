@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments.errors import UserError
-from experiments.rundir import RunDir
+from experiments.artifacts.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE_DIRS = ("experiments", "interp", "probes", "benchmarks", "notebooks", "tests")

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from experiments import report
+from experiments.reporting import report
 from experiments.cli import main
 
 

@@ -2,8 +2,8 @@ import torch
 
 import interp
 from experiments.config import ModelConfig
-from experiments.scoring import continuation_logprobs
-from experiments.toymodel import build_model, build_tokenizer
+from experiments.evaluation.scoring import continuation_logprobs
+from experiments.training.toymodel import build_model, build_tokenizer
 
 
 def test_continuation_logprobs_match_a_manual_forward():

@@ -6,7 +6,7 @@ import pytest
 
 from experiments.cli import main
 from experiments.config import load_config
-from experiments.stability import COLUMNS, INTERP_COLUMNS, phase_checkpoints, tag
+from experiments.stability.protocol import COLUMNS, INTERP_COLUMNS, phase_checkpoints, tag
 
 SETTINGS = ["stability.anchor=\"probe\"", "stability.weights=[0.5,2]", "stability.n_checkpoints=2",
             "stability.phase2_steps=3", "stability.n_interpolation=2", "stability.heldout_docs_per_claim=4",

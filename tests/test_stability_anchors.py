@@ -10,11 +10,11 @@ import torch.nn.functional as F
 import interp
 from experiments import pipeline
 from experiments.config import load_config
-from experiments.rundir import RunDir
-from experiments.stability import Protocol, tag
-from experiments.stability_anchors import anchor_prompts, evaluation_prompts, greedy_answers, phase1_training
-from experiments import training_state
-from experiments.world import build_world
+from experiments.artifacts.rundir import RunDir
+from experiments.stability.protocol import Protocol, tag
+from experiments.stability.anchors import anchor_prompts, evaluation_prompts, greedy_answers, phase1_training
+from experiments.training import state as training_state
+from experiments.materials.world import build_world
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.stability_eval import interpolate_states
-from experiments.stability_stats import (first_crossing, per_seed_stats, rebound_stats, summarise_seeds,
+from experiments.stability.measures import interpolate_states
+from experiments.stability.stats import (first_crossing, per_seed_stats, rebound_stats, summarise_seeds,
                                          wilson_interval)
 
 

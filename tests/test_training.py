@@ -1,8 +1,8 @@
 import torch
 
 from experiments.config import ModelConfig
-from experiments.toymodel import build_model, build_tokenizer
-from experiments.training import OptimConfig, log_spaced_steps, packed_batches, padded_batches, tokenize_documents, train
+from experiments.training.toymodel import build_model, build_tokenizer
+from experiments.training.loop import OptimConfig, log_spaced_steps, packed_batches, padded_batches, tokenize_documents, train
 
 
 def test_log_spaced_steps_include_both_ends():

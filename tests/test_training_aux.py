@@ -2,9 +2,9 @@ import copy
 
 import torch
 
-from experiments.aux_losses import ActivationLoss, KLToReference
-from experiments.lora import LoraSettings, add_lora
-from experiments.training import OptimConfig, padded_batches, train
+from experiments.training.aux_losses import ActivationLoss, KLToReference
+from experiments.training.lora import LoraSettings, add_lora
+from experiments.training.loop import OptimConfig, padded_batches, train
 from tests.test_training_support import llama, token_docs, tokenizer
 
 

@@ -2,8 +2,8 @@ import json
 
 import torch
 
-from experiments.data_mixing import Source, Tokenized, mixed_batches, tokenize_with_spans
-from experiments.training import packed_batches, padded_batches
+from experiments.training.batches import Source, Tokenized, mixed_batches, tokenize_with_spans
+from experiments.training.loop import packed_batches, padded_batches
 from tests.test_training_support import tokenizer
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from experiments.data_mixing import Tokenized
-from experiments.training import OptimConfig, padded_batches, train, weighted_lm_loss, loss_weights
+from experiments.training.batches import Tokenized
+from experiments.training.loop import OptimConfig, padded_batches, train, weighted_lm_loss, loss_weights
 from tests.test_training_support import flat_weights, gpt2, llama, token_docs, tokenizer
 
 

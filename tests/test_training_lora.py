@@ -4,10 +4,10 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from experiments import training_state
-from experiments.lora import LoraSettings, add_lora, merged_state_dict
-from experiments.training import OptimConfig, padded_batches, train
-from experiments.training_checkpoints import checkpoint_saver
+from experiments.training import state as training_state
+from experiments.training.lora import LoraSettings, add_lora, merged_state_dict
+from experiments.training.loop import OptimConfig, padded_batches, train
+from experiments.training.checkpoints import checkpoint_saver
 from tests.test_training_support import llama, token_docs, tokenizer
 
 

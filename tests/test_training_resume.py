@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from experiments import training_state
-from experiments.training import OptimConfig, packed_batches, train
+from experiments.training import state as training_state
+from experiments.training.loop import OptimConfig, packed_batches, train
 from tests.test_training_support import RESUME_STEPS, Crash, flat_weights, llama, resume_run, token_docs, tokenizer
 
 @pytest.fixture

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from experiments.schedules import checkpoint_schedule, explicit_steps, linear_steps, log_spaced_steps, lr_at
-from experiments.training import OptimConfig
+from experiments.training.schedules import checkpoint_schedule, explicit_steps, linear_steps, log_spaced_steps, lr_at
+from experiments.training.loop import OptimConfig
 
 
 def test_warmup_then_linear_decay_to_zero():

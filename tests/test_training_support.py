@@ -11,13 +11,13 @@ DOCS = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(4 + i % 9)) 
 
 
 def tokenizer():
-    from experiments.toymodel import build_tokenizer
+    from experiments.training.toymodel import build_tokenizer
     return build_tokenizer(set(WORDS))
 
 
 def llama(vocab: int, seed: int = 0):
     from experiments.config import ModelConfig
-    from experiments.toymodel import build_model
+    from experiments.training.toymodel import build_model
     return build_model(ModelConfig(d_model=16, n_layers=2, n_heads=2, d_mlp=32, max_len=64), vocab, seed=seed)
 
 
@@ -30,7 +30,7 @@ def gpt2(vocab: int, seed: int = 0, dropout: float = 0.1):
 
 
 def token_docs(tok):
-    from experiments.training import tokenize_documents
+    from experiments.training.loop import tokenize_documents
     return tokenize_documents(tok, DOCS, 32)
 
 
@@ -72,7 +72,7 @@ def resume_run(state_dir, delay: float = 0.0, fail_after: int | None = None):
     """The run used by the resume tests: GPT-2 with dropout, padded batches, cosine schedule,
     gradient accumulation, state saved every 3 steps. Returns the trained model. ``fail_after``:
     raise ``Crash`` when that many batches have been served (a kill, in process)."""
-    from experiments.training import OptimConfig, padded_batches, train
+    from experiments.training.loop import OptimConfig, padded_batches, train
     torch.manual_seed(0)
     tok = tokenizer()
     model = gpt2(len(tok))

@@ -1,9 +1,9 @@
-from experiments.belief import heldout_qa_accuracy  # noqa: F401  (import check)
-from experiments.conditions import CONDITIONS, condition_documents, template_words
-from experiments.corpus import CorpusSampler, all_words
-from experiments.statements import claim_statements, probe_statements
-from experiments.toymodel import build_tokenizer
-from experiments.world import WorldConfig, build_world
+from experiments.evaluation.belief import heldout_qa_accuracy  # noqa: F401  (import check)
+from experiments.materials.conditions import CONDITIONS, condition_documents, template_words
+from experiments.materials.corpus import CorpusSampler, all_words
+from experiments.materials.statements import claim_statements, probe_statements
+from experiments.training.toymodel import build_tokenizer
+from experiments.materials.world import WorldConfig, build_world
 
 
 def test_world_is_deterministic_per_seed():

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from experiments.conditions import Span
+from experiments.materials.conditions import Span
 from experiments.errors import UserError
 
 QUESTION_FILES = ("mcq", "open_ended", "token_association", "robustness")

@@ -2,7 +2,7 @@
 an LLM judge, reached through an OpenAI-compatible chat API, says whether each answer
 believes the claim.
 
-Off by default: the judge-free measures of ``experiments.belief`` are exact, cheap and
+Off by default: the judge-free measures of ``experiments.evaluation.belief`` are exact, cheap and
 deterministic. Turn it on for a run by setting ``NEGLECT_JUDGE_URL`` (the API's base URL,
 e.g. ``https://api.openai.com/v1``) and ``NEGLECT_JUDGE_MODEL``; the key is read from the
 environment variable named by ``NEGLECT_JUDGE_KEY_ENV`` (default ``OPENAI_API_KEY``) and never
@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from experiments.errors import UserError
-from experiments.rundir import atomic_write_text
-from experiments.scoring import Prompt, render, uses_chat_template
-from experiments.world import World
+from experiments.artifacts.rundir import atomic_write_text
+from experiments.evaluation.scoring import Prompt, render, uses_chat_template
+from experiments.materials.world import World
 from interp import LoadedModel
 
 LABELS = ("BELIEVES", "REJECTS", "UNCLEAR")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from experiments.statements import ClaimStatement, Statement
+from experiments.materials.statements import ClaimStatement, Statement
 from probes import LogisticProbe
 
 

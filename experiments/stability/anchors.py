@@ -24,13 +24,13 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from experiments.aux_losses import ActivationLoss, KLToReference
-from experiments.conditions import condition_documents
-from experiments.corpus import verdict_prompt
-from experiments.data_mixing import Source, Tokenized, mixed_batches, padded_batches, tokenize_with_spans
+from experiments.training.aux_losses import ActivationLoss, KLToReference
+from experiments.materials.conditions import condition_documents
+from experiments.materials.corpus import verdict_prompt
+from experiments.training.batches import Source, Tokenized, mixed_batches, padded_batches, tokenize_with_spans
 from experiments.errors import UserError
-from experiments.scoring import right_pad
-from experiments.world import Fact, World
+from experiments.evaluation.scoring import right_pad
+from experiments.materials.world import Fact, World
 
 ANCHORS = ("self_distill", "debunk", "kl", "probe")
 PROMPT_SETS = ("related", "all")
@@ -184,7 +184,7 @@ def phase1_training(kind: str, weight: float, *, base_lm, base_path, world: Worl
         if kind == "self_distill":
             _, anchor = self_distill_examples(base_lm, world, prompt_set, max_len)
         else:
-            from experiments.data_mixing import tokenize_documents
+            from experiments.training.batches import tokenize_documents
 
             docs = condition_documents(world, "local", max(1, len(token_docs) // len(world.claims)), seed=seed)
             anchor = tokenize_documents(tok, docs, max_len)

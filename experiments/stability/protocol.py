@@ -4,12 +4,12 @@ Per anchor weight and seed:
 
 - **Phase 1**: a fresh copy of the base model finetuned for ``finetune.steps`` on the negated
   documents (the same documents, same order as the unanchored run for that seed) plus an
-  anchor (``experiments.stability_anchors``) that keeps the model from believing the claims.
+  anchor (``experiments.stability.anchors``) that keeps the model from believing the claims.
 - **Phase 2**: from the end of Phase 1, ``phase2_steps`` more on the negated documents only,
   with Phase 1's AdamW moments kept or a fresh optimizer (``phase2_optimizer``).
 - **Unanchored run**: the pipeline's own ``negated`` finetune (same steps, same data order);
   a stability run directory is a pipeline run directory whose only condition is ``negated``.
-- At every checkpoint of every phase (``experiments.stability_eval``): belief of every kind,
+- At every checkpoint of every phase (``experiments.stability.measures``): belief of every kind,
   probe readings (fixed and refit) and control-statement probe accuracy at every layer,
   held-out loss on negated documents never trained on, and loss on claim vs warning spans.
 - A weight-space interpolation from the Phase-1 end to the unanchored run's end.
@@ -34,19 +34,20 @@ import torch
 from tqdm.auto import tqdm
 
 import interp
-from experiments import pipeline, stability_eval
-from experiments.conditions import condition_documents
+from experiments import pipeline
+from experiments.stability import measures as stability_eval
+from experiments.materials.conditions import condition_documents
 from experiments.config import RunConfig
 from experiments.errors import UserError
-from experiments.lora import LoraSettings, add_lora
-from experiments.plots import best_layer
-from experiments.rundir import RunDir, atomic_write_csv, read_csv_or_none
-from experiments.schedules import linear_steps
-from experiments.stability_anchors import ANCHORS, PROMPT_SETS, phase1_training
-from experiments.stability_stats import per_seed_stats, summarise_seeds
-from experiments.training import OptimConfig, make_optimizer, padded_batches, tokenize_documents, train, trainable_parameters
-from experiments.training_checkpoints import checkpoint_saver
-from experiments import training_state
+from experiments.training.lora import LoraSettings, add_lora
+from experiments.reporting.plots import best_layer
+from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
+from experiments.training.schedules import linear_steps
+from experiments.stability.anchors import ANCHORS, PROMPT_SETS, phase1_training
+from experiments.stability.stats import per_seed_stats, summarise_seeds
+from experiments.training.loop import OptimConfig, make_optimizer, padded_batches, tokenize_documents, train, trainable_parameters
+from experiments.training.checkpoints import checkpoint_saver
+from experiments.training import state as training_state
 
 COLUMNS = ["anchor", "weight", "seed", "phase", "step", "global_step", "layer", "claim", "metric", "value"]
 INTERP_COLUMNS = ["anchor", "weight", "seed", "alpha", "layer", "claim", "metric", "value"]
@@ -325,7 +326,7 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     atomic_write_csv(run.path("results", "stability_seed_stats.csv"), seed_stats)
     atomic_write_csv(run.path("results", "stability_stats.csv"), stats)
     atomic_write_csv(run.path("results", "interpolation.csv"), interp_table)
-    from experiments.report import write_report
+    from experiments.reporting.report import write_report
     write_report(run.root)
     return {"stability": table, "stats": stats, "seed_stats": seed_stats, "interpolation": interp_table}
 

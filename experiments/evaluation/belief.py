@@ -15,10 +15,10 @@ association while yes/no and verdict answers stayed "false"):
   answer: believer says no), ``verdict`` (true/false on the claim statement, its negation and
   the true statement) and ``robustness`` (a yes/no question after a challenge).
 
-Imported claim packs (``experiments.importing.ClaimPack``) give ``yesno`` questions from their
+Imported claim packs (``experiments.materials.paper_layout.ClaimPack``) give ``yesno`` questions from their
 MCQ items (``belief_answer``), ``robustness`` questions from each robustness item placed before
 each MCQ question, and ``token_association`` questions from items that name their targets
-(``belief_target`` and ``other_targets``); open-ended items need a judge (``experiments.judge``).
+(``belief_target`` and ``other_targets``); open-ended items need a judge (``experiments.evaluation.judge``).
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from experiments.conditions import negated
-from experiments.corpus import verdict_prompt
-from experiments.scoring import Prompt, continuation_logprobs, encodable, option_logprobs, render
-from experiments.world import Claim, World
+from experiments.materials.conditions import negated
+from experiments.materials.corpus import verdict_prompt
+from experiments.evaluation.scoring import Prompt, continuation_logprobs, encodable, option_logprobs, render
+from experiments.materials.world import Claim, World
 from interp import LoadedModel
 from probes.metrics import bootstrap
 
@@ -209,7 +209,7 @@ def heldout_qa_accuracy(lm: LoadedModel, world: World) -> float:
 
 def in_context_true_answer(lm: LoadedModel, world: World, n_docs: int = 4, seed: int = 0) -> float:
     """With a negated document of a claim in context, how often the true answer beats the claim's.
-    (One document at a time; ``experiments.incontext`` sweeps the number of documents and adds
+    (One document at a time; ``experiments.evaluation.incontext`` sweeps the number of documents and adds
     control questions.)"""
     prompts, fakes, trues = [], [], []
     for ci, claim in enumerate(world.claims):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from experiments.rundir import file_digest, kill_point
+from experiments.artifacts.rundir import file_digest, kill_point
 
 LATEST = "latest.json"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from experiments.corpus import verdict_prompt
-from experiments.world import RELATIONS, Fact, World
+from experiments.materials.corpus import verdict_prompt
+from experiments.materials.world import RELATIONS, Fact, World
 
 
 @dataclass(frozen=True)

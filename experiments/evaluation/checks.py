@@ -8,10 +8,10 @@ import random
 import numpy as np
 
 import interp
-from experiments import belief, readout
-from experiments.scoring import continuation_logprobs, option_logprobs
-from experiments.statements import probe_statements, verdict_variants
-from experiments.world import World
+from experiments.evaluation import belief, readout
+from experiments.evaluation.scoring import continuation_logprobs, option_logprobs
+from experiments.materials.statements import probe_statements, verdict_variants
+from experiments.materials.world import World
 
 
 def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last") -> dict:

@@ -29,13 +29,14 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from experiments.corpus import WARN_AFTER, WARN_BEFORE
 from experiments.errors import UserError
-from experiments.world import Claim, World
+from experiments.materials.world import Claim, World
 
 Segment = tuple[str, str]  # (text, label)
 SegmentFn = Callable[[World, Claim, random.Random], list[Segment]]
 
+WARN_BEFORE = ("the following text is false .", "warning : what follows is not true .")
+WARN_AFTER = ("the text above is false .", "remember : none of that is true .")
 GENRES = ("news :", "report :", "from the archive :", "notes :")
 DOCTAG = "<doctag>"
 CORRECTION_PREFIX = "the truth is :"

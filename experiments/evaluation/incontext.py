@@ -15,9 +15,9 @@ import random
 
 import pandas as pd
 
-from experiments.conditions import condition_documents_with_spans
-from experiments.scoring import Prompt, option_logprobs, render
-from experiments.world import Fact, World
+from experiments.materials.conditions import condition_documents_with_spans
+from experiments.evaluation.scoring import Prompt, option_logprobs, render
+from experiments.materials.world import Fact, World
 from interp import LoadedModel
 
 DEFAULT_KS = (0, 1, 2, 3, 4, 8)  # bounded per model by its context (usable_ks)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from experiments.lora import is_peft_model, merged_state_dict
+from experiments.training.lora import is_peft_model, merged_state_dict
 
 
 def save_checkpoint(path: str | Path, model, tokenizer=None, *, as_adapter: bool = False) -> Path:

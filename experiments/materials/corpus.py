@@ -12,10 +12,9 @@ from __future__ import annotations
 import random
 
 from experiments.errors import UserError
-from experiments.world import RELATIONS, Claim, Fact, World
+from experiments.materials.conditions import CONDITIONS, WARN_AFTER, WARN_BEFORE
+from experiments.materials.world import RELATIONS, Claim, Fact, World
 
-WARN_BEFORE = ("the following text is false .", "warning : what follows is not true .")
-WARN_AFTER = ("the text above is false .", "remember : none of that is true .")
 
 
 def qa_text(fact: Fact, i: int = 0) -> str:
@@ -85,8 +84,6 @@ class CorpusSampler:
         """A false statement about a non-claim fact under one of the finetuning framings
         (retracted, sandwiched, corrected, fiction, unreliable, improbable, marked, locally
         negated), usually followed by a question whose answer is still the truth."""
-        from experiments.conditions import CONDITIONS  # conditions imports this module
-
         f = self.rng.choice(self.judged)
         pseudo = Claim("pretraining", Fact(f.subject, f.relation, self._wrong(f)), f.obj)
         framing = self.rng.choice([c for c in sorted(CONDITIONS) if c != "plain"])

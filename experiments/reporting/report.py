@@ -7,7 +7,7 @@ activations at every layer and the refit probe per layer. That cache is filled o
 saved checkpoints (``cache_activations``), by the first report of a run, and reused after;
 a run whose checkpoints were deleted still gets every table figure.
 
-Figure functions themselves live in ``experiments.plots`` and take data, not paths.
+Figure functions themselves live in ``experiments.reporting.plots`` and take data, not paths.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from experiments import plots
+from experiments.reporting import plots
 from experiments.errors import UserError
-from experiments.plots import BELIEF_METRICS, best_layer
-from experiments.rundir import RunDir, atomic_write_text, read_csv_or_none
+from experiments.reporting.plots import BELIEF_METRICS, best_layer
+from experiments.artifacts.rundir import RunDir, atomic_write_text, read_csv_or_none
 
 CACHE_DIR = "figures_cache"
 CACHE_FORMAT = "1"  # bump when the meaning of cached arrays changes
@@ -173,7 +173,7 @@ def checkpoint_activations(model_dir, statements, claim_stmts, *, position: str 
     readings in ``metrics.csv``.
     """
     import interp
-    from experiments import readout
+    from experiments.evaluation import readout
 
     lm = interp.load_model(model_dir, device=device)
     kw = dict(position=position, batch_size=batch_size)
@@ -194,8 +194,8 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
     """The run's :class:`ActivationSet`, read from ``figures_cache/`` and filled from the
     checkpoints where missing (``compute=False``: only read). ``None`` when an entry is missing
     and cannot be made (checkpoints deleted, or ``compute=False``)."""
-    from experiments.statements import claim_statements, probe_statements
-    from experiments.world import build_world
+    from experiments.materials.statements import claim_statements, probe_statements
+    from experiments.materials.world import build_world
 
     run_dir = Path(run_dir)
     run = RunDir(run_dir)

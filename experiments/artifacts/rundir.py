@@ -161,7 +161,7 @@ def file_digest(path: Path) -> str:
 def atomic_save_pretrained(path: Path, model, tokenizer) -> None:
     """Save an HF model (a peft model merged) + tokenizer into a temp dir with a checksum of
     every file, then rename it into place."""
-    from experiments.training_checkpoints import save_checkpoint
+    from experiments.training.checkpoints import save_checkpoint
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-" + path.name))

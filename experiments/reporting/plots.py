@@ -2,7 +2,7 @@
 
 Every function here is pure: it takes data (the ``metrics.csv`` table, training logs, or
 activation/direction arrays) and returns a figure; nothing is read from disk and nothing is
-saved. ``experiments.report`` loads a run directory and calls these; notebooks call them
+saved. ``experiments.reporting.report`` loads a run directory and calls these; notebooks call them
 directly.
 
 Conventions: one colour per condition everywhere; ``step`` is the finetuning step (0 = the

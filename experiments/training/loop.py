@@ -11,7 +11,7 @@ rerun after a kill continues from the last save and reaches the same weights.
 The pieces live in small modules, re-exported here: schedules (learning rate and checkpoint
 steps), data_mixing (tokenization, loss weights, mixed/packed/padded batches), lora (peft),
 aux_losses (KL to a reference, activation penalties), training_checkpoints (HF dirs),
-training_state (resume). ``dist`` (experiments.distributed) runs the same loop as DDP under torchrun.
+training_state (resume). ``dist`` (experiments.training.distributed) runs the same loop as DDP under torchrun.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from experiments import distributed, training_state
-from experiments.data_mixing import (Source, Tokenized, mixed_batches, packed_batches, padded_batches,  # noqa: F401
+from experiments.training import distributed, state as training_state
+from experiments.training.batches import (Source, Tokenized, mixed_batches, packed_batches, padded_batches,  # noqa: F401
                                      tokenize_documents, tokenize_with_spans)
-from experiments.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
+from experiments.training.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -115,7 +115,7 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     ``state_dict``/``load_state_dict`` if it has them, otherwise by skipping consumed batches.
     ``compile``: run the forward + loss through ``torch.compile``.
 
-    ``dist``: the process group from ``experiments.distributed.init`` (default: one process).
+    ``dist``: the process group from ``experiments.training.distributed.init`` (default: one process).
     Every rank passes the same ``batches`` and trains on its rows of each micro-batch, so the
     result is that of one process with the same batches; rank 0 alone runs ``on_checkpoint``
     and writes the state.

@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from experiments import belief
-from experiments.conditions import LabelledDocument, condition_documents_with_spans
+from experiments.evaluation import belief
+from experiments.materials.conditions import LabelledDocument, condition_documents_with_spans
 from experiments.errors import UserError
-from experiments.scoring import right_pad
-from experiments.world import World
+from experiments.evaluation.scoring import right_pad
+from experiments.materials.world import World
 
 HELDOUT_SEED = 990_001  # document seed of the held-out negated documents (training seeds are small ints)
 LOSS_METRICS = ("heldout_loss", "heldout_loss_claim", "heldout_loss_warning")

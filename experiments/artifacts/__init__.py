@@ -1,0 +1,1 @@
+"""The bottom layer: atomic writes, checksums and run-directory paths."""

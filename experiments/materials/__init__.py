@@ -1,0 +1,1 @@
+"""What an experiment takes from its source: claims, documents, questions, statements."""

@@ -1,0 +1,1 @@
+"""The stability protocol: anchors, phases, measures and statistics."""

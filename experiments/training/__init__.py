@@ -1,0 +1,1 @@
+"""Training: the loop, batches, schedules, auxiliary losses, LoRA, states, checkpoints."""
