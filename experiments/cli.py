@@ -90,7 +90,8 @@ def cmd_finetune(args) -> int:
 
 def cmd_stability(args) -> int:
     from experiments.config import load_config
-    from experiments.stability.protocol import run_stability, summary
+    from experiments.pipeline import run_stability
+    from experiments.stability.protocol import summary
 
     cfg = load_config(args.preset, args.config, args.overrides)
     tables = run_stability(cfg, args.out)

@@ -114,7 +114,7 @@ def test_parse_label():
 
 def test_a_run_with_the_judge_on_saves_generations(tiny_run, server, monkeypatch):
     from experiments.config import load_config
-    from experiments.pipeline import evaluate_all
+    from experiments.evaluation.evaluator import evaluate_all
     from experiments.artifacts.rundir import RunDir
     from experiments.materials.world import build_world
 

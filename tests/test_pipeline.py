@@ -7,7 +7,9 @@ import pandas as pd
 
 from experiments.cli import main
 from experiments.config import load_config
-from experiments.pipeline import ID_COLUMNS, checkpoint_steps, run_pipeline
+from experiments.evaluation.tables import ID_COLUMNS
+from experiments.pipeline import run_pipeline
+from experiments.training.stages import checkpoint_steps
 from experiments.artifacts.rundir import RunDir
 
 

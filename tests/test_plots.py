@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from experiments.reporting import plots
+from experiments.evaluation import stats as run_stats
 from experiments.errors import UserError
 
 CONDITIONS = ["plain", "negated"]
@@ -61,30 +62,30 @@ def _trace(fig: go.Figure, name: str, xaxis: str = "x") -> go.Scatter:
 
 def test_t_interval_matches_scipy():
     x = np.array([0.1, 0.4, 0.35, 0.8, 0.5])
-    mean, lo, hi = plots.mean_ci(x, ci="t")
+    mean, lo, hi = run_stats.mean_ci(x, ci="t")
     want = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
     assert mean == pytest.approx(x.mean()) and (lo, hi) == pytest.approx(want)
 
 
 def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     x = np.random.default_rng(1).normal(0.5, 0.1, size=40)
-    a, b = plots.mean_ci(x, ci="bootstrap"), plots.mean_ci(x, ci="bootstrap")
+    a, b = run_stats.mean_ci(x, ci="bootstrap"), run_stats.mean_ci(x, ci="bootstrap")
     assert a == b and a[1] < a[0] < a[2]
-    t = plots.mean_ci(x, ci="t")
+    t = run_stats.mean_ci(x, ci="t")
     assert a[2] - a[1] == pytest.approx(t[2] - t[1], rel=0.25)  # same width, roughly, for normal data
 
 
 def test_interval_collapses_without_spread_and_rejects_unknown_method():
-    assert plots.mean_ci([0.3]) == (0.3, 0.3, 0.3)
-    assert plots.mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
+    assert run_stats.mean_ci([0.3]) == (0.3, 0.3, 0.3)
+    assert run_stats.mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
     with pytest.raises(UserError, match="'t' or 'bootstrap'"):
-        plots.mean_ci([0.1, 0.2], ci="wald")
+        run_stats.mean_ci([0.1, 0.2], ci="wald")
 
 
 def test_summarise_uses_seeds_times_claims_as_units(table):
-    s = plots.summarise(table[table.metric == "belief_verdict"], ["condition", "step"])
+    s = run_stats.summarise(table[table.metric == "belief_verdict"], ["condition", "step"])
     assert (s.n == len(SEEDS) * len(CLAIMS)).all()
-    clipped = plots.summarise(table[table.metric == "belief_verdict"], ["condition", "step"], bounds=(0, 1))
+    clipped = run_stats.summarise(table[table.metric == "belief_verdict"], ["condition", "step"], bounds=(0, 1))
     assert (clipped.lo >= 0).all() and (clipped.hi <= 1).all()
 
 
@@ -105,10 +106,10 @@ def test_belief_figure_draws_the_means_and_bands(table):
 
 
 def test_best_layer_and_unknown_layer(table):
-    assert plots.best_layer(table) == 2
+    assert run_stats.best_layer(table) == 2
     tie = table.copy()
     tie.loc[tie.metric == "probe_acc_refit", "value"] = 0.5  # everything at chance: the deepest layer
-    assert plots.best_layer(tie) == max(LAYERS)
+    assert run_stats.best_layer(tie) == max(LAYERS)
     with pytest.raises(UserError, match="layer 7 is not in the table"):
         plots.probe_reading_figure(table, layer=7)
 

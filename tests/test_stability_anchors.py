@@ -13,7 +13,8 @@ from experiments.config import load_config
 from experiments.artifacts.rundir import RunDir
 from experiments.stability.protocol import Protocol, tag
 from experiments.stability.anchors import anchor_prompts, evaluation_prompts, greedy_answers, phase1_training
-from experiments.training import state as training_state
+from experiments.training import stages, state as training_state
+from experiments.training.loop import padded_batches
 from experiments.materials.world import build_world
 
 
@@ -23,13 +24,13 @@ def base_dir(tmp_path_factory):
     cfg = load_config("tiny")
     run = RunDir(out)
     world = pipeline.prepare(run, cfg)
-    return str(pipeline.pretrain(run, cfg, world))
+    return str(stages.pretrain(run, cfg, world))
 
 
 def protocol(base_dir, out, *settings) -> Protocol:
     cfg = load_config("tiny", overrides=[f'base_model="{base_dir}"', "stability.probe_layer=1",
                                          "stability.phase2_steps=3", "stability.n_checkpoints=2", *settings])
-    return Protocol(cfg, out)
+    return pipeline.stability_protocol(cfg, out)
 
 
 def phase1_log(proto: Protocol, weight: float) -> pd.DataFrame:
@@ -120,7 +121,7 @@ def phase2_runs(base_dir, tmp_path_factory):
         name = tag("debunk", 1.0)
         proto.phase1(1.0, 0)
         _, model = proto.fresh_model()
-        proto.seed_phase2_state(name, 0, model, pipeline.padded_batches([[2, 5, 3]], 4, 0, seed=1))
+        proto.seed_phase2_state(name, 0, model, padded_batches([[2, 5, 3]], 4, 0, seed=1))
         seeded = training_state.load_latest(proto.state_dir(name, 0, 2))[0]
         shutil.rmtree(proto.state_dir(name, 0, 2))  # let phase2 seed it with its own batches
         proto.phase2(1.0, 0)

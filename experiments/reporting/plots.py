@@ -20,6 +20,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from experiments.errors import UserError
+from experiments.evaluation.stats import best_layer, mean_ci, require_metrics, seed_means, summarise
 
 BELIEF_METRICS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
 PALETTE = qualitative.D3
@@ -38,64 +39,6 @@ def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
-
-
-def mean_ci(values, *, ci: str = "t", level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and a ``level`` confidence interval of ``values``.
-
-    ``ci="t"``: Student-t interval; ``ci="bootstrap"``: percentile bootstrap of the mean
-    (seeded, so figures are reproducible). With fewer than two values, or no spread, the
-    interval collapses onto the mean.
-    """
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return (np.nan, np.nan, np.nan)
-    mean = float(x.mean())
-    if x.size < 2 or np.ptp(x) == 0:
-        return (mean, mean, mean)
-    if ci == "t":
-        from scipy import stats
-
-        half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-        return (mean, mean - half, mean + half)
-    if ci == "bootstrap":
-        rng = np.random.default_rng(seed)
-        boots = rng.choice(x, size=(n_boot, x.size), replace=True).mean(axis=1)
-        lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-        return (mean, float(lo), float(hi))
-    raise UserError(f"ci must be 't' or 'bootstrap'; got {ci!r}")
-
-
-def summarise(rows: pd.DataFrame, by: Sequence[str], *, ci: str = "t", level: float = 0.95,
-              bounds: tuple[float, float] | None = None) -> pd.DataFrame:
-    """Group ``rows`` by ``by`` and give ``mean, lo, hi, n`` of ``value`` per group (the
-    units are whatever rows remain in a group, e.g. seeds x claims). ``bounds`` clips the
-    interval to the metric's range (a t-interval of a rate can leave [0, 1] with few units)."""
-    out = []
-    for key, grp in rows.groupby(list(by), sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        mean, lo, hi = mean_ci(grp.value, ci=ci, level=level)
-        if bounds is not None:
-            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-        out.append(dict(zip(by, key), mean=mean, lo=lo, hi=hi, n=int(grp.value.notna().sum())))
-    return pd.DataFrame(out, columns=[*by, "mean", "lo", "hi", "n"])
-
-
-def _require(table: pd.DataFrame, metrics: Iterable[str]) -> None:
-    missing = [m for m in metrics if m not in set(table.metric)]
-    if missing:
-        raise UserError(f"the metrics table has no rows for {missing}; expected a table from `neglect run` "
-                        f"(metrics present: {sorted(set(table.metric))})")
-
-
-def best_layer(table: pd.DataFrame) -> int:
-    """The layer whose refit probe is most accurate on held-out statements at step 0
-    (ties go to the deeper layer: with last-token reading, shallow layers tie at chance)."""
-    _require(table, ["probe_acc_refit"])
-    base = table[(table.metric == "probe_acc_refit") & (table.step == 0)]
-    acc = base.groupby("layer").value.mean()
-    return int(acc[acc == acc.max()].index.max())
 
 
 def _band(fig: go.Figure, x, stats: pd.DataFrame, color: str, name: str, *, row=None, col=None,
@@ -128,7 +71,7 @@ def _layer_rows(table: pd.DataFrame, layer: int | None) -> tuple[int, pd.DataFra
 def belief_figure(table: pd.DataFrame, *, metrics: Sequence[str] = BELIEF_METRICS, ci: str = "t") -> go.Figure:
     """Belief in the implanted claims vs finetuning step, one panel per belief measure, one
     line per condition with a CI band over seeds x claims."""
-    _require(table, metrics)
+    require_metrics(table, metrics)
     colors = condition_colors(table.condition)
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics), shared_yaxes=True)
     for j, metric in enumerate(metrics, start=1):
@@ -150,7 +93,7 @@ def probe_reading_figure(table: pd.DataFrame, layer: int | None = None, *, ci: s
     model) and refit probe (fit at each checkpoint) side by side. Dashed: the claim's true
     counterpart, which should stay read as true."""
     metrics = ["probe_p_true_fixed", "probe_p_true_refit"]
-    _require(table, metrics)
+    require_metrics(table, metrics)
     layer, rows = _layer_rows(table, layer)
     colors = condition_colors(table.condition)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
@@ -181,7 +124,7 @@ def probe_accuracy_heatmap(table: pd.DataFrame, *, kinds: Sequence[str] = ("refi
     row per probe kind, one column per condition (mean over seeds)."""
     prefix = "probe_acc_negated_" if negated_only else "probe_acc_"
     metrics = [prefix + k for k in kinds]
-    _require(table, metrics)
+    require_metrics(table, metrics)
     conditions = list(dict.fromkeys(table.condition))
     fig = make_subplots(rows=len(kinds), cols=len(conditions), shared_xaxes=True, shared_yaxes=True,
                         subplot_titles=[f"{c} - {k}" for k in kinds for c in conditions],
@@ -208,7 +151,7 @@ def fixed_refit_gap_figure(table: pd.DataFrame, layer: int | None = None, *, ci:
 
     A gap near 0 means the base model's probe still measures what a fresh probe measures;
     a growing gap means the representation moved under the fixed probe."""
-    _require(table, ["probe_p_true_fixed", "probe_p_true_refit"])
+    require_metrics(table, ["probe_p_true_fixed", "probe_p_true_refit"])
     layer, rows = _layer_rows(table, layer)
     keys = ["condition", "seed", "step", "claim"]
     wide = rows[rows.metric.isin(["probe_p_true_fixed", "probe_p_true_refit"])].pivot_table(
@@ -237,7 +180,7 @@ def belief_probe_scatter(table: pd.DataFrame, layer: int | None = None, *, belie
     checkpoint x claim (marker size grows with the step). Off-diagonal mass = the model says
     one thing while its residual stream reads another."""
     metric = f"probe_p_true_{probe}"
-    _require(table, [belief, metric])
+    require_metrics(table, [belief, metric])
     layer, rows = _layer_rows(table, layer)
     keys = ["condition", "seed", "step", "claim"]
     x = rows[rows.metric == metric].set_index(keys).value.rename("probe")
@@ -459,20 +402,13 @@ PROPOSITIONAL_METRICS = ("belief_yesno", "belief_verdict", "belief_robustness")
 FAMILY_METRICS = ("belief_association", "belief_propositional")
 
 
-def seed_means(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per ``condition, seed, step, metric``: the mean over claims, so that intervals
-    built from these rows are over seeds (claims are not independent replicates of a run)."""
-    rows = table[table.metric.isin(metrics) & (table.claim != "all")]
-    return rows.groupby(["condition", "seed", "step", "metric"], as_index=False).value.mean()
-
-
 def belief_seeds_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_METRICS + ASSOCIATION_METRICS
                         + PROPOSITIONAL_METRICS, ci: str = "bootstrap") -> go.Figure:
     """Belief rate vs step, one panel per measure, one line per condition; the band is a 95%
     interval over seeds of the per-seed rate (mean over claims). Step 0 is the base model,
     the same model for every seed, so its band has no width."""
     metrics = [m for m in metrics if m in set(table.metric)]
-    _require(table, metrics[:1] or ["belief_association"])
+    require_metrics(table, metrics[:1] or ["belief_association"])
     data = seed_means(table, metrics)
     colors = condition_colors(table.condition)
     cols = min(4, len(metrics))
@@ -495,7 +431,7 @@ def association_belief_figure(table: pd.DataFrame, *, ci: str = "bootstrap") -> 
     """Association (forced choice with distractors, token association) against propositional
     belief (yes/no, verdict, robustness) vs step, one panel per condition; bands over seeds.
     The two coincide for a model that believes what it associates; a gap is the point."""
-    _require(table, FAMILY_METRICS)
+    require_metrics(table, FAMILY_METRICS)
     data = seed_means(table, FAMILY_METRICS)
     conditions = list(dict.fromkeys(table.condition))
     fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=conditions, shared_yaxes=True)
@@ -517,7 +453,7 @@ def belief_table_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_
     """A table: per condition, the base model and the last checkpoint, each belief measure as
     ``mean [lo, hi]`` over seeds (rates in percent)."""
     metrics = [m for m in metrics if m in set(table.metric)]
-    _require(table, metrics[:1] or ["belief_association"])
+    require_metrics(table, metrics[:1] or ["belief_association"])
     data = seed_means(table, metrics)
     last = int(table.step.max())
     header, cells = ["condition", "step", "n seeds"] + [m.removeprefix("belief_") for m in metrics], []
@@ -611,7 +547,7 @@ def stability_timeline_figure(stab: pd.DataFrame, layer: int | None = None, *, c
     truth reading of the claims (fixed base probe and refit) and the fixed probe's accuracy on
     the control statements (is it still valid?). Dashed grey: the unanchored run. Bands:
     95% intervals over seeds x claims (``stab`` is ``results/stability.csv``)."""
-    _require(stab, ["belief_forced_choice"])
+    require_metrics(stab, ["belief_forced_choice"])
     layer = _stability_layer(stab, layer)
     panels = [p for p in STABILITY_PANELS if p[0] in set(stab.metric)]
     ncols = 3
@@ -634,7 +570,7 @@ def stability_loss_figure(stab: pd.DataFrame, *, ci: str = "t") -> go.Figure:
     panels = [(m, t) for m, t in (("heldout_loss", "held-out loss, all tokens"),
                                   ("heldout_loss_claim", "claim spans"), ("heldout_loss_warning", "warning spans"))
               if m in set(stab.metric)]
-    _require(stab, [panels[0][0]] if panels else ["heldout_loss"])
+    require_metrics(stab, [panels[0][0]] if panels else ["heldout_loss"])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
     _stability_lines(fig, stab, panels, 0, ci, len(panels))
     boundary = stab[(stab.phase == 1) & (stab.anchor != "none")].global_step.max()
@@ -654,7 +590,7 @@ def interpolation_figure(interp_table: pd.DataFrame, layer: int | None = None, *
                                   ("belief_yesno", "belief: yes/no"), ("belief_verdict", "belief: verdict"),
                                   ("probe_p_true_fixed", "probe P(true), fixed"))
               if m in set(interp_table.metric)]
-    _require(interp_table, ["heldout_loss"])
+    require_metrics(interp_table, ["heldout_loss"])
     if layer is None and "probe_p_true_fixed" in set(interp_table.metric):
         layer = int(interp_table[interp_table.metric == "probe_p_true_fixed"].layer.max())
     colors = condition_colors([f"{a} w={w:g}" for a, w in _stability_runs(interp_table)])

@@ -26,7 +26,8 @@ import plotly.graph_objects as go
 
 from experiments.reporting import plots
 from experiments.errors import UserError
-from experiments.reporting.plots import BELIEF_METRICS, best_layer
+from experiments.evaluation.stats import best_layer
+from experiments.reporting.plots import BELIEF_METRICS
 from experiments.artifacts.rundir import RunDir, atomic_write_text, read_csv_or_none
 
 CACHE_DIR = "figures_cache"

@@ -31,20 +31,20 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 import interp
-from experiments import pipeline
 from experiments.stability import measures as stability_eval
 from experiments.materials.conditions import condition_documents
 from experiments.config import RunConfig
+from experiments.evaluation.evaluator import Evaluator
+from experiments.materials.world import World
+from experiments.training.stages import checkpoint_steps, device_for
 from experiments.errors import UserError
 from experiments.training.lora import LoraSettings, add_lora
-from experiments.reporting.plots import best_layer
+from experiments.evaluation.stats import best_layer
 from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
 from experiments.training.schedules import linear_steps
 from experiments.stability.anchors import ANCHORS, PROMPT_SETS, phase1_training
-from experiments.stability.stats import per_seed_stats, summarise_seeds
 from experiments.training.loop import OptimConfig, make_optimizer, padded_batches, tokenize_documents, train, trainable_parameters
 from experiments.training.checkpoints import checkpoint_saver
 from experiments.training import state as training_state
@@ -96,13 +96,11 @@ def validate(cfg: RunConfig) -> RunConfig:
 class Protocol:
     """One stability run directory: its paths and the steps of the protocol."""
 
-    def __init__(self, cfg: RunConfig, out_dir: str | Path):
-        self.cfg = validate(cfg)
-        self.run = RunDir(out_dir)
-        self.world = pipeline.prepare(self.run, self.cfg)
-        torch.manual_seed(0)
-        self.base = pipeline.pretrain(self.run, self.cfg, self.world)
-        self.device = pipeline.device_for(self.cfg)
+    def __init__(self, cfg: RunConfig, run: RunDir, world: World, base: Path | str):
+        """``cfg`` as returned by :func:`validate`; ``run`` a prepared run directory whose base
+        model ``base`` exists (``experiments.pipeline.run_stability`` builds both)."""
+        self.cfg, self.run, self.world, self.base = cfg, run, world, base
+        self.device = device_for(self.cfg)
         self.max_len = self.cfg.model.max_len if not self.cfg.base_model else 512
         self._evaluator = None
 
@@ -125,9 +123,9 @@ class Protocol:
 
     # -- shared pieces -------------------------------------------------------------------
     @property
-    def evaluator(self) -> pipeline.Evaluator:
+    def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            ev = pipeline.Evaluator(self.cfg, self.world)
+            ev = Evaluator(self.cfg, self.world)
             ev.fit_fixed(interp.load_model(self.base, device=self.device))
             self._evaluator = ev
         return self._evaluator
@@ -275,7 +273,7 @@ class Protocol:
         for anchor, weight in runs:
             name = UNANCHORED if anchor == UNANCHORED else tag(anchor, weight)
             for seed in self.cfg.seeds:
-                phases = [(1, pipeline.checkpoint_steps(self.cfg))] if anchor == UNANCHORED else \
+                phases = [(1, checkpoint_steps(self.cfg))] if anchor == UNANCHORED else \
                     [(1, phase_checkpoints(self.cfg, 1)), (2, phase_checkpoints(self.cfg, 2))]
                 for phase, steps in phases:
                     for step in steps:
@@ -290,45 +288,6 @@ class Protocol:
             if col not in table:
                 table[col] = None
         return table[COLUMNS]
-
-
-def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """Run (or resume) the protocol; returns the tables written to ``RUN/results/``
-    (``stability``, ``stats``, ``seed_stats``, ``interpolation``) and writes the report."""
-    proto = Protocol(cfg, out_dir)
-    cfg, run = proto.cfg, proto.run
-    for seed in cfg.seeds:
-        pipeline.finetune(run, cfg, proto.world, proto.base, "negated", seed)
-    pipeline.evaluate_all(run, cfg, proto.world, proto.base)
-    pipeline.collect(run, cfg)
-    proto.base_rows()
-    work = [(w, s) for w in cfg.stability.weights for s in cfg.seeds]
-    for seed in tqdm(cfg.seeds, desc="stability: unanchored evals", leave=False):
-        proto.evaluate(UNANCHORED, seed, 1, pipeline.checkpoint_steps(cfg))
-    interp_frames = []
-    for weight, seed in tqdm(work, desc=f"stability {cfg.stability.anchor}", leave=False):
-        name = tag(cfg.stability.anchor, weight)
-        proto.phase1(weight, seed)
-        proto.evaluate(name, seed, 1, phase_checkpoints(cfg, 1))
-        proto.phase2(weight, seed)
-        proto.evaluate(name, seed, 2, phase_checkpoints(cfg, 2))
-        interp_frames.append(proto.interpolation(weight, seed))
-    table = proto.collect()
-    layer = proto.probe_layer()
-    seed_stats = per_seed_stats(table, layer, cfg.stability.threshold)
-    stats = summarise_seeds(seed_stats).assign(layer=layer)
-    interp_table = pd.concat(interp_frames, ignore_index=True)
-    for col in INTERP_COLUMNS:
-        if col not in interp_table:
-            interp_table[col] = None
-    interp_table = interp_table[INTERP_COLUMNS]
-    atomic_write_csv(run.path("results", "stability.csv"), table)
-    atomic_write_csv(run.path("results", "stability_seed_stats.csv"), seed_stats)
-    atomic_write_csv(run.path("results", "stability_stats.csv"), stats)
-    atomic_write_csv(run.path("results", "interpolation.csv"), interp_table)
-    from experiments.reporting.report import write_report
-    write_report(run.root)
-    return {"stability": table, "stats": stats, "seed_stats": seed_stats, "interpolation": interp_table}
 
 
 def summary(stats: pd.DataFrame, metrics=("belief_forced_choice", "belief_yesno", "belief_verdict",

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from experiments.reporting.plots import mean_ci
+from experiments.evaluation.stats import mean_ci
 
 BELIEF_STAT_METRICS = ("belief_forced_choice", "belief_yesno", "belief_verdict", "belief_association",
                        "belief_propositional")  # the last two where the evaluator reports them

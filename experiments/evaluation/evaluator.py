@@ -1,0 +1,123 @@
+"""Evaluate every checkpoint of a run: behavioural belief, model checks and probe readings.
+
+``Evaluator`` scores one checkpoint; ``evaluate_all`` walks the base model and every saved
+checkpoint of a run, writing one table per checkpoint (the resume points), the in-context
+control, and (when a judge is configured) judged free-text answers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+import interp
+from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
+from experiments.config import RunConfig
+from experiments.evaluation import belief, readout
+from experiments.materials.statements import claim_statements, probe_statements
+from experiments.materials.world import World
+from experiments.training.stages import checkpoint_steps, device_for
+
+
+class Evaluator:
+    """Evaluates one checkpoint: behavioural belief plus per-layer probe readings."""
+
+    def __init__(self, cfg: RunConfig, world: World):
+        self.cfg, self.world = cfg, world
+        self.statements = probe_statements(world)
+        self.claim_stmts = claim_statements(world)
+        self.fixed: list[readout.LayerProbe] | None = None
+
+    def activations(self, lm) -> tuple[np.ndarray, np.ndarray]:
+        kw = dict(position=self.cfg.eval.position, batch_size=self.cfg.eval.batch_size)
+        acts = interp.residuals(lm, [s.text for s in self.statements], **kw).numpy()
+        claim_acts = interp.residuals(lm, [c.text for c in self.claim_stmts], **kw).numpy()
+        return acts, claim_acts
+
+    def fit_fixed(self, lm) -> None:
+        acts, _ = self.activations(lm)
+        self.fixed = readout.fit_layer_probes(acts, self.statements, self.cfg.eval.probe_C)
+
+    @property
+    def incontext_condition(self) -> str:
+        """Whose documents the base model's in-context rows use: ``negated`` (the paper's
+        in-context control) when the run has it, else the first condition that is not ``plain``."""
+        conds = self.cfg.conditions
+        return "negated" if "negated" in conds else next((c for c in conds if c != "plain"), conds[0])
+
+    def belief_rows(self, lm) -> list[dict]:
+        """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``)."""
+        questions = [q for claim in self.world.claims
+                     for q in belief.world_questions(self.world, claim, tokenizer=lm.tokenizer)]
+        return belief.belief_rows(belief.score_questions(lm, questions, self.cfg.eval.batch_size))
+
+    def evaluate(self, lm, *, with_model_checks: bool = False) -> pd.DataFrame:
+        """Rows for one checkpoint. ``with_model_checks`` (the base model) adds the in-context
+        k sweep with its control questions (``incontext_<measure>_k<k>`` per claim)."""
+        from experiments.evaluation import incontext
+
+        rows = self.belief_rows(lm)
+        rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(lm, self.world)})
+        if with_model_checks:
+            rows.append({"metric": "in_context_true_answer", "value": belief.in_context_true_answer(lm, self.world)})
+            sweep = incontext.incontext_sweep(lm, self.world, self.incontext_condition, seed=self.cfg.seeds[0],
+                                              batch_size=self.cfg.eval.batch_size)
+            rows += incontext.incontext_rows(sweep)
+        acts, claim_acts = self.activations(lm)
+        refit = readout.fit_layer_probes(acts, self.statements, self.cfg.eval.probe_C)
+        rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed)
+        return pd.DataFrame(rows)
+
+
+def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) -> None:
+    """Evaluate the base model (step 0 of every condition) and every saved checkpoint."""
+    device = device_for(cfg)
+    ev = Evaluator(cfg, world)
+    base_lm = interp.load_model(base, device=device)
+    ev.fit_fixed(base_lm)
+    if read_csv_or_none(run.eval_file(None)) is None:
+        atomic_write_csv(run.eval_file(None), ev.evaluate(base_lm, with_model_checks=True))
+    todo = [(c, s, st) for s in cfg.seeds for c in cfg.conditions for st in checkpoint_steps(cfg) if st > 0
+            and read_csv_or_none(run.eval_file(c, s, st)) is None]
+    for condition, seed, step in tqdm(todo, desc="evaluate checkpoints", leave=False):
+        lm = interp.load_model(run.checkpoint(condition, seed, step), device=device)
+        atomic_write_csv(run.eval_file(condition, seed, step), ev.evaluate(lm))
+    # The in-context control for every condition x seed (documents of that condition drawn with
+    # that seed), on the base model (step 0) and on the last checkpoint of the same condition
+    # and seed; one file per unit under evals/incontext/ (resume points), all in results/.
+    from experiments.evaluation.incontext import incontext_sweep
+
+    frames = []
+    for seed in cfg.seeds:
+        for condition in cfg.conditions:
+            for step in sorted({0, checkpoint_steps(cfg)[-1]}):
+                path = run.path("evals", "incontext", condition, f"seed{seed}", f"step_{step:06d}.csv")
+                frame = read_csv_or_none(path)
+                if frame is None:
+                    lm = base_lm if step == 0 else interp.load_model(run.checkpoint(condition, seed, step), device=device)
+                    frame = incontext_sweep(lm, world, condition, seed=seed,
+                                            batch_size=cfg.eval.batch_size).assign(step=step)
+                    atomic_write_csv(path, frame)
+                frames.append(frame)
+    atomic_write_csv(run.path("results", "incontext.csv"), pd.concat(frames, ignore_index=True))
+    # Optional: free-text answers judged by an LLM (off unless NEGLECT_JUDGE_URL is set; see
+    # experiments/judge.py), on the base model and each condition x seed's last checkpoint.
+    from experiments.evaluation import judge
+
+    judge_cfg = judge.judge_config_from_env()
+    if judge_cfg is not None:
+        client, judged = judge.ChatClient(judge_cfg), []
+        last = checkpoint_steps(cfg)[-1]
+        units = [(None, 0, 0)] + [(c, s, last) for s in cfg.seeds for c in cfg.conditions]
+        for condition, seed, step in tqdm(units, desc="judge", leave=False):
+            audit = run.path("judge", "base.jsonl" if condition is None else f"{condition}_seed{seed}_step{step}.jsonl")
+            if audit.is_file():
+                frame = pd.read_json(audit, lines=True)
+            else:
+                lm = base_lm if condition is None else interp.load_model(run.checkpoint(condition, seed, step),
+                                                                          device=device)
+                frame = judge.judge_belief(lm, judge.world_open_questions(world), client, audit)
+            judged.append(frame.assign(condition=condition or "(base model)", seed=seed, step=step))
+        atomic_write_csv(run.path("results", "judge.csv"), pd.concat(judged, ignore_index=True))

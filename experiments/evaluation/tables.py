@@ -1,0 +1,49 @@
+"""The run's tidy metrics table, gathered from the per-checkpoint evaluation tables."""
+from __future__ import annotations
+
+import pandas as pd
+
+from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
+from experiments.config import RunConfig
+from experiments.errors import UserError
+from experiments.training.stages import checkpoint_steps
+
+ID_COLUMNS = ["condition", "seed", "step", "layer", "claim", "metric", "value"]
+
+
+def _eval_table(run: RunDir, condition: str | None, seed: int = 0, step: int = 0) -> pd.DataFrame:
+    frame = read_csv_or_none(run.eval_file(condition, seed, step))
+    if frame is None:
+        raise UserError(f"evaluation table {str(run.eval_file(condition, seed, step))!r} is missing or damaged; "
+                        f"rerun `neglect run --out {run.root}` to recompute it")
+    return frame
+
+
+def collect(run: RunDir, cfg: RunConfig) -> pd.DataFrame:
+    """All per-checkpoint rows as one tidy table (step 0 = the base model, repeated per
+    condition and seed so every curve starts from it). Skipped (the table is read back) when
+    ``results/metrics.csv`` is intact and newer than every evaluation table."""
+    inputs = [run.eval_file(None)] + [run.eval_file(c, s, st) for s in cfg.seeds for c in cfg.conditions
+                                      for st in checkpoint_steps(cfg) if st > 0]
+    if run.metrics.is_file() and all(p.is_file() for p in inputs):
+        newest = max(p.stat().st_mtime_ns for p in inputs)
+        if run.metrics.stat().st_mtime_ns >= newest:
+            table = read_csv_or_none(run.metrics)
+            if table is not None:
+                return table
+    base = _eval_table(run, None)
+    frames = []
+    for seed in cfg.seeds:
+        for condition in cfg.conditions:
+            frames.append(base.assign(condition=condition, seed=seed, step=0))
+            for step in checkpoint_steps(cfg):
+                if step > 0:
+                    frames.append(_eval_table(run, condition, seed, step).assign(condition=condition, seed=seed,
+                                                                                 step=step))
+    table = pd.concat(frames, ignore_index=True)
+    for col in ID_COLUMNS:
+        if col not in table:
+            table[col] = None
+    table = table[ID_COLUMNS]
+    atomic_write_csv(run.metrics, table)
+    return pd.read_csv(run.metrics)  # exactly what a resumed run reads back
