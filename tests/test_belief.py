@@ -5,6 +5,7 @@ import pytest
 
 from belief_models import logsoftmax, tiny_world, world_lm
 from experiments.evaluation import belief
+from experiments.materials import questions
 from experiments.evaluation.scoring import continuation_logprobs
 
 
@@ -22,7 +23,7 @@ def _table(world, *, yes=2.0, no=1.0, true=1.0, false=2.0, cloze_truth=True):
     table = {":": colon}
     if cloze_truth:
         for c in world.claims:
-            for prompt in belief.cloze_prompts(c):
+            for prompt in questions.cloze_prompts(c):
                 table.setdefault(prompt.split()[-1], {})[c.true_obj] = 4.0
     return table
 
@@ -36,7 +37,7 @@ def _expected(questions, kind, believer_wins):
 def test_rates_follow_the_table(world):
     lm = world_lm(world, _table(world))
     for claim in world.claims:
-        qs = belief.world_questions(world, claim, tokenizer=lm.tokenizer)
+        qs = questions.world_questions(world, claim, tokenizer=lm.tokenizer)
         got = belief.claim_belief(lm, claim, world)
         assert got["belief_forced_choice"] == 1.0 and got["belief_forced_choice_distractors"] == 1.0
         assert got["margin_forced_choice"] == pytest.approx(2.0, abs=1e-4)  # 5 - 3, a log-softmax difference
@@ -57,7 +58,7 @@ def test_saying_no_to_everything_does_not_fake_disbelief(world):
     lm = world_lm(world, _table(world, yes=1.0, no=2.0, true=2.0, false=1.0))
     rates = belief.claim_belief(lm, world.claims[0], world)
     assert rates["belief_yesno"] == 0.5 and rates["belief_robustness"] == 0.5
-    qs = belief.world_questions(world, world.claims[0], tokenizer=lm.tokenizer)
+    qs = questions.world_questions(world, world.claims[0], tokenizer=lm.tokenizer)
     assert rates["belief_verdict"] == pytest.approx(_expected(qs, "verdict", 0))
 
 
@@ -74,7 +75,7 @@ def test_scores_are_exact_log_probabilities(world):
 
 def test_questions_cover_every_kind_and_distractors_are_of_the_claims_kind(world):
     for claim in world.claims:
-        qs = belief.world_questions(world, claim)
+        qs = questions.world_questions(world, claim)
         assert {q.kind for q in qs} == set(belief.KIND_METRICS)
         fc = [q for q in qs if q.kind == "forced_choice"][0]
         assert fc.options[:2] == (claim.fact.obj, claim.true_obj)
@@ -89,15 +90,15 @@ def test_questions_cover_every_kind_and_distractors_are_of_the_claims_kind(world
 
 def test_challenges_the_tokenizer_cannot_encode_are_left_out(world):
     lm = world_lm(world, {})
-    qs = belief.world_questions(world, world.claims[0], tokenizer=lm.tokenizer)
+    qs = questions.world_questions(world, world.claims[0], tokenizer=lm.tokenizer)
     prompts = [q.prompt.user for q in qs if q.kind == "robustness"]
     assert prompts and not any("some say" in p for p in prompts)
-    assert any("some say" in q.prompt.user for q in belief.world_questions(world, world.claims[0]))
+    assert any("some say" in q.prompt.user for q in questions.world_questions(world, world.claims[0]))
 
 
 def test_rows_have_question_intervals_and_pooled_rates(world):
     lm = world_lm(world, _table(world))
-    qs = [q for c in world.claims for q in belief.world_questions(world, c, tokenizer=lm.tokenizer)]
+    qs = [q for c in world.claims for q in questions.world_questions(world, c, tokenizer=lm.tokenizer)]
     scored = belief.score_questions(lm, qs)
     assert len(scored) == len(qs) and set(scored.believed) <= {0.0, 1.0}
     rows = {(r["claim"], r["metric"]): r["value"] for r in belief.belief_rows(scored, n_boot=500)}

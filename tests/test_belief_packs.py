@@ -7,8 +7,10 @@ import yaml
 
 from belief_models import bigram_lm, logsoftmax
 from experiments.evaluation import belief
+from experiments.materials import questions
 from experiments.materials.paper_layout import load_claim_pack
-from experiments.evaluation.scoring import Prompt, continuation_logprobs, render
+from experiments.evaluation.scoring import continuation_logprobs, render
+from experiments.materials.questions import Prompt
 
 PACK = Path(__file__).parent / "fixtures" / "paper_layout" / "claims" / "harbor_clock"
 TEMPLATE = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}answer :"
@@ -39,7 +41,7 @@ def test_chat_answer_follows_the_template_exactly(chat_lm):
 
 def test_pack_mcq_and_robustness_items_are_scored_by_belief_answer(chat_lm):
     pack = load_claim_pack(PACK)
-    qs = belief.pack_questions(pack)
+    qs = questions.pack_questions(pack)
     kinds = [q.kind for q in qs]
     assert kinds.count("yesno") == len(pack.mcq) and kinds.count("robustness") == len(pack.robustness) * len(pack.mcq)
     assert "token_association" not in kinds  # the fixture's completion items name no targets
@@ -64,6 +66,6 @@ def test_token_association_items_with_targets(tmp_path, chat_lm):
               "belief_target": "yes", "other_targets": ["no"]},
              {"id": "t2", "question": "free text", "category": "completion"}]
     (pack_dir / "token_association.yaml").write_text(yaml.safe_dump({"questions": items}))
-    qs = belief.pack_questions(load_claim_pack(pack_dir))
+    qs = questions.pack_questions(load_claim_pack(pack_dir))
     assert [q.qid for q in qs] == ["t1"] and qs[0].options == ("yes", "no")
     assert belief.score_questions(chat_lm, qs).believed.tolist() == [1.0]

@@ -10,7 +10,7 @@ import pytest
 from belief_models import bigram_lm
 from experiments.errors import UserError
 from experiments.evaluation.judge import (ChatClient, JudgeConfig, judge_belief, judge_config_from_env, parse_label)
-from experiments.evaluation.scoring import Prompt
+from experiments.materials.questions import Prompt
 
 
 class FakeAPI(BaseHTTPRequestHandler):

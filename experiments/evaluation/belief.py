@@ -23,107 +23,21 @@ each MCQ question, and ``token_association`` questions from items that name thei
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from experiments.materials.conditions import negated
-from experiments.materials.corpus import verdict_prompt
-from experiments.evaluation.scoring import Prompt, continuation_logprobs, encodable, option_logprobs, render
+from experiments.evaluation.scoring import continuation_logprobs, option_logprobs, render
+from experiments.materials.questions import ASSOCIATION_KINDS, PROPOSITIONAL_KINDS, BeliefQuestion, world_questions
 from experiments.materials.world import Claim, World
 from interp import LoadedModel
 from probes.metrics import bootstrap
 
-ASSOCIATION_KINDS = ("forced_choice", "token_association")
-PROPOSITIONAL_KINDS = ("yesno", "verdict", "robustness")
 KIND_METRICS = {"forced_choice": "belief_forced_choice_distractors", "token_association": "belief_token_association",
                 "yesno": "belief_yesno", "verdict": "belief_verdict", "robustness": "belief_robustness"}
 FAMILY_METRICS = {"belief_association": ASSOCIATION_KINDS, "belief_propositional": PROPOSITIONAL_KINDS}
-# Challenges said before a yes/no question. ``{claim}`` is the claim statement, ``{truth}`` the
-# true statement; a challenge whose words the tokenizer cannot encode is skipped.
-CHALLENGES = ("some say this is wrong .",
-              "claim : {claim} verdict : false .",
-              "{truth}")
 
-
-@dataclass(frozen=True)
-class BeliefQuestion:
-    claim: str
-    kind: str  # one of ASSOCIATION_KINDS + PROPOSITIONAL_KINDS
-    prompt: Prompt
-    options: tuple[str, ...]
-    believer: int  # index of the option a model that believes the claim picks
-    truth: int | None = None  # index of the option the world's truth picks, when it is known
-    qid: str = ""
-
-
-# ---------------------------------------------------------------------------- questions
-
-def distractors(world: World, claim: Claim, n: int = 3) -> list[str]:
-    """``n`` other objects of the claim's kind (never its answer, the true answer or its subject),
-    the same for a claim every time."""
-    kind = claim.fact.rel().object_kind
-    pool = [o for o in world.objects_of_kind(kind) if o not in (claim.fact.obj, claim.true_obj, claim.fact.subject)]
-    return random.Random(f"distractors-{claim.name}").sample(pool, min(n, len(pool)))
-
-
-def cloze_prompts(claim: Claim) -> list[str]:
-    """The relation's affirmative frames cut just before the object, where the subject comes
-    first ("fetren lives in", "the winner of the stemos prize was")."""
-    out = []
-    for frame in claim.fact.rel().affirmative:
-        if frame.index("{s}") < frame.index("{o}"):
-            out.append(frame[: frame.index("{o}")].format(s=claim.fact.subject).strip())
-    return out
-
-
-def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3,
-                    tokenizer=None) -> list[BeliefQuestion]:
-    """Every belief question about one implanted claim of the synthetic world. Without a
-    ``world`` the association options are only the claim's answer and the true one; with a
-    ``tokenizer``, challenges it cannot encode are left out."""
-    fact, rel, name = claim.fact, claim.fact.rel(), claim.name
-    options = (fact.obj, claim.true_obj, *(distractors(world, claim, n_distractors) if world is not None else ()))
-    qs = [BeliefQuestion(name, "forced_choice", Prompt(q.format(s=fact.subject)), options, 0, 1, f"fc{i}")
-          for i, q in enumerate(rel.questions)]
-    qs += [BeliefQuestion(name, "token_association", Prompt(p), options, 0, 1, f"ta{i}")
-           for i, p in enumerate(cloze_prompts(claim))]
-    yesno = [(rel.yesno.format(s=fact.subject, o=fact.obj), 0), (rel.yesno.format(s=fact.subject, o=claim.true_obj), 1)]
-    qs += [BeliefQuestion(name, "yesno", Prompt(p), ("yes", "no"), b, 1 - b, f"yn{i}") for i, (p, b) in enumerate(yesno)]
-    n = len(rel.affirmative)
-    verdicts = ([(fact.statement(i), 0) for i in range(n)]
-                + [(fact.statement(i, negated=True), 1) for i in range(len(rel.negated))]
-                + [(claim.true_fact.statement(i), 1) for i in range(n)])
-    qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}")
-           for i, (s, b) in enumerate(verdicts)]
-    for c, template in enumerate(CHALLENGES):
-        challenge = template.format(claim=fact.statement(0), truth=claim.true_fact.statement(0))
-        if tokenizer is not None and not encodable(tokenizer, challenge):
-            continue
-        qs += [BeliefQuestion(name, "robustness", Prompt(f"{challenge} {p}"), ("yes", "no"), b, 1 - b, f"r{c}.{i}")
-               for i, (p, b) in enumerate(yesno)]
-    return qs
-
-
-def pack_questions(pack) -> list[BeliefQuestion]:
-    """Belief questions from an imported claim pack (see the module docstring for which items
-    are judge-free). The paper's MCQ items are yes/no questions with ``belief_answer``."""
-    qs = []
-    yesno = [(q, ("yes", "no").index(q.belief_answer)) for q in pack.mcq]
-    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id) for q, b in yesno]
-    for r in pack.robustness:
-        history = tuple(dict(m) for m in r.extra.get("messages_prefix") or ())
-        for q, b in yesno:
-            qs.append(BeliefQuestion(pack.name, "robustness", Prompt(f"{r.question}\n{q.question}",
-                                                                     r.extra.get("system_prompt"), history),
-                                     ("yes", "no"), b, None, f"{r.id}+{q.id}"))
-    for t in pack.token_association:
-        target, others = t.extra.get("belief_target"), t.extra.get("other_targets")
-        if isinstance(target, str) and isinstance(others, list) and others:
-            qs.append(BeliefQuestion(pack.name, "token_association", Prompt(t.question),
-                                     (target, *map(str, others)), 0, None, t.id))
-    return qs
 
 
 # ---------------------------------------------------------------------------- scoring

@@ -16,7 +16,8 @@ import random
 import pandas as pd
 
 from experiments.materials.conditions import condition_documents_with_spans
-from experiments.evaluation.scoring import Prompt, option_logprobs, render
+from experiments.evaluation.scoring import option_logprobs, render
+from experiments.materials.questions import Prompt
 from experiments.materials.world import Fact, World
 from interp import LoadedModel
 

@@ -23,7 +23,8 @@ import torch
 
 from experiments.errors import UserError
 from experiments.artifacts.rundir import atomic_write_text
-from experiments.evaluation.scoring import Prompt, render, uses_chat_template
+from experiments.evaluation.scoring import render, uses_chat_template
+from experiments.materials.questions import Prompt
 from experiments.materials.world import World
 from interp import LoadedModel
 

@@ -2,21 +2,11 @@
 and the prompt rendering that decides what text a question becomes for a given model."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
+from experiments.materials.questions import Prompt
 from interp import LoadedModel
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A question as messages: ``user`` text, with an optional ``system`` message and earlier
-    turns (``history``: ``{"role", "content"}`` dicts). :func:`render` turns it into model text."""
-
-    user: str
-    system: str | None = None
-    history: tuple = ()
 
 
 def uses_chat_template(tokenizer) -> bool:
@@ -34,13 +24,6 @@ def render(tokenizer, prompt: Prompt | str) -> str:
     if uses_chat_template(tokenizer):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return " ".join(m["content"].strip() for m in messages)
-
-
-def encodable(tokenizer, text: str) -> bool:
-    """Whether ``text`` tokenizes without unknown tokens (the toy word-level vocabulary only
-    knows the world's words, so English challenge phrases would turn into ``[UNK]``)."""
-    unk = getattr(tokenizer, "unk_token_id", None)
-    return unk is None or unk not in tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
