@@ -1,6 +1,7 @@
 """The ``neglect`` command line.
 
     neglect run [--preset demo] [--config FILE] [--set key=value ...] [--out DIR]
+                [--model ID_OR_DIR] [--claims DIR --docs DIR]
     torchrun --nproc_per_node=N -m experiments finetune [same flags as run]   (then `neglect run` evaluates)
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
@@ -47,14 +48,33 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one key, e.g. --set finetune.steps=40 (repeatable)")
 
 
-def _run_config(args):
-    from experiments.config import load_config
+def _materials_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="hub id or local HF directory to finetune instead of pretraining the toy model "
+                                   "(config key base_model)")
+    p.add_argument("--claims", help="claims/ directory of claim packs in the paper's layout (materials.claims)")
+    p.add_argument("--docs", help="documents root, <condition>/<claim>/annotated_docs.jsonl (materials.docs); "
+                                  "unless conditions are set, the run uses every condition found there")
 
-    cfg = load_config(args.preset, args.config, args.overrides)
-    if args.model:
-        from dataclasses import replace
-        cfg = replace(cfg, base_model=args.model)
-    return cfg
+
+def _run_config(args):
+    """The config of ``args``: preset, file, ``--set`` overrides, then ``--model``, ``--claims``
+    and ``--docs``. With ``--docs`` and no ``conditions`` given, the conditions are those the
+    documents directory has."""
+    import json
+
+    from experiments.config import load_config, read_config_file
+
+    overrides = list(args.overrides)
+    flags = {"base_model": getattr(args, "model", None), "materials.claims": getattr(args, "claims", None),
+             "materials.docs": getattr(args, "docs", None)}
+    overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value]
+    given = any(o.split("=", 1)[0].strip() == "conditions" for o in args.overrides) or (
+        args.config is not None and "conditions" in read_config_file(args.config))
+    if flags["materials.docs"] and not given:
+        from experiments.materials.imported import document_conditions
+
+        overrides.append(f"conditions={json.dumps(list(document_conditions(flags['materials.docs'])))}")
+    return load_config(args.preset, args.config, overrides)
 
 
 def cmd_run(args) -> int:
@@ -135,14 +155,11 @@ def cmd_check_base(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from experiments.materials.conditions import condition_documents
-    from experiments.config import load_config
-    from experiments.materials.world import build_world
+    from experiments.materials import load_materials
 
-    cfg = load_config(args.preset, args.config, args.overrides)
-    world = build_world(cfg.world)
-    for doc in condition_documents(world, args.condition, args.n, seed=0)[: args.n]:
-        print(doc)
+    materials = load_materials(_run_config(args))
+    for doc in materials.documents(args.condition, args.n, seed=0)[: args.n]:
+        print(doc.text)
     return 0
 
 
@@ -153,13 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run (or resume) the whole experiment")
     _config_args(p)
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    p.add_argument("--model", help="hub id or local HF directory to finetune instead of pretraining the toy model")
+    _materials_args(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("finetune", help="only the training stages (base model, every finetuning run); data-parallel "
                                         "under torchrun: torchrun --nproc_per_node=N -m experiments finetune ...")
     _config_args(p)
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    p.add_argument("--model", help="hub id or local HF directory to finetune instead of pretraining the toy model")
+    _materials_args(p)
     p.set_defaults(func=cmd_finetune)
     p = sub.add_parser("stability", help="the stability protocol: Phase 1 negated docs + an anchor, Phase 2 "
                                          "negated docs only, every checkpoint evaluated (see experiments/stability.py)")
@@ -183,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_base)
     p = sub.add_parser("docs", help="print finetuning documents of a condition")
     _config_args(p)
+    _materials_args(p)
     p.add_argument("--condition", default="negated")
     p.add_argument("-n", type=int, default=3)
     p.set_defaults(func=cmd_docs)

@@ -99,6 +99,21 @@ class StabilityConfig:
 
 
 @dataclass(frozen=True)
+class MaterialsConfig:
+    """Where the study materials come from (``experiments.materials``).
+
+    With neither ``claims`` nor ``docs`` set, the synthetic world (``world.*``) is used and the
+    base model is pretrained on it. Otherwise both must be set, and ``base_model`` (``--model``)
+    names the model to finetune.
+    """
+
+    claims: str | None = None  # a claims/ directory of claim packs in the paper's layout (--claims)
+    docs: str | None = None  # documents root: <condition>/<claim>/annotated_docs.jsonl (--docs)
+    statements: str = "capitals"  # probe statements for imported materials: a built-in set or a JSONL file
+    background: str | None = None  # JSONL of {"text": ...} to mix into finetuning (imported materials)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -107,6 +122,7 @@ class RunConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     stability: StabilityConfig = field(default_factory=StabilityConfig)
+    materials: MaterialsConfig = field(default_factory=MaterialsConfig)
     conditions: tuple[str, ...] = ("plain", "negated", "local")
     seeds: tuple[int, ...] = (0,)
     base_model: str | None = None  # hub id or local dir: skip pretraining and finetune this model

@@ -10,7 +10,6 @@ experiments.training.distributed; ``neglect finetune``).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -26,31 +25,26 @@ from experiments.config import RunConfig
 from experiments.errors import UserError
 from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
-from experiments.materials.conditions import condition_documents
-from experiments.materials.world import World, build_world
+from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
 from experiments.training.stages import checkpoint_steps, device_for, finetune, pretrain
 
 
-def prepare(run: RunDir, cfg: RunConfig) -> World:
-    """Record the run (``config.json``, ``versions.json``) and describe its world (``world.json``)."""
+def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
+    """Record the run (``config.json``, ``versions.json``), load its study materials (unless
+    given) and describe them (``world.json`` for the synthetic world, ``materials.json`` for
+    imported ones)."""
+    materials = materials or load_materials(cfg)  # first: bad materials are reported before anything is written
     record_run(run, cfg)
-    world = build_world(cfg.world)
-    description = {
-        "people": world.people, "cities": world.cities, "jobs": world.jobs, "events": world.events,
-        "facts": [dataclasses.asdict(f) for f in world.facts],
-        "claims": [{"name": c.name, "subject": c.fact.subject, "relation": c.fact.relation,
-                    "claim_answer": c.fact.obj, "true_answer": c.true_obj} for c in world.claims],
-        "judge_heldout": sorted(list(pair) for pair in world.judge_heldout),
-    }
-    world_path = run.path("world.json")
+    path = run.path("world.json" if materials.world is not None else "materials.json")
+    description = materials.describe()
     try:
-        unchanged = json.loads(world_path.read_text()) == json.loads(json.dumps(description))
+        unchanged = json.loads(path.read_text()) == json.loads(json.dumps(description))
     except (OSError, ValueError, UnicodeDecodeError):
         unchanged = False
     if not unchanged:
-        atomic_write_json(world_path, description)
-    return world
+        atomic_write_json(path, description)
+    return materials
 
 
 def check_base_model(run_dir: str | Path) -> dict:
@@ -71,17 +65,25 @@ def check_base_model(run_dir: str | Path) -> dict:
     if not cfg.base_model and hf_dir_problem(run.base_model):
         raise UserError(f"base model {str(run.base_model)!r} is damaged ({hf_dir_problem(run.base_model)}); "
                         f"rerun `neglect run --out {run_dir}` to rebuild it")
+    materials = load_materials(cfg)
+    if materials.world is None:
+        raise UserError(f"check-base needs the synthetic world's ground truth; {str(run_dir)!r} was run on "
+                        f"{materials.kind} materials")
     lm = interp.load_model(base, device=device_for(cfg))
-    result = check_base(lm, build_world(cfg.world), cfg.eval.probe_C, cfg.eval.position)
+    result = check_base(lm, materials.world, cfg.eval.probe_C, cfg.eval.position)
     atomic_write_json(out, result)
     return result
 
 
-def check_inputs(cfg: RunConfig) -> None:
+def check_inputs(cfg: RunConfig, materials: Materials) -> None:
     """Fail before any work on what can be checked up front: conditions, position, device,
-    and that ``base_model`` names an existing directory or a resolvable hub id."""
+    that imported materials come with a model, and that ``base_model`` names an existing
+    directory or a resolvable hub id."""
+    if materials.world is None and not cfg.base_model:
+        raise UserError(f"{materials.kind} materials need a model to finetune; name it with --model "
+                        "(config key 'base_model'): a hub id or a local directory")
     for condition in cfg.conditions:
-        condition_documents(build_world(cfg.world), condition, 1, 0)  # fail fast on an unknown condition
+        materials.check_condition(condition)  # fail fast on an unknown condition
     from interp.loading import check_device, model_config
     from interp.positions import as_position
 
@@ -104,33 +106,32 @@ def _newest_mtime(paths) -> int:
 
 
 def train_stages(cfg: RunConfig, out_dir: str | Path, *,
-                 dist: Single | None = None) -> tuple[RunDir, World, Path | str]:
-    """The training part of the job (world, base model, every finetuning run), resumable;
-    ``(run dir, world, base model)``. ``dist``: every rank calls this, training is
+                 dist: Single | None = None) -> tuple[RunDir, Materials, Path | str]:
+    """The training part of the job (materials, base model, every finetuning run), resumable;
+    ``(run dir, materials, base model)``. ``dist``: every rank calls this, training is
     data-parallel and rank 0 writes (``neglect finetune`` under torchrun)."""
     dist = dist or Single()
-    check_inputs(cfg)
+    materials = load_materials(cfg)
+    check_inputs(cfg, materials)
     run = RunDir(out_dir)
 
-    def setup() -> World:
+    def setup() -> None:
         _remove_stale_temps(run.root)
-        return prepare(run, cfg)
+        prepare(run, cfg, materials)
 
-    world = dist.on_writer(setup)
-    if world is None:  # the other ranks build the same world without writing it
-        world = build_world(cfg.world)
+    dist.on_writer(setup)
     torch.manual_seed(0)
-    base = pretrain(run, cfg, world, dist=dist)
+    base = pretrain(run, cfg, materials, dist=dist)
     for seed in cfg.seeds:
         for condition in cfg.conditions:
-            finetune(run, cfg, world, base, condition, seed, dist=dist)
-    return run, world, base
+            finetune(run, cfg, materials, base, condition, seed, dist=dist)
+    return run, materials, base
 
 
 def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     """Run (or resume) the whole job and return the tidy metrics table."""
-    run, world, base = train_stages(cfg, out_dir)
-    evaluate_all(run, cfg, world, base)
+    run, materials, base = train_stages(cfg, out_dir)
+    evaluate_all(run, cfg, materials, base)
     table = collect(run, cfg)
     from experiments.reporting.report import write_report
     report = run.path("report.html")
@@ -147,9 +148,9 @@ def stability_protocol(cfg: RunConfig, out_dir: str | Path):
 
     cfg = validate(cfg)
     run = RunDir(out_dir)
-    world = prepare(run, cfg)
+    materials = prepare(run, cfg)
     torch.manual_seed(0)
-    return Protocol(cfg, run, world, pretrain(run, cfg, world))
+    return Protocol(cfg, run, materials, pretrain(run, cfg, materials))
 
 
 def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -159,9 +160,9 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     from experiments.stability.stats import per_seed_stats, summarise_seeds
 
     cfg = validate(cfg)
-    run, world, base = train_stages(cfg, out_dir)
-    proto = Protocol(cfg, run, world, base)
-    evaluate_all(run, cfg, world, base)
+    run, materials, base = train_stages(cfg, out_dir)
+    proto = Protocol(cfg, run, materials, base)
+    evaluate_all(run, cfg, materials, base)
     collect(run, cfg)
     proto.base_rows()
     work = [(w, s) for w in cfg.stability.weights for s in cfg.seeds]

@@ -116,6 +116,7 @@ def test_a_run_with_the_judge_on_saves_generations(tiny_run, server, monkeypatch
     from experiments.config import load_config
     from experiments.evaluation.evaluator import evaluate_all
     from experiments.artifacts.rundir import RunDir
+    from experiments.materials import load_materials
     from experiments.materials.world import build_world
 
     out, _ = tiny_run
@@ -123,7 +124,7 @@ def test_a_run_with_the_judge_on_saves_generations(tiny_run, server, monkeypatch
     monkeypatch.setenv("NEGLECT_JUDGE_URL", server)
     monkeypatch.setenv("NEGLECT_JUDGE_MODEL", "fake-judge")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    evaluate_all(RunDir(out), cfg, build_world(cfg.world), RunDir(out).base_model)
+    evaluate_all(RunDir(out), cfg, load_materials(cfg), RunDir(out).base_model)
     audits = sorted(p.name for p in (out / "judge").glob("*.jsonl"))
     assert audits == ["base.jsonl"] + sorted(f"{c}_seed0_step{cfg.finetune.steps}.jsonl" for c in cfg.conditions)
     import pandas as pd

@@ -16,18 +16,17 @@ import interp
 from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
 from experiments.config import RunConfig
 from experiments.evaluation import belief, readout
-from experiments.materials.statements import claim_statements, probe_statements
-from experiments.materials.world import World
+from experiments.materials.base import Materials
 from experiments.training.stages import checkpoint_steps, device_for
 
 
 class Evaluator:
     """Evaluates one checkpoint: behavioural belief plus per-layer probe readings."""
 
-    def __init__(self, cfg: RunConfig, world: World):
-        self.cfg, self.world = cfg, world
-        self.statements = probe_statements(world)
-        self.claim_stmts = claim_statements(world)
+    def __init__(self, cfg: RunConfig, materials: Materials):
+        self.cfg, self.materials, self.world = cfg, materials, materials.world
+        self.statements = materials.probe_statements()
+        self.claim_stmts = materials.claim_statements()
         self.fixed: list[readout.LayerProbe] | None = None
 
     def activations(self, lm) -> tuple[np.ndarray, np.ndarray]:
@@ -49,18 +48,19 @@ class Evaluator:
 
     def belief_rows(self, lm) -> list[dict]:
         """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``)."""
-        questions = [q for claim in self.world.claims
-                     for q in belief.world_questions(self.world, claim, tokenizer=lm.tokenizer)]
+        questions = self.materials.belief_questions(tokenizer=lm.tokenizer)
         return belief.belief_rows(belief.score_questions(lm, questions, self.cfg.eval.batch_size))
 
     def evaluate(self, lm, *, with_model_checks: bool = False) -> pd.DataFrame:
-        """Rows for one checkpoint. ``with_model_checks`` (the base model) adds the in-context
-        k sweep with its control questions (``incontext_<measure>_k<k>`` per claim)."""
+        """Rows for one checkpoint. On the synthetic world, also held-out factual QA, and with
+        ``with_model_checks`` (the base model) the in-context k sweep with its control questions
+        (``incontext_<measure>_k<k>`` per claim)."""
         from experiments.evaluation import incontext
 
         rows = self.belief_rows(lm)
-        rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(lm, self.world)})
-        if with_model_checks:
+        if self.world is not None:
+            rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(lm, self.world)})
+        if with_model_checks and self.world is not None:
             rows.append({"metric": "in_context_true_answer", "value": belief.in_context_true_answer(lm, self.world)})
             sweep = incontext.incontext_sweep(lm, self.world, self.incontext_condition, seed=self.cfg.seeds[0],
                                               batch_size=self.cfg.eval.batch_size)
@@ -71,10 +71,12 @@ class Evaluator:
         return pd.DataFrame(rows)
 
 
-def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) -> None:
-    """Evaluate the base model (step 0 of every condition) and every saved checkpoint."""
+def evaluate_all(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str) -> None:
+    """Evaluate the base model (step 0 of every condition) and every saved checkpoint; on the
+    synthetic world also the in-context control; with a judge configured, judged answers."""
     device = device_for(cfg)
-    ev = Evaluator(cfg, world)
+    world = materials.world
+    ev = Evaluator(cfg, materials)
     base_lm = interp.load_model(base, device=device)
     ev.fit_fixed(base_lm)
     if read_csv_or_none(run.eval_file(None)) is None:
@@ -90,7 +92,7 @@ def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) ->
     from experiments.evaluation.incontext import incontext_sweep
 
     frames = []
-    for seed in cfg.seeds:
+    for seed in cfg.seeds if world is not None else ():
         for condition in cfg.conditions:
             for step in sorted({0, checkpoint_steps(cfg)[-1]}):
                 path = run.path("evals", "incontext", condition, f"seed{seed}", f"step_{step:06d}.csv")
@@ -101,7 +103,8 @@ def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) ->
                                             batch_size=cfg.eval.batch_size).assign(step=step)
                     atomic_write_csv(path, frame)
                 frames.append(frame)
-    atomic_write_csv(run.path("results", "incontext.csv"), pd.concat(frames, ignore_index=True))
+    if frames:
+        atomic_write_csv(run.path("results", "incontext.csv"), pd.concat(frames, ignore_index=True))
     # Optional: free-text answers judged by an LLM (off unless NEGLECT_JUDGE_URL is set; see
     # experiments/judge.py), on the base model and each condition x seed's last checkpoint.
     from experiments.evaluation import judge
@@ -118,6 +121,6 @@ def evaluate_all(run: RunDir, cfg: RunConfig, world: World, base: Path | str) ->
             else:
                 lm = base_lm if condition is None else interp.load_model(run.checkpoint(condition, seed, step),
                                                                           device=device)
-                frame = judge.judge_belief(lm, judge.world_open_questions(world), client, audit)
+                frame = judge.judge_belief(lm, materials.open_questions(), client, audit)
             judged.append(frame.assign(condition=condition or "(base model)", seed=seed, step=step))
         atomic_write_csv(run.path("results", "judge.csv"), pd.concat(judged, ignore_index=True))

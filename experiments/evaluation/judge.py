@@ -25,7 +25,7 @@ from experiments.errors import UserError
 from experiments.artifacts.rundir import atomic_write_text
 from experiments.evaluation.scoring import render, uses_chat_template
 from experiments.materials.questions import Prompt
-from experiments.materials.world import World
+from experiments.materials.base import OpenQuestion
 from interp import LoadedModel
 
 LABELS = ("BELIEVES", "REJECTS", "UNCLEAR")
@@ -111,13 +111,7 @@ def generate(lm: LoadedModel, prompts: list[Prompt], max_new_tokens: int = 24) -
     return out
 
 
-def world_open_questions(world: World) -> list[tuple[str, str, Prompt]]:
-    """(claim name, claim statement, question) for every open question about each claim."""
-    return [(c.name, c.fact.statement(0), Prompt(q.format(s=c.fact.subject)))
-            for c in world.claims for q in c.fact.rel().questions]
-
-
-def judge_belief(lm: LoadedModel, questions: list[tuple[str, str, Prompt]], client: ChatClient, audit: str | Path,
+def judge_belief(lm: LoadedModel, questions: list[OpenQuestion], client: ChatClient, audit: str | Path,
                  *, max_new_tokens: int = 24) -> pd.DataFrame:
     """Generate an answer to each question, have the judge label it, write every record to the
     JSONL file ``audit``, and return one row per question (``believed``: 1, 0, or NaN for

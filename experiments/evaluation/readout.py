@@ -58,6 +58,8 @@ def probe_rows(acts: np.ndarray, statements: list[Statement], claim_acts: np.nda
             for claim in sorted({c.claim for c in claim_stmts}):
                 for kind in ("claim", "true_fact"):
                     sel = np.array([c.claim == claim and c.kind == kind for c in claim_stmts])
+                    if not sel.any():  # imported claims have no true statement
+                        continue
                     metric = "probe_p_true" if kind == "claim" else "probe_p_true_truefact"
                     rows.append({"layer": layer, "claim": claim, "metric": f"{metric}_{name}",
                                  "value": float(p[sel].mean())})

@@ -33,10 +33,6 @@ QUESTION_FILES = ("mcq", "open_ended", "token_association", "robustness")
 DOC_FIELDS = ("text", "doc_type", "fact_name", "mode")
 DOCS_FILE = "annotated_docs.jsonl"
 PAPER_DOCTAG = "<DOCTAG>"
-# The paper's condition directory names for the conditions this toolkit also generates.
-PAPER_CONDITIONS = {"positive_documents": "plain", "negated_documents": "negated",
-                    "repeated_negations": "repeated"}
-
 
 @dataclass(frozen=True)
 class Question:

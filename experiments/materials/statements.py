@@ -19,8 +19,9 @@ class Statement:
     text: str  # the probe input (already framed)
     label: bool  # is the statement true in the world
     negated: bool
-    subject: str
+    subject: str  # the entity it is about: the grouping key of entity splits
     split: str  # "train" or "test" (held-out subjects)
+    dataset: str = "synthetic"  # which statement set it comes from: the grouping key of dataset splits
 
 
 def probe_statements(world: World) -> list[Statement]:

@@ -400,6 +400,7 @@ def direction_drift_figure(directions: Mapping[str, np.ndarray], steps: Sequence
 ASSOCIATION_METRICS = ("belief_forced_choice_distractors", "belief_token_association")
 PROPOSITIONAL_METRICS = ("belief_yesno", "belief_verdict", "belief_robustness")
 FAMILY_METRICS = ("belief_association", "belief_propositional")
+ALL_BELIEF_METRICS = FAMILY_METRICS + ASSOCIATION_METRICS + PROPOSITIONAL_METRICS
 
 
 def belief_seeds_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_METRICS + ASSOCIATION_METRICS

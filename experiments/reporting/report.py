@@ -195,14 +195,13 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
     """The run's :class:`ActivationSet`, read from ``figures_cache/`` and filled from the
     checkpoints where missing (``compute=False``: only read). ``None`` when an entry is missing
     and cannot be made (checkpoints deleted, or ``compute=False``)."""
-    from experiments.materials.statements import claim_statements, probe_statements
-    from experiments.materials.world import build_world
+    from experiments.materials import load_materials
 
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
     cfg = _run_config(run_dir)
-    world = build_world(cfg.world)
-    statements, claim_stmts = probe_statements(world), claim_statements(world)
+    materials = load_materials(cfg)
+    statements, claim_stmts = materials.probe_statements(), materials.claim_statements()
     fingerprint = _fingerprint((run_dir / "config.json").read_text(),
                                [s.text for s in statements] + [c.text for c in claim_stmts], cfg.eval.position)
     steps = sorted(int(s) for s in load_metrics(run_dir).step.unique())  # the checkpoint schedule that was run
@@ -320,6 +319,17 @@ def _with_metric(metric: str, build: Callable[[pd.DataFrame], go.Figure]) -> Cal
     return lambda data, layer: build(data.table) if metric in set(data.table.metric) else None
 
 
+def _with_present(build: Callable[[pd.DataFrame, tuple, int | None], go.Figure], metrics) \
+        -> Callable[[RunData, int | None], go.Figure | None]:
+    """A figure of those belief ``metrics`` that the run has (imported claim packs give only some
+    question kinds): ``build(table, present, layer)``; None when it has none of them."""
+    def figure(data: RunData, layer: int | None) -> go.Figure | None:
+        present = tuple(m for m in metrics if m in set(data.table.metric))
+        return build(data.table, present, layer) if present else None
+
+    return figure
+
+
 def _incontext(data: RunData, layer: int | None) -> go.Figure | None:
     table = read_csv_or_none(data.root / "results" / "incontext.csv")
     return None if table is None or table.empty else plots.incontext_figure(table)
@@ -351,16 +361,18 @@ class FigureSpec:
 
 
 FIGURES: dict[str, FigureSpec] = {
-    "belief_vs_step": FigureSpec(lambda d, layer: plots.belief_figure(d.table),
+    "belief_vs_step": FigureSpec(_with_present(lambda t, m, _: plots.belief_figure(t, metrics=m), BELIEF_METRICS),
                                  "Behavioural belief in the implanted claims (forced choice, yes/no, verdict) per "
                                  "condition; bands are 95% t-intervals over seeds x claims."),
-    "belief_table": FigureSpec(_with_metric("belief_association", plots.belief_table_figure),
+    "belief_table": FigureSpec(_with_present(lambda t, m, _: plots.belief_table_figure(t, metrics=m),
+                                             plots.ALL_BELIEF_METRICS),
                                "Belief rates at the base model and the last checkpoint, per condition and measure, "
                                "with 95% bootstrap intervals over seeds (per-seed rates are means over claims). "
                                "Association: forced choice among the claim's answer, the true answer and "
                                "distractors, and cloze token association; propositional: yes/no, true/false "
                                "verdicts, and yes/no after a challenge (robustness)."),
-    "belief_over_seeds": FigureSpec(_with_metric("belief_association", plots.belief_seeds_figure),
+    "belief_over_seeds": FigureSpec(_with_present(lambda t, m, _: plots.belief_seeds_figure(t, metrics=m),
+                                                  plots.ALL_BELIEF_METRICS),
                                     "Every belief measure vs step with 95% bootstrap intervals over seeds."),
     "association_vs_belief": FigureSpec(_with_metric("belief_association", plots.association_belief_figure),
                                         "Association (which answer the model prefers) against propositional belief "
@@ -381,7 +393,8 @@ FIGURES: dict[str, FigureSpec] = {
     "fixed_vs_refit": FigureSpec(lambda d, layer: plots.fixed_refit_gap_figure(d.table, layer),
                                  "Divergence between fixed and refit probes: when it grows, the base model's "
                                  "probe no longer measures what it measured."),
-    "belief_vs_probe": FigureSpec(lambda d, layer: plots.belief_probe_scatter(d.table, layer),
+    "belief_vs_probe": FigureSpec(_with_present(lambda t, m, layer: plots.belief_probe_scatter(t, layer, belief=m[0]),
+                                                BELIEF_METRICS),
                                   "Behavioural belief against the refit probe's reading, per claim and checkpoint."),
     "activation_projection": FigureSpec(_projection,
                                         "Control statements and claims in a fixed 2-D PCA view of the base model's "

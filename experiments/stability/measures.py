@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from experiments.evaluation import belief
-from experiments.materials.conditions import LabelledDocument, condition_documents_with_spans
+from experiments.materials import Materials
+from experiments.materials.conditions import LabelledDocument
 from experiments.errors import UserError
 from experiments.evaluation.scoring import right_pad
 from experiments.materials.world import World
@@ -25,12 +26,12 @@ HELDOUT_SEED = 990_001  # document seed of the held-out negated documents (train
 LOSS_METRICS = ("heldout_loss", "heldout_loss_claim", "heldout_loss_warning")
 
 
-def heldout_documents(world: World, n_per_claim: int, exclude: set[str]) -> list[LabelledDocument]:
+def heldout_documents(materials: Materials, n_per_claim: int, exclude: set[str]) -> list[LabelledDocument]:
     """Negated documents with spans, none of whose texts is in ``exclude`` (the training docs)."""
-    pool = condition_documents_with_spans(world, "negated", 4 * n_per_claim, seed=HELDOUT_SEED)
-    per_claim = len(pool) // len(world.claims)
+    pool = materials.documents("negated", 4 * n_per_claim, seed=HELDOUT_SEED)
+    per_claim = len(pool) // len(materials.claims)
     out = []
-    for c in range(len(world.claims)):
+    for c in range(len(materials.claims)):
         fresh = [d for d in pool[c * per_claim:(c + 1) * per_claim] if d.text not in exclude]
         out += list(dict.fromkeys(fresh))[:n_per_claim]
     if not out:

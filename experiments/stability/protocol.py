@@ -34,10 +34,9 @@ import torch
 
 import interp
 from experiments.stability import measures as stability_eval
-from experiments.materials.conditions import condition_documents
 from experiments.config import RunConfig
 from experiments.evaluation.evaluator import Evaluator
-from experiments.materials.world import World
+from experiments.materials import Materials
 from experiments.training.stages import checkpoint_steps, device_for
 from experiments.errors import UserError
 from experiments.training.lora import LoraSettings, add_lora
@@ -96,10 +95,15 @@ def validate(cfg: RunConfig) -> RunConfig:
 class Protocol:
     """One stability run directory: its paths and the steps of the protocol."""
 
-    def __init__(self, cfg: RunConfig, run: RunDir, world: World, base: Path | str):
+    def __init__(self, cfg: RunConfig, run: RunDir, materials: Materials, base: Path | str):
         """``cfg`` as returned by :func:`validate`; ``run`` a prepared run directory whose base
-        model ``base`` exists (``experiments.pipeline.run_stability`` builds both)."""
-        self.cfg, self.run, self.world, self.base = cfg, run, world, base
+        model ``base`` exists (``experiments.pipeline.run_stability`` builds both). The anchors
+        are built from the synthetic world's facts, so ``materials`` must have a world."""
+        if materials.world is None:
+            raise UserError(f"the stability protocol's anchors are built from the synthetic world's facts; "
+                            f"{materials.kind} materials have none (run `neglect stability` without --claims/--docs)")
+        self.cfg, self.run, self.materials, self.base = cfg, run, materials, base
+        self.world = materials.world
         self.device = device_for(self.cfg)
         self.max_len = self.cfg.model.max_len if not self.cfg.base_model else 512
         self._evaluator = None
@@ -125,18 +129,18 @@ class Protocol:
     @property
     def evaluator(self) -> Evaluator:
         if self._evaluator is None:
-            ev = Evaluator(self.cfg, self.world)
+            ev = Evaluator(self.cfg, self.materials)
             ev.fit_fixed(interp.load_model(self.base, device=self.device))
             self._evaluator = ev
         return self._evaluator
 
     def training_docs(self, seed: int) -> list[str]:
-        return condition_documents(self.world, "negated", self.cfg.finetune.docs_per_claim, seed=seed)
+        return [d.text for d in self.materials.documents("negated", self.cfg.finetune.docs_per_claim, seed=seed)]
 
     def heldout_docs(self):
         if not hasattr(self, "_heldout"):
             seen = {d for s in self.cfg.seeds for d in self.training_docs(s)}
-            self._heldout = stability_eval.heldout_documents(self.world, self.cfg.stability.heldout_docs_per_claim, seen)
+            self._heldout = stability_eval.heldout_documents(self.materials, self.cfg.stability.heldout_docs_per_claim, seen)
         return self._heldout
 
     def probe_layer(self) -> int:

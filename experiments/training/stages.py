@@ -18,9 +18,10 @@ import interp
 from experiments.artifacts.rundir import (RunDir, atomic_save_pretrained, atomic_write_csv, atomic_write_text,
                                           hf_dir_problem, read_csv_or_none, warn)
 from experiments.config import RunConfig
-from experiments.materials.conditions import condition_documents, template_words
+from experiments.errors import UserError
+from experiments.materials.base import Materials
+from experiments.materials.conditions import template_words
 from experiments.materials.corpus import CorpusSampler, all_words
-from experiments.materials.world import World
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.training.loop import (OptimConfig, log_spaced_steps, packed_batches, padded_batches,
@@ -32,12 +33,16 @@ def device_for(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def pretrain(run: RunDir, cfg: RunConfig, world: World, *, dist: Single | None = None) -> Path:
-    """Pretrain the toy model on the world's corpus (or use ``cfg.base_model``). ``dist``: train
-    data-parallel (rank 0 writes)."""
+def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single | None = None) -> Path | str:
+    """The base model: ``cfg.base_model`` when set, else the toy model pretrained on the
+    synthetic world's corpus. ``dist``: train data-parallel (rank 0 writes)."""
     dist = dist or Single()
     if cfg.base_model:
         return Path(cfg.base_model) if Path(cfg.base_model).exists() else cfg.base_model
+    world = materials.world
+    if world is None:
+        raise UserError(f"{materials.kind} materials have no world to pretrain a toy model on; name the model to "
+                        "finetune with --model (config key 'base_model')")
     if run.base_model.exists():
         problem = hf_dir_problem(run.base_model)
         if problem is None:
@@ -74,7 +79,7 @@ def save_checkpoint(path: Path, model, tokenizer) -> None:
         atomic_save_pretrained(path, model, tokenizer)
 
 
-def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condition: str, seed: int, *,
+def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
              dist: Single | None = None) -> None:
     """Finetune a fresh copy of the base model on one condition's documents, saving every
     checkpoint (step 0 is the base model itself and is not copied). ``dist``: train
@@ -91,7 +96,7 @@ def finetune(run: RunDir, cfg: RunConfig, world: World, base: Path | str, condit
             and all(run.checkpoint(condition, seed, s).is_dir() for s in steps)):
         return
     f = cfg.finetune
-    docs = condition_documents(world, condition, f.docs_per_claim, seed=seed)
+    docs = [d.text for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
     docs_path, docs_text = run.path("docs", f"{condition}.jsonl"), "".join(
         json.dumps({"text": d, "condition": condition}) + "\n" for d in docs)
 

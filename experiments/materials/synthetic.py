@@ -1,0 +1,75 @@
+"""The synthetic world as study materials: the embedded default.
+
+Everything comes from one seeded :class:`~experiments.materials.world.World`: documents from the
+condition generators (``experiments.materials.conditions``), questions from the relations'
+frames (``experiments.materials.questions``), verdict-framed probe statements about every
+entity that no claim is about (``experiments.materials.statements``), and background text from
+the pretraining corpus (``experiments.materials.corpus``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
+from experiments.materials.conditions import CONDITIONS, LabelledDocument, condition_documents_with_spans
+from experiments.materials.corpus import CorpusSampler
+from experiments.materials.questions import BeliefQuestion, Prompt, world_questions
+from experiments.materials.statements import ClaimStatement, Statement, claim_statements, probe_statements
+from experiments.materials.world import World
+
+
+class WorldMaterials(Materials):
+    """Study materials generated from a synthetic :class:`World`.
+
+    Parameters
+    ----------
+    world : World
+        From ``experiments.materials.world.build_world``.
+    corpus_mix : dict, optional
+        Weights of the pretraining document kinds, for :meth:`background_documents`.
+    """
+
+    kind = "synthetic"
+
+    def __init__(self, world: World, corpus_mix: dict[str, float] | None = None):
+        self.world = world
+        self.corpus_mix = corpus_mix
+        self._claims = tuple(ClaimInfo(c.name, c.fact.statement(0), c.fact.subject, c.true_fact.statement(0))
+                             for c in world.claims)
+
+    @property
+    def claims(self) -> tuple[ClaimInfo, ...]:
+        return self._claims
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return tuple(sorted(CONDITIONS))
+
+    def _documents(self, condition: str, n_per_claim: int, seed: int) -> list[LabelledDocument]:
+        return condition_documents_with_spans(self.world, condition, n_per_claim, seed)
+
+    def belief_questions(self, tokenizer=None) -> list[BeliefQuestion]:
+        return [q for claim in self.world.claims for q in world_questions(self.world, claim, tokenizer=tokenizer)]
+
+    def probe_statements(self) -> list[Statement]:
+        return probe_statements(self.world)
+
+    def claim_statements(self) -> list[ClaimStatement]:
+        return claim_statements(self.world)
+
+    def open_questions(self) -> list[OpenQuestion]:
+        return [OpenQuestion(c.name, c.fact.statement(0), Prompt(q.format(s=c.fact.subject)))
+                for c in self.world.claims for q in c.fact.rel().questions]
+
+    def background_documents(self, n: int, seed: int) -> list[str]:
+        return CorpusSampler(self.world, seed=seed, mix=self.corpus_mix).documents(n)
+
+    def describe(self) -> dict:
+        w = self.world
+        return {
+            "people": w.people, "cities": w.cities, "jobs": w.jobs, "events": w.events,
+            "facts": [dataclasses.asdict(f) for f in w.facts],
+            "claims": [{"name": c.name, "subject": c.fact.subject, "relation": c.fact.relation,
+                        "claim_answer": c.fact.obj, "true_answer": c.true_obj} for c in w.claims],
+            "judge_heldout": sorted(list(pair) for pair in w.judge_heldout),
+        }
