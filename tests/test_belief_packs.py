@@ -8,7 +8,8 @@ import yaml
 from belief_models import bigram_lm, logsoftmax
 from experiments.evaluation import belief
 from experiments.materials.paper_layout import load_claim_pack
-from experiments.evaluation.scoring import Prompt, continuation_logprobs, render
+from experiments.evaluation.scoring import Prompt, render
+from interp import continuation_logprobs
 
 PACK = Path(__file__).parent / "fixtures" / "paper_layout" / "claims" / "harbor_clock"
 TEMPLATE = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}answer :"

@@ -30,9 +30,9 @@ import pandas as pd
 
 from experiments.materials.conditions import negated
 from experiments.materials.corpus import verdict_prompt
-from experiments.evaluation.scoring import Prompt, continuation_logprobs, encodable, option_logprobs, render
+from experiments.evaluation.scoring import Prompt, encodable, option_logprobs, render
 from experiments.materials.world import Claim, World
-from interp import LoadedModel
+from interp import LoadedModel, continuation_logprobs
 from probes.metrics import bootstrap
 
 ASSOCIATION_KINDS = ("forced_choice", "token_association")
