@@ -55,8 +55,9 @@ class Batch:
     rows: list[int]  # indices into the caller's texts
     inputs: dict  # forward kwargs, on the model's device (``attention_mask`` may be 4D: ``interp.masks``)
     padding_mask: torch.Tensor  # [batch, width], 1 on real tokens, on the model's device
-    selection: Selection  # the position being read
+    selection: Selection | None  # the position being read (None: no position was asked for)
     also: list[Selection] = field(default_factory=list)  # further positions (e.g. where to intervene)
+    starts: np.ndarray | None = None  # each row's first real column (0 unless padded on the left)
 
 
 def check_texts(texts) -> list[str]:
@@ -96,14 +97,21 @@ def encode(lm: LoadedModel, texts: list[str], *, offsets: bool = False) -> Encod
         enc = tok(texts, return_offsets_mapping=offsets, return_attention_mask=False, **no_types)
         token_types = enc.get("token_type_ids") if lm.is_encoder_only else None
         encoded = Encoded.from_lists(enc["input_ids"], token_types, enc.get("offset_mapping") if offsets else None)
-    lengths, limit = encoded.lengths, lm.max_context
-    if len(empty := np.flatnonzero(lengths == 0)):
+    if len(empty := np.flatnonzero(encoded.lengths == 0)):
         i = int(empty[0])
         raise InterpInputError(f"text {i} ({texts[i][:60]!r}) tokenizes to no tokens")
+    check_context(lm, encoded.lengths, lambda i: repr(texts[i][:60]))
+    return encoded
+
+
+def check_context(lm: LoadedModel, lengths: np.ndarray, describe) -> None:
+    """One line naming the first text longer than the model's context (``describe(i)``: text
+    ``i``, briefly), before any forward."""
+    limit = lm.max_context
     if limit is not None and len(long := np.flatnonzero(lengths > limit)):
         i = int(long[0])
-        raise InterpInputError(f"text {i} has {lengths[i]} tokens, longer than the model's context of {limit}")
-    return encoded
+        raise InterpInputError(f"text {i} has {lengths[i]} tokens, longer than the model's context of {limit}: "
+                               f"{describe(i)}")
 
 
 def plan_batches(lengths: list[int], batch_size: int | None, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[list[int]]:
@@ -160,9 +168,9 @@ def collate(lm: LoadedModel, encoded: Encoded, rows: list[int], picks: list[list
     inputs["attention_mask"] = padding_mask if mask is None else mask
     if "use_cache" in accepted and not lm.is_encoder_only:
         inputs["use_cache"] = False
-    starts = torch.from_numpy(starts)
-    selections = [build_selection([per_text[r] for r in rows], starts, width, device) for per_text in picks]
-    return Batch(list(rows), inputs, padding_mask, selections[0], selections[1:])
+    selections = [build_selection([per_text[r] for r in rows], torch.from_numpy(starts), width, device)
+                  for per_text in picks]
+    return Batch(list(rows), inputs, padding_mask, selections[0] if selections else None, selections[1:], starts)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 from belief_models import logsoftmax, tiny_world, world_lm
 from experiments.evaluation import belief
 from experiments.materials import questions
-from experiments.evaluation.scoring import continuation_logprobs
+from interp import continuation_logprobs
 
 
 @pytest.fixture(scope="module")

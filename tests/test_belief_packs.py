@@ -9,8 +9,9 @@ from belief_models import bigram_lm, logsoftmax
 from experiments.evaluation import belief
 from experiments.materials import questions
 from experiments.materials.paper_layout import load_claim_pack
-from experiments.evaluation.scoring import continuation_logprobs, render
+from experiments.evaluation.scoring import render
 from experiments.materials.questions import Prompt
+from interp import continuation_logprobs
 
 PACK = Path(__file__).parent / "fixtures" / "paper_layout" / "claims" / "harbor_clock"
 TEMPLATE = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}answer :"

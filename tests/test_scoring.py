@@ -2,7 +2,7 @@ import torch
 
 import interp
 from experiments.config import ModelConfig
-from experiments.evaluation.scoring import continuation_logprobs
+from interp import continuation_logprobs
 from experiments.training.toymodel import build_model, build_tokenizer
 
 

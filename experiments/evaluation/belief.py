@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from experiments.materials.conditions import negated
-from experiments.evaluation.scoring import continuation_logprobs, option_logprobs, render
+from experiments.evaluation.scoring import option_logprobs, render
 from experiments.materials.questions import ASSOCIATION_KINDS, PROPOSITIONAL_KINDS, BeliefQuestion, world_questions
 from experiments.materials.world import Claim, World
-from interp import LoadedModel
+from interp import LoadedModel, continuation_logprobs
 from probes.metrics import bootstrap
 
 KIND_METRICS = {"forced_choice": "belief_forced_choice_distractors", "token_association": "belief_token_association",

@@ -9,7 +9,7 @@ import numpy as np
 
 import interp
 from experiments.evaluation import belief, readout
-from experiments.evaluation.scoring import continuation_logprobs, option_logprobs
+from experiments.evaluation.scoring import option_logprobs
 from experiments.materials.statements import probe_statements, verdict_variants
 from experiments.materials.world import World
 
@@ -25,7 +25,7 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last") -
     y = np.array([s.label for s in statements])
     profile = [float(((p.p_true(acts[test, i]) > 0.5) == y[test]).mean()) for i, p in enumerate(probes)]
     texts = [s.text for s in statements]
-    says_true = continuation_logprobs(lm, texts, ["true"] * len(texts)) > continuation_logprobs(lm, texts, ["false"] * len(texts))
+    says_true = interp.continuation_logprobs(lm, texts, ["true"] * len(texts)) > interp.continuation_logprobs(lm, texts, ["false"] * len(texts))
     verdict_acc = float((says_true.numpy()[test] == y[test]).mean())
     return {
         "heldout_qa": belief.heldout_qa_accuracy(lm, world),

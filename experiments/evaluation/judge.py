@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import torch
 
+import interp
 from experiments.errors import UserError
 from experiments.artifacts.rundir import atomic_write_text
-from experiments.evaluation.scoring import render, uses_chat_template
-from experiments.materials.questions import Prompt
+from experiments.evaluation.scoring import render
 from experiments.materials.base import OpenQuestion
 from interp import LoadedModel
 
@@ -97,26 +96,12 @@ def parse_label(text: str) -> str:
     return min(found)[1] if found else "UNCLEAR"
 
 
-def generate(lm: LoadedModel, prompts: list[Prompt], max_new_tokens: int = 24) -> list[str]:
-    """Greedy free-text answers, one prompt at a time (no padding subtleties)."""
-    tok, out = lm.tokenizer, []
-    chat = uses_chat_template(tok)
-    eos = tok.eos_token_id if tok.eos_token_id is not None else tok.pad_token_id
-    with torch.inference_mode():
-        for prompt in prompts:
-            ids = tok(render(tok, prompt), return_tensors="pt", add_special_tokens=not chat)["input_ids"].to(lm.device)
-            gen = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=eos)
-            out.append(tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip())
-    return out
-
-
 def judge_belief(lm: LoadedModel, questions: list[OpenQuestion], client: ChatClient, audit: str | Path,
                  *, max_new_tokens: int = 24) -> pd.DataFrame:
     """Generate an answer to each question, have the judge label it, write every record to the
     JSONL file ``audit``, and return one row per question (``believed``: 1, 0, or NaN for
     UNCLEAR)."""
-    answers = generate(lm, [q for _, _, q in questions], max_new_tokens)
+    answers = interp.generate(lm, [render(lm.tokenizer, q) for _, _, q in questions], max_new_tokens=max_new_tokens)
     records = []
     for (claim, statement, prompt), answer in zip(questions, answers):
         reply = client.complete([{"role": "user", "content": JUDGE_INSTRUCTIONS.format(

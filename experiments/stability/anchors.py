@@ -24,12 +24,12 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+import interp
 from experiments.training.aux_losses import ActivationLoss, KLToReference
 from experiments.materials.conditions import condition_documents
 from experiments.materials.corpus import verdict_prompt
 from experiments.training.batches import Source, Tokenized, mixed_batches, padded_batches, tokenize_with_spans
 from experiments.errors import UserError
-from experiments.evaluation.scoring import right_pad
 from experiments.materials.world import Fact, World
 
 ANCHORS = ("self_distill", "debunk", "kl", "probe")
@@ -78,31 +78,9 @@ def anchor_prompts(world: World, which: str = "related", n_objects: int = 4) -> 
     return list(dict.fromkeys(out))
 
 
-@torch.no_grad()
 def greedy_answers(lm, prompts: list[str], max_new_tokens: int = 4, stop: str = ".") -> list[str]:
-    """The model's greedy continuation of each prompt, up to and including ``stop`` (or EOS);
-    all prompts in one right-padded batch per generated token."""
-    tok, model = lm.tokenizer, lm.model
-    stop_id = tok(stop, add_special_tokens=False)["input_ids"][-1]
-    seqs = [tok(p)["input_ids"] for p in prompts]
-    new: list[list[int]] = [[] for _ in prompts]
-    live = list(range(len(prompts)))
-    for _ in range(max_new_tokens):
-        if not live:
-            break
-        rows = [seqs[i] + new[i] for i in live]
-        ids, mask = right_pad(rows, tok.pad_token_id)
-        logits = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False).logits
-        still = []
-        for r, i in enumerate(live):
-            nxt = int(logits[r, len(rows[r]) - 1].argmax())
-            if nxt == tok.eos_token_id:
-                continue
-            new[i].append(nxt)
-            if nxt != stop_id:
-                still.append(i)
-        live = still
-    return [tok.decode(n, skip_special_tokens=True).strip() for n in new]
+    """The model's greedy continuation of each prompt, up to and including ``stop`` (or EOS)."""
+    return interp.generate(lm, prompts, max_new_tokens=max_new_tokens, stop=stop)
 
 
 def self_distill_examples(lm, world: World, which: str, max_len: int) -> tuple[list[str], list[Tokenized]]:
@@ -197,8 +175,6 @@ def phase1_training(kind: str, weight: float, *, base_lm, base_path, world: Worl
         prompt_batches = [{"input_ids": e["input_ids"], "attention_mask": e["attention_mask"]} for e in enc]
         reference = None
         if not peft:
-            import interp
-
             reference = interp.load_model(base_path, device=device).model
         return batches, [KLToReference(prompt_batches, reference=reference, weight=weight, temperature=temperature,
                                        name="anchor_loss")]

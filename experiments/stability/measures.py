@@ -13,13 +13,12 @@ import random
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+import interp
 from experiments.evaluation import belief
 from experiments.materials import Materials
 from experiments.materials.conditions import LabelledDocument
 from experiments.errors import UserError
-from experiments.evaluation.scoring import right_pad
 from experiments.materials.world import World
 
 HELDOUT_SEED = 990_001  # document seed of the held-out negated documents (training seeds are small ints)
@@ -40,32 +39,21 @@ def heldout_documents(materials: Materials, n_per_claim: int, exclude: set[str])
     return out
 
 
-@torch.no_grad()
 def span_losses(lm, docs: list[LabelledDocument], labels: tuple[str, ...] = ("claim", "warning"),
-                batch_size: int = 32) -> dict[str, float]:
+                batch_size: int | None = None) -> dict[str, float]:
     """Mean next-token cross-entropy over every predicted token of ``docs`` (``heldout_loss``)
     and over the tokens overlapping spans of each label (``heldout_loss_<label>``)."""
-    tok = lm.tokenizer
-    if not getattr(tok, "is_fast", False):
-        raise UserError("span losses need a fast tokenizer (character offsets)")
-    limit = getattr(lm.model.config, "max_position_embeddings", None) or 10**9
-    enc = tok([d.text for d in docs], return_offsets_mapping=True)
     sums = {"": 0.0, **{lab: 0.0 for lab in labels}}
     counts = dict.fromkeys(sums, 0)
-    for start in range(0, len(docs), batch_size):
-        rows = [ids[:limit] for ids in enc["input_ids"][start:start + batch_size]]
-        ids, mask = right_pad(rows, tok.pad_token_id)
-        logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
-        ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(lm.device), reduction="none").cpu()
-        for r, x in enumerate(rows):
-            doc, offsets = docs[start + r], enc["offset_mapping"][start + r][: len(x)]
-            token_ce = ce[r, : len(x) - 1].numpy()  # target token t = 1..len-1
-            sums[""] += float(token_ce.sum())
-            counts[""] += len(token_ce)
-            for lab in labels:
-                inside = ~np.array(doc.keep_mask(offsets, exclude=(lab,)))[1:]
-                sums[lab] += float(token_ce[inside].sum())
-                counts[lab] += int(inside.sum())
+    scored = interp.token_logprobs(lm, [d.text for d in docs], offsets=True, batch_size=batch_size)
+    for doc, tokens in zip(docs, scored):
+        token_ce = tokens.losses.numpy()  # target token t = 1..len-1
+        sums[""] += float(token_ce.sum())
+        counts[""] += len(token_ce)
+        for lab in labels:
+            inside = ~np.array(doc.keep_mask(tokens.offsets, exclude=(lab,)))[1:]
+            sums[lab] += float(token_ce[inside].sum())
+            counts[lab] += int(inside.sum())
     return {("heldout_loss" + (f"_{k}" if k else "")): (sums[k] / counts[k] if counts[k] else float("nan"))
             for k in sums}
 
@@ -80,8 +68,6 @@ def belief_rows(lm, world: World) -> list[dict]:
 
 def fixed_reading_rows(lm, evaluator) -> list[dict]:
     """The fixed (base-model) probe's P(true) of each claim and true fact, at every layer."""
-    import interp
-
     stmts = evaluator.claim_stmts
     acts = interp.residuals(lm, [c.text for c in stmts], position=evaluator.cfg.eval.position,
                             batch_size=evaluator.cfg.eval.batch_size).numpy()
@@ -112,8 +98,6 @@ def interpolate_states(a: dict, b: dict, alpha: float) -> dict:
 def interpolation_rows(path_a, path_b, alphas, evaluator, docs: list[LabelledDocument], device) -> pd.DataFrame:
     """Belief, held-out losses and fixed-probe readings along the straight line from the model
     at ``path_a`` (alpha 0) to the one at ``path_b`` (alpha 1)."""
-    import interp
-
     lm = interp.load_model(path_a, device=device)
     a = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
     b = interp.load_model(path_b, device=device).model.state_dict()
