@@ -72,7 +72,7 @@ def check_base_model(run_dir: str | Path) -> dict:
         raise UserError(f"base model {str(run.base_model)!r} is damaged ({hf_dir_problem(run.base_model)}); "
                         f"rerun `neglect run --out {run_dir}` to rebuild it")
     lm = interp.load_model(base, device=device_for(cfg))
-    result = check_base(lm, build_world(cfg.world), cfg.eval.probe_C, cfg.eval.position)
+    result = check_base(lm, build_world(cfg.world), cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe)
     atomic_write_json(out, result)
     return result
 
