@@ -64,11 +64,19 @@ class FinetuneConfig:
     background_fraction: float = 0.0  # share of each batch drawn from the pretraining corpus
 
 
+PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     position: str = "last"
     probe_C: float = 0.1
     batch_size: int = 128
+    probe: str = "logistic"
+    """Truth-probe estimator of the per-layer readings (experiments/evaluation/readout.py):
+    "logistic" (L2 logistic regression, ``probe_C``), "mass_mean" (difference of class means),
+    "polarity_aware" (TTPD: fit on affirmative and negated statements, reads the general truth
+    direction) or "ccs" (unsupervised, on contrast pairs of each statement and its negation)."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +294,8 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     if not 0 <= cfg.finetune.background_fraction < 1:
         raise UserError(f"config key 'finetune.background_fraction' must be in [0, 1); "
                         f"got {cfg.finetune.background_fraction!r}")
+    if cfg.eval.probe not in PROBE_ESTIMATORS:
+        raise UserError(f"config key 'eval.probe' must be one of {list(PROBE_ESTIMATORS)}; got {cfg.eval.probe!r}")
     for name, values in (("seeds", cfg.seeds), ("conditions", cfg.conditions)):
         if not values:
             raise UserError(f"config key {name!r} is empty; expected a non-empty list")

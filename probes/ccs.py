@@ -11,6 +11,7 @@ CCS cannot know which end is "true": labels passed to ``fit`` only choose the si
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from probes._validation import as_binary_labels, as_contrast_pairs
+from probes.linear import sigmoid
 
 
 @contextmanager
@@ -50,10 +52,61 @@ def _adamw(loss_fn, params, *, lr, weight_decay, steps, betas=(0.9, 0.999), eps=
 
 
 def ccs_loss(p_pos: torch.Tensor, p_neg: torch.Tensor) -> torch.Tensor:
-    """Per-restart CCS loss; inputs ``[R, n]`` probabilities, output ``[R]``."""
+    """Per-restart CCS loss; inputs ``[..., R, n]`` probabilities, output ``[..., R]``."""
     consistency = (p_pos - (1 - p_neg)) ** 2
     confidence = torch.minimum(p_pos, p_neg) ** 2
     return (consistency + confidence).mean(-1)
+
+
+@dataclass
+class BatchedCCSFit:
+    """``B`` CCS probes; ``weight``/``bias`` act on normalised activations ``(x - mean_side) / scale``."""
+    weight: np.ndarray         # [B, d]
+    bias: np.ndarray           # [B]
+    mean_pos: np.ndarray       # [B, d]
+    mean_neg: np.ndarray       # [B, d]
+    scale: np.ndarray          # [B, d]
+    restart_losses: np.ndarray  # [B, R]
+
+
+def fit_ccs_batched(pairs: np.ndarray, t=None, *, n_restarts: int = 10, max_iter: int = 1000, lr: float = 1e-2,
+                    weight_decay: float = 0.01, random_state: int | None = 0) -> BatchedCCSFit:
+    """Fit ``B`` independent CCS probes at once: ``pairs`` ``[B, n, 2, d]`` (x+ then x-).
+
+    Every problem starts from the same seeded restarts, so problem ``b`` gets what
+    :class:`CCSProbe` fits on ``pairs[b]`` alone. ``t`` (0/1 per pair, shared) only orients
+    each probe so that it reads "x+ is true" for ``t == 1``.
+    """
+    mean_pos, mean_neg = pairs[:, :, 0].mean(1), pairs[:, :, 1].mean(1)
+    centred = np.concatenate([pairs[:, :, 0] - mean_pos[:, None], pairs[:, :, 1] - mean_neg[:, None]], axis=1)
+    scale = centred.std(1) + 1e-8
+    x_pos = torch.from_numpy((pairs[:, :, 0] - mean_pos[:, None]) / scale[:, None]).float()   # [B, n, d]
+    x_neg = torch.from_numpy((pairs[:, :, 1] - mean_neg[:, None]) / scale[:, None]).float()
+    B, _, d = x_pos.shape
+
+    gen = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+    bound = 1 / np.sqrt(d)
+    w = ((torch.rand(n_restarts, d, generator=gen) * 2 - 1) * bound).expand(B, -1, -1).clone().requires_grad_()
+    b = ((torch.rand(n_restarts, generator=gen) * 2 - 1) * bound).expand(B, -1).clone().requires_grad_()
+
+    def losses():                                                   # [B, R]
+        return ccs_loss(torch.sigmoid(torch.bmm(w, x_pos.transpose(1, 2)) + b[..., None]),
+                        torch.sigmoid(torch.bmm(w, x_neg.transpose(1, 2)) + b[..., None]))
+
+    with _threads_for(n_restarts * x_pos.numel()):
+        _adamw(lambda: losses().sum(), [w, b], lr=lr, weight_decay=weight_decay, steps=max_iter)
+        with torch.no_grad():
+            final = losses()
+    best = final.argmin(-1)
+    rows = torch.arange(B)
+    weight = w[rows, best].detach().double().numpy()
+    bias = b[rows, best].detach().double().numpy()
+    if t is not None:
+        pos = sigmoid(np.einsum("bnd,bd->bn", x_pos.double().numpy(), weight) + bias[:, None])
+        neg = sigmoid(np.einsum("bnd,bd->bn", x_neg.double().numpy(), weight) + bias[:, None])
+        flip = (((0.5 * (pos + 1 - neg)) > 0.5) == np.asarray(t, bool)).mean(-1) < 0.5
+        weight[flip], bias[flip] = -weight[flip], -bias[flip]
+    return BatchedCCSFit(weight, bias, mean_pos, mean_neg, scale, final.numpy().astype(np.float64))
 
 
 class CCSProbe(ClassifierMixin, BaseEstimator):
@@ -62,6 +115,10 @@ class CCSProbe(ClassifierMixin, BaseEstimator):
     ``predict_proba(X)[:, 1]`` is ``(p(x+) + 1 - p(x-)) / 2``, the probability that the
     statement is true. Without labels, ``classes_`` is ``[0, 1]`` with 1 meaning "x+ is true"
     up to the sign CCS happened to pick.
+
+    Each side is also a linear probe in raw activation space: ``p(x+) = sigmoid(x+ @ coef_ +
+    intercept_)`` reads a statement asserted as in x+, ``p(x-) = sigmoid(x- @ coef_ +
+    intercept_negated_)`` one asserted as in x- (the two differ only by their centring).
     """
 
     def __init__(self, n_restarts: int = 10, max_iter: int = 1000, lr: float = 1e-2,
@@ -77,42 +134,22 @@ class CCSProbe(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         pairs = as_contrast_pairs(X)
-        self.mean_pos_, self.mean_neg_ = pairs[:, 0].mean(0), pairs[:, 1].mean(0)
-        centred = np.concatenate([pairs[:, 0] - self.mean_pos_, pairs[:, 1] - self.mean_neg_])
-        self.scale_ = centred.std(0) + 1e-8
-        x_pos, x_neg = (torch.from_numpy(a).float() for a in self._normalise(pairs))
-
-        d = x_pos.shape[1]
-        gen = torch.Generator().manual_seed(0 if self.random_state is None else int(self.random_state))
-        bound = 1 / np.sqrt(d)
-        w = ((torch.rand(self.n_restarts, d, generator=gen) * 2 - 1) * bound).requires_grad_()
-        b = ((torch.rand(self.n_restarts, generator=gen) * 2 - 1) * bound).requires_grad_()
-        with _threads_for(self.n_restarts * x_pos.numel()):
-            _adamw(lambda: ccs_loss(torch.sigmoid(w @ x_pos.T + b[:, None]),
-                                    torch.sigmoid(w @ x_neg.T + b[:, None])).sum(),
-                   [w, b], lr=self.lr, weight_decay=self.weight_decay, steps=self.max_iter)
-            with torch.no_grad():
-                losses = ccs_loss(torch.sigmoid(w @ x_pos.T + b[:, None]),
-                                  torch.sigmoid(w @ x_neg.T + b[:, None]))
-        best = int(losses.argmin())
-        self.restart_losses_ = losses.numpy().astype(np.float64)
-        self.loss_ = float(self.restart_losses_[best])
-        self.weight_ = w[best].detach().double().numpy()     # in normalised space
-        self.bias_ = float(b[best].detach())
-        self.n_features_in_ = d
-
-        self.classes_ = np.array([0, 1])
+        self.classes_, t = np.array([0, 1]), None
         if y is not None:
             self.classes_, t = as_binary_labels(y, len(pairs))
-            if ((self._truth_probability(pairs) > 0.5) == t).mean() < 0.5:
-                self.weight_, self.bias_ = -self.weight_, -self.bias_
+        fit = fit_ccs_batched(pairs[None], t, n_restarts=self.n_restarts, max_iter=self.max_iter, lr=self.lr,
+                              weight_decay=self.weight_decay, random_state=self.random_state)
+        self.mean_pos_, self.mean_neg_, self.scale_ = fit.mean_pos[0], fit.mean_neg[0], fit.scale[0]
+        self.restart_losses_ = fit.restart_losses[0]
+        self.loss_ = float(self.restart_losses_.min())
+        self.weight_ = fit.weight[0]                         # in normalised space
+        self.bias_ = float(fit.bias[0])
+        self.n_features_in_ = pairs.shape[2]
         return self
 
     def _truth_probability(self, pairs: np.ndarray) -> np.ndarray:
         x_pos, x_neg = self._normalise(pairs)
-        p_pos = 1 / (1 + np.exp(-np.clip(x_pos @ self.weight_ + self.bias_, -500, 500)))
-        p_neg = 1 / (1 + np.exp(-np.clip(x_neg @ self.weight_ + self.bias_, -500, 500)))
-        return 0.5 * (p_pos + 1 - p_neg)
+        return 0.5 * (sigmoid(x_pos @ self.weight_ + self.bias_) + 1 - sigmoid(x_neg @ self.weight_ + self.bias_))
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "weight_")
@@ -126,8 +163,23 @@ class CCSProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
 
     @property
+    def coef_(self) -> np.ndarray:
+        """Raw-space weights of either side (``weight_ / scale_``)."""
+        check_is_fitted(self, "weight_")
+        return self.weight_ / self.scale_
+
+    @property
+    def intercept_(self) -> float:
+        """Raw-space intercept of the x+ side."""
+        return float(self.bias_ - self.mean_pos_ @ self.coef_)
+
+    @property
+    def intercept_negated_(self) -> float:
+        """Raw-space intercept of the x- side."""
+        return float(self.bias_ - self.mean_neg_ @ self.coef_)
+
+    @property
     def direction_(self) -> np.ndarray:
         """Unit direction in raw activation space (the sign is CCS's arbitrary choice unless fit with y)."""
-        check_is_fitted(self, "weight_")
-        v = self.weight_ / self.scale_
+        v = self.coef_
         return v / np.linalg.norm(v)

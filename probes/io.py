@@ -119,6 +119,8 @@ def save_sweep(result: SweepResult, path, dims: tuple[str, ...] = ("checkpoint",
     arrays = dict(coef=result.coef, intercept=result.intercept, train_accuracy=result.train_accuracy,
                   test_accuracy=result.test_accuracy, train_index=result.train_index,
                   test_index=result.test_index)
+    if result.intercept_negated is not None:
+        arrays["intercept_negated"] = result.intercept_negated
     meta = dict(metadata, kind="sweep", dims=list(dims), method=result.method, backend=result.backend,
                 classes=result.classes.tolist(), params=result.params, seconds=result.seconds)
     return save_directions(path, arrays, meta)
@@ -134,7 +136,7 @@ def load_sweep(path) -> tuple[SweepResult, dict]:
         coef=arrays["coef"], intercept=arrays["intercept"], train_accuracy=arrays["train_accuracy"],
         test_accuracy=arrays["test_accuracy"], test_logits=np.zeros(arrays["intercept"].shape + (0,)),
         train_index=arrays["train_index"], test_index=arrays["test_index"], seconds=meta["seconds"],
-        params=meta["params"])
+        params=meta["params"], intercept_negated=arrays.get("intercept_negated"))
     extra = {k: v for k, v in meta.items()
              if k not in ("kind", "method", "backend", "classes", "params", "seconds")}
     return result, extra

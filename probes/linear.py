@@ -10,7 +10,44 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
-from probes._validation import as_binary_labels, as_features
+from probes._validation import ProbeInputError, as_binary_labels, as_features, to_numpy
+
+
+def sigmoid(z) -> np.ndarray:
+    """``1 / (1 + exp(-z))``, clipped so huge logits give 0 or 1 without overflow warnings.
+
+    The one logistic link of the package: every probe's ``P(true)`` goes through it.
+    """
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def linear_logits(acts, coef, intercept) -> np.ndarray:
+    """Logits ``x @ coef + intercept`` of a stack of linear probes on their statements.
+
+    Parameters
+    ----------
+    acts : array ``[*batch, m, d]``
+        Activations of ``m`` statements for each probe (``[m, d]`` for a single probe).
+    coef : array ``[*batch, d]``
+    intercept : array ``[*batch]``
+
+    Returns
+    -------
+    array ``[*batch, m]`` (float64). Each probe is applied as one matrix-vector product, so
+    the numbers equal a single probe's ``decision_function`` bit for bit.
+    """
+    acts = to_numpy(acts, dtype=np.float64)
+    coef, intercept = to_numpy(coef, dtype=np.float64), to_numpy(intercept, dtype=np.float64)
+    batch = coef.shape[:-1]
+    if acts.ndim != coef.ndim + 1 or acts.shape[:-2] != batch or acts.shape[-1] != coef.shape[-1] \
+            or intercept.shape != batch:
+        raise ProbeInputError(f"linear probes need acts [*batch, m, d], coef [*batch, d], intercept [*batch]; "
+                              f"got {acts.shape}, {coef.shape}, {intercept.shape}")
+    k = int(np.prod(batch))
+    out = np.zeros((k, acts.shape[-2]))
+    for i, (x, c, b) in enumerate(zip(acts.reshape(k, *acts.shape[-2:]), coef.reshape(k, -1), intercept.reshape(k))):
+        out[i] = np.ascontiguousarray(x) @ c + b
+    return out.reshape(*batch, acts.shape[-2])
 
 
 class _LinearProbe(ClassifierMixin, BaseEstimator):
@@ -19,7 +56,7 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
         return as_features(X, self.coef_.shape[0]) @ self.coef_ + self.intercept_
 
     def predict_proba(self, X) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-np.clip(self.decision_function(X), -500, 500)))
+        p = sigmoid(self.decision_function(X))
         return np.stack([1 - p, p], axis=1)
 
     def predict(self, X) -> np.ndarray:

@@ -22,6 +22,15 @@ from probes._validation import ProbeInputError, as_binary_labels, as_features, a
 from probes.linear import _LinearProbe
 
 
+def check_polarity_classes(t: np.ndarray, p: np.ndarray) -> None:
+    """Both classes (``t`` 0/1) must occur among affirmative (``p`` +1) and negated (-1) statements."""
+    for pol, name in ((1.0, "affirmative"), (-1.0, "negated")):
+        seen = set(t[p == pol].tolist())
+        if seen != {0, 1}:
+            raise ProbeInputError(f"polarity-aware probe needs true and false {name} statements; "
+                                  f"got {name} labels {sorted(seen)}")
+
+
 class PolarityAwareProbe(_LinearProbe):
     """Fit with ``fit(X, y, polarity)``; ``polarity`` is 'affirmative'/'negated' (or bool
     True = negated, or +1/-1). ``groups`` (e.g. topic or dataset id) optionally centres each
@@ -41,11 +50,7 @@ class PolarityAwareProbe(_LinearProbe):
         X = as_features(X)
         self.classes_, t = as_binary_labels(y, X.shape[0])
         p = as_polarity(polarity, X.shape[0])
-        for pol, name in ((1.0, "affirmative"), (-1.0, "negated")):
-            seen = set(t[p == pol].tolist())
-            if seen != {0, 1}:
-                raise ProbeInputError(f"polarity-aware probe needs true and false {name} statements; "
-                                      f"got {name} labels {sorted(seen)}")
+        check_polarity_classes(t, p)
         centred = X
         if groups is not None:
             groups = to_numpy(groups)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from probes._validation import ProbeInputError, to_numpy
+from probes.linear import linear_logits, sigmoid
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def _unit(v: np.ndarray, zero_norm: str = "raise") -> np.ndarray:
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
-    if (norm == 0).any():
+    if zero_norm == "raise" and (norm == 0).any():
         raise ProbeInputError("a direction has zero norm; cannot compare it by angle")
-    return v / norm
+    return np.divide(v, norm, out=np.full_like(v, np.nan), where=norm > 0)
 
 
 def cosine_similarity(a, b) -> np.ndarray:
@@ -25,13 +26,26 @@ def cosine_similarity(a, b) -> np.ndarray:
     return (_unit(a) * _unit(b)).sum(-1)
 
 
-def cosine_matrix(a, b=None) -> np.ndarray:
-    """All pairwise cosines: ``a`` [K, d], ``b`` [M, d] (default ``a``) -> [K, M]."""
+def cosine_matrix(a, b=None, *, zero_norm: str = "raise") -> np.ndarray:
+    """All pairwise cosines.
+
+    Parameters
+    ----------
+    a, b : arrays ``[K, d]`` and ``[M, d]`` (``b`` defaults to ``a``)
+    zero_norm : ``"raise"`` (default) or ``"nan"``
+        What a direction of zero norm (a degenerate probe) gives: an error, or NaN cosines.
+
+    Returns
+    -------
+    array ``[K, M]``
+    """
+    if zero_norm not in ("raise", "nan"):
+        raise ProbeInputError(f"zero_norm must be 'raise' or 'nan'; got {zero_norm!r}")
     a = to_numpy(a, dtype=np.float64)
     b = a if b is None else to_numpy(b, dtype=np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ProbeInputError(f"cosine_matrix needs [K, d] and [M, d]; got {a.shape} and {b.shape}")
-    return _unit(a) @ _unit(b).T
+    return _unit(a, zero_norm) @ _unit(b, zero_norm).T
 
 
 def cosine_to_reference(directions, axis: int = 0, reference: int = 0) -> np.ndarray:
@@ -72,24 +86,34 @@ def transfer_matrix(coef, intercept, acts, y) -> np.ndarray:
 def fixed_vs_refit(acts, coef, intercept, *, fixed_at: int = 0) -> dict[str, np.ndarray]:
     """Readings of statements over training by a frozen probe and by per-checkpoint refits.
 
-    ``acts`` [C, m, d] (or [C, d] for one statement), ``coef`` [C, d], ``intercept`` [C].
-    Returns probabilities ``fixed`` (probe of checkpoint ``fixed_at`` at every checkpoint) and
-    ``refit`` (each checkpoint's own probe), both [C, m]. When they diverge, the fixed probe
-    no longer measures what it measured when it was fit.
+    Parameters
+    ----------
+    acts : array ``[C, *batch, m, d]``
+        Activations of ``m`` statements at ``C`` checkpoints (``*batch``: e.g. layers);
+        ``[C, *batch, d]`` for one statement.
+    coef, intercept : arrays ``[C, *batch, d]`` and ``[C, *batch]``
+        Each checkpoint's own probe (e.g. ``SweepResult.coef`` / ``.intercept``).
+    fixed_at : int
+        The checkpoint whose probe is frozen.
+
+    Returns
+    -------
+    dict with probabilities ``fixed`` (the probe of checkpoint ``fixed_at`` at every
+    checkpoint) and ``refit`` (each checkpoint's own probe), both ``[C, *batch, m]``. When
+    they diverge, the fixed probe no longer measures what it measured when it was fit.
     """
     acts = to_numpy(acts, dtype=np.float64)
-    if acts.ndim == 2:
-        acts = acts[:, None]
     coef, intercept = to_numpy(coef, dtype=np.float64), to_numpy(intercept, dtype=np.float64)
-    if acts.ndim != 3 or coef.shape != (acts.shape[0], acts.shape[2]) or intercept.shape != (acts.shape[0],):
-        raise ProbeInputError(f"fixed_vs_refit needs acts [C, m, d], coef [C, d], intercept [C]; got "
-                              f"{acts.shape}, {coef.shape}, {intercept.shape}")
+    if acts.ndim == coef.ndim:
+        acts = acts[..., None, :]
+    if coef.ndim < 2 or acts.shape[:-2] != coef.shape[:-1] or acts.shape[-1] != coef.shape[-1] \
+            or intercept.shape != coef.shape[:-1]:
+        raise ProbeInputError(f"fixed_vs_refit needs acts [C, m, d], coef [C, d], intercept [C] (optionally with "
+                              f"batch axes after C); got {acts.shape}, {coef.shape}, {intercept.shape}")
     if not -len(coef) <= fixed_at < len(coef):
         raise ProbeInputError(f"fixed_at={fixed_at} is not a checkpoint index (0..{len(coef) - 1})")
-    sigmoid = lambda z: 1 / (1 + np.exp(-np.clip(z, -500, 500)))
-    fixed = sigmoid(acts @ coef[fixed_at] + intercept[fixed_at])
-    refit = sigmoid(np.einsum("cmd,cd->cm", acts, coef) + intercept[:, None])
-    return dict(fixed=fixed, refit=refit)
+    frozen = np.broadcast_to(coef[fixed_at], coef.shape), np.broadcast_to(intercept[fixed_at], intercept.shape)
+    return dict(fixed=sigmoid(linear_logits(acts, *frozen)), refit=sigmoid(linear_logits(acts, coef, intercept)))
 
 
 def orthonormal_basis(vectors, rank: int | None = None, tol: float = 1e-10) -> np.ndarray:

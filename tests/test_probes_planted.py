@@ -5,6 +5,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from probes import CCSProbe, LogisticProbe, MassMeanProbe, PolarityAwareProbe
+from probes.linear import sigmoid
 
 
 def planted(n=4000, d=16, margin=3.0, seed=0, u=None):
@@ -84,6 +85,18 @@ def test_ccs_finds_planted_direction_up_to_sign():
     assert cos(oriented.direction_, u) >= 0.99
     test_pairs, y_test, _ = contrast_pairs(seed=0)
     assert oriented.score(test_pairs.reshape(len(test_pairs), -1), y_test) >= 0.95   # flat layout too
+
+
+def test_ccs_sides_are_linear_probes_in_raw_space():
+    """Each side of a CCS probe reads single statements: p(x+) and p(x-) from coef_ with the
+    intercept of that side (x+ carries an offset, so the two intercepts differ)."""
+    pairs, y, _ = contrast_pairs(n=300)
+    ccs = CCSProbe(n_restarts=3, max_iter=200, random_state=0).fit(pairs, y)
+    p_pos = sigmoid(pairs[:, 0] @ ccs.coef_ + ccs.intercept_)
+    p_neg = sigmoid(pairs[:, 1] @ ccs.coef_ + ccs.intercept_negated_)
+    np.testing.assert_allclose(ccs.predict_proba(pairs)[:, 1], 0.5 * (p_pos + 1 - p_neg), atol=1e-9)
+    assert abs(ccs.intercept_ - ccs.intercept_negated_) > 1.0
+    assert ((p_pos > 0.5) == y).mean() > 0.95 and ((p_neg > 0.5) != y).mean() > 0.95
 
 
 def polarity_data(n, d=20, seed=0, negated_fraction=0.5, directions=None):

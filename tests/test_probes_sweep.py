@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import ProbeInputError
+from probes import LogisticProbe, ProbeInputError
 from probes.sweep import stratified_split, sweep_probes, sweep_selectivity
 
 
@@ -73,3 +73,70 @@ def test_selectivity_of_sweep_separates_signal_from_chance():
     sel = sweep_selectivity(X, y, n_controls=2)
     assert (np.abs(sel["control_accuracy"] - 0.5) < 0.1).all()
     assert sel["selectivity"][0, 1] > 0.3
+
+
+def fact_groups(n_facts=150, d=12, L=2, seed=0):
+    """Statements in groups of four per fact (A(o), A(o'), not A(o), not A(o')) in TTPD's model:
+    content + p * negation offset + tau * t_G + tau * p * t_P + noise. Returns acts [L, n, d],
+    truth labels, negation flags, contrast pairs (each affirmative with its negation) and t_G."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(d, 3)))
+    t_g, t_p, offset = 1.5 * q[:, 0], 0.8 * q[:, 1], 3.0 * q[:, 2]
+    rows, y, negated = [], [], []
+    for _ in range(n_facts):
+        content = rng.normal(size=d)
+        content -= (content @ q[:, 0]) * q[:, 0]            # the content carries no truth
+        for neg in (False, True):
+            for correct in (True, False):
+                truth, p = correct != neg, -1.0 if neg else 1.0
+                tau = 1.0 if truth else -1.0
+                rows.append(content + p * offset + tau * t_g + tau * p * t_p)
+                y.append(truth)
+                negated.append(neg)
+    X = np.stack(rows)
+    acts = np.stack([X + 0.6 * rng.normal(size=X.shape) for _ in range(L)])
+    i = np.arange(len(y))
+    pairs = np.stack([i[i % 4 < 2], i[i % 4 < 2] + 2], axis=1)
+    return acts, np.array(y), np.array(negated), pairs, q[:, 0]
+
+
+@pytest.mark.parametrize("method", ["polarity_aware", "ccs"])
+def test_polarity_aware_and_ccs_sweeps_match_their_single_estimators(method):
+    acts, y, negated, pairs, t_g = fact_groups()
+    kw = dict(polarity=negated) if method == "polarity_aware" else dict(pairs=pairs, max_iter=300)
+    train, test = np.arange(400), np.arange(400, 600)
+    fast = sweep_probes(acts, y, method=method, train_index=train, test_index=test, dtype=torch.float64, **kw)
+    ref = sweep_probes(acts, y, method=method, backend="sklearn", train_index=train, test_index=test, **kw)
+    assert np.abs(fast.test_accuracy - ref.test_accuracy).max() <= 0.01
+    assert ((fast.direction * ref.direction).sum(-1) >= 0.999).all()
+    assert (fast.test_accuracy > 0.9).all() and ((fast.direction @ t_g) > 0.9).all()
+    # the stack reads statements as the sweep scored them (CCS: negated ones on the x- side)
+    p = fast.p_true(acts[:, test], negated=negated[test])
+    assert np.array_equal(p > 0.5, fast.test_logits > 0)
+    assert ((p > 0.5) == y[test])[:, negated[test]].mean() > 0.9
+
+
+def test_sweep_result_reads_like_the_single_probe_and_indexes_by_layer():
+    X, y, _ = planted_sweep(C=1, L=3, n=400)
+    result = sweep_probes(X[0], y, backend="sklearn", C=0.5)
+    layer = result[1]
+    assert len(result) == 3 and layer.coef.shape == (16,) and layer.intercept.shape == ()
+    single = LogisticProbe(C=0.5).fit(X[0, 1, result.train_index], y[result.train_index])
+    np.testing.assert_array_equal(layer.p_true(X[0, 1]), single.predict_proba(X[0, 1])[:, 1])
+    np.testing.assert_array_equal(result.p_true(X[0])[1], layer.p_true(X[0, 1]))
+    with pytest.raises(TypeError):
+        len(layer)
+    with pytest.raises(ProbeInputError, match="linear probes need"):
+        result.p_true(X[0, 1])
+
+
+def test_new_methods_need_their_inputs():
+    acts, y, negated, pairs, _ = fact_groups(n_facts=10, d=4, L=1)
+    with pytest.raises(ProbeInputError, match="polarity is required"):
+        sweep_probes(acts, y, method="polarity_aware")
+    with pytest.raises(ProbeInputError, match="needs pairs"):
+        sweep_probes(acts, y, method="ccs")
+    with pytest.raises(ProbeInputError, match=r"shape \[k, 2\]"):
+        sweep_probes(acts, y, method="ccs", pairs=pairs[:, :1])
+    with pytest.raises(ProbeInputError, match="true and false negated"):
+        sweep_probes(acts, y, method="polarity_aware", polarity=negated, train_index=np.flatnonzero(~negated | y))

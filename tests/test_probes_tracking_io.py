@@ -127,6 +127,15 @@ def test_sweep_and_raw_directions_round_trip(tmp_path):
     np.testing.assert_array_equal(back.coef, result.coef)
     np.testing.assert_array_equal(back.test_accuracy, result.test_accuracy)
     assert meta["dims"] == ["seed", "checkpoint"] and meta["model"] == "toy"
+    assert back.intercept_negated is None
+
+    rng = np.random.default_rng(1)
+    pairs = np.stack([np.arange(0, 60, 2), np.arange(1, 60, 2)], axis=1)
+    labels = np.zeros(60, int)
+    labels[pairs[::2, 0]] = labels[pairs[1::2, 1]] = 1                 # each pair: one true, one false
+    ccs = sweep_probes(rng.normal(size=(2, 60, 4)), labels, method="ccs", pairs=pairs, max_iter=20, test_size=0.0)
+    back, _ = load_sweep(save_sweep(ccs, tmp_path / "ccs.safetensors", dims=("layer",)))
+    np.testing.assert_array_equal(back.intercept_negated, ccs.intercept_negated)
 
     save_directions(tmp_path / "t.safetensors", {"t_G": np.ones(4, np.float32)}, {"note": "hi"})
     arrays, meta = load_directions(tmp_path / "t.safetensors")
@@ -144,3 +153,26 @@ def test_io_errors(tmp_path):
     save_directions(tmp_path / "d.safetensors", {"v": np.ones(2)})
     with pytest.raises(ProbeInputError, match="no saved probe"):
         load_probe(tmp_path / "d.safetensors")
+
+
+def test_fixed_vs_refit_with_a_layer_axis_equals_one_call_per_layer():
+    rng = np.random.default_rng(0)
+    acts, coef, intercept = rng.normal(size=(3, 2, 7, 5)), rng.normal(size=(3, 2, 5)), rng.normal(size=(3, 2))
+    both = fixed_vs_refit(acts, coef, intercept, fixed_at=1)
+    assert both["fixed"].shape == both["refit"].shape == (3, 2, 7)
+    for layer in range(2):
+        one = fixed_vs_refit(acts[:, layer], coef[:, layer], intercept[:, layer], fixed_at=1)
+        np.testing.assert_array_equal(both["fixed"][:, layer], one["fixed"])
+        np.testing.assert_array_equal(both["refit"][:, layer], one["refit"])
+    np.testing.assert_array_equal(both["fixed"][1], both["refit"][1])
+
+
+def test_cosine_matrix_of_a_degenerate_direction():
+    dirs = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    with pytest.raises(ProbeInputError, match="zero norm"):
+        cosine_matrix(dirs)
+    m = cosine_matrix(dirs, zero_norm="nan")
+    assert np.isnan(m[1]).all() and np.isnan(m[:, 1]).all()
+    assert m[0, 2] == pytest.approx(np.sqrt(0.5))
+    with pytest.raises(ProbeInputError, match="zero_norm"):
+        cosine_matrix(dirs, zero_norm="zero")

@@ -14,16 +14,17 @@ from experiments.materials.statements import probe_statements, verdict_variants
 from experiments.materials.world import World
 
 
-def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last") -> dict:
-    """The base-model figures as fractions in [0, 1], plus the per-layer probe profile."""
+def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic") -> dict:
+    """The base-model figures as fractions in [0, 1], plus the per-layer probe profile
+    (held-out accuracy of the ``estimator`` probe, ``eval.probe``, at every layer)."""
     per_claim = [belief.claim_belief(lm, c) for c in world.claims]
     kinds = ("belief_forced_choice", "belief_yesno", "belief_verdict")
     statements = probe_statements(world)
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
-    probes = readout.fit_layer_probes(acts, statements, probe_C)
+    probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
+    profile = readout.heldout_accuracy(acts, statements, probes).tolist()
     test = np.array([s.split == "test" for s in statements])
     y = np.array([s.label for s in statements])
-    profile = [float(((p.p_true(acts[test, i]) > 0.5) == y[test]).mean()) for i, p in enumerate(probes)]
     texts = [s.text for s in statements]
     says_true = interp.continuation_logprobs(lm, texts, ["true"] * len(texts)) > interp.continuation_logprobs(lm, texts, ["false"] * len(texts))
     verdict_acc = float((says_true.numpy()[test] == y[test]).mean())

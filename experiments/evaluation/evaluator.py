@@ -27,7 +27,7 @@ class Evaluator:
         self.cfg, self.materials, self.world = cfg, materials, materials.world
         self.statements = materials.probe_statements()
         self.claim_stmts = materials.claim_statements()
-        self.fixed: list[readout.LayerProbe] | None = None
+        self.fixed: readout.SweepResult | None = None  # the base model's per-layer probes
 
     def activations(self, lm) -> tuple[np.ndarray, np.ndarray]:
         kw = dict(position=self.cfg.eval.position, batch_size=self.cfg.eval.batch_size)
@@ -37,7 +37,7 @@ class Evaluator:
 
     def fit_fixed(self, lm) -> None:
         acts, _ = self.activations(lm)
-        self.fixed = readout.fit_layer_probes(acts, self.statements, self.cfg.eval.probe_C)
+        self.fixed = readout.fit_probes(acts, self.statements, estimator=self.cfg.eval.probe, C=self.cfg.eval.probe_C)
 
     @property
     def incontext_condition(self) -> str:
@@ -66,7 +66,7 @@ class Evaluator:
                                               batch_size=self.cfg.eval.batch_size)
             rows += incontext.incontext_rows(sweep)
         acts, claim_acts = self.activations(lm)
-        refit = readout.fit_layer_probes(acts, self.statements, self.cfg.eval.probe_C)
+        refit = readout.fit_probes(acts, self.statements, estimator=self.cfg.eval.probe, C=self.cfg.eval.probe_C)
         rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed)
         return pd.DataFrame(rows)
 

@@ -335,17 +335,14 @@ def projection_figure(acts: Mapping[str, np.ndarray], claim_acts: Mapping[str, n
     return fig
 
 
-def _cosine_matrix(d: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(d, axis=-1, keepdims=True)
-    unit = np.divide(d, norm, out=np.zeros_like(d, dtype=float), where=norm > 0)
-    return unit @ unit.T
-
-
 def direction_similarity_figure(directions: Mapping[str, np.ndarray], steps: Sequence[int], *,
                                 layer: int | None = None) -> go.Figure:
     """Cosine similarity between probe directions at every pair of checkpoints, one heatmap
     per condition. ``directions[condition]`` is ``[n_steps, d]`` or ``[n_seeds, n_steps, d]``
-    (the matrix is then averaged over seeds)."""
+    (the matrix is then averaged over seeds). A degenerate (zero) direction has no angle: its
+    cells are left blank."""
+    from probes.tracking import cosine_matrix  # lazily: the probes package loads torch
+
     conditions = list(directions)
     fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=conditions, horizontal_spacing=0.06)
     names = [str(int(s)) for s in steps]
@@ -354,7 +351,7 @@ def direction_similarity_figure(directions: Mapping[str, np.ndarray], steps: Seq
         d = d[None] if d.ndim == 2 else d
         if d.shape[1] != len(steps):
             raise UserError(f"directions[{cond!r}] has {d.shape[1]} checkpoints; expected {len(steps)}")
-        cos = np.mean([_cosine_matrix(s) for s in d], axis=0)
+        cos = np.mean([cosine_matrix(s, zero_norm="nan") for s in d], axis=0)
         fig.add_trace(go.Heatmap(z=cos, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
                                  showscale=(j == 1), colorbar=dict(title="cosine"),
                                  texttemplate="%{z:.2f}", textfont=dict(size=9),
@@ -371,6 +368,8 @@ def direction_drift_figure(directions: Mapping[str, np.ndarray], steps: Sequence
     panel per condition. ``directions[condition]`` is ``[n_seeds, n_steps, n_layers, d]``
     (or without the seed axis); lines are means over seeds. Layers whose probe is
     degenerate (zero direction) are left out."""
+    from probes.tracking import cosine_to_reference  # lazily: the probes package loads torch
+
     conditions = list(directions)
     fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=conditions, shared_yaxes=True)
     first = np.asarray(directions[conditions[0]])
@@ -380,12 +379,11 @@ def direction_drift_figure(directions: Mapping[str, np.ndarray], steps: Sequence
         d = np.asarray(directions[cond], dtype=float)
         d = d[None] if d.ndim == 3 else d
         norm = np.linalg.norm(d, axis=-1)
-        unit = np.divide(d, norm[..., None], out=np.zeros_like(d), where=norm[..., None] > 0)
-        cos = (unit * unit[:, :1]).sum(-1)  # [S, T, L]
         for layer in range(n_layers):
             if not (norm[:, :, layer] > 0).all():
                 continue
-            fig.add_trace(go.Scatter(x=list(steps), y=cos[:, :, layer].mean(0), mode="lines+markers",
+            cos = cosine_to_reference(d[:, :, layer], axis=1)  # [S, T]: each step vs the base model's
+            fig.add_trace(go.Scatter(x=list(steps), y=cos.mean(0), mode="lines+markers",
                                      name=f"layer {layer}", legendgroup=f"layer {layer}", showlegend=(j == 1),
                                      line=dict(color=palette[layer % len(palette)])), row=1, col=j)
     fig.update_yaxes(range=[-1.05, 1.05])

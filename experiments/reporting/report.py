@@ -166,12 +166,12 @@ def _write_entry(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) ->
 
 
 def checkpoint_activations(model_dir, statements, claim_stmts, *, position: str = "last", batch_size: int | None = None,
-                           probe_C: float = 0.1, device=None) -> dict[str, np.ndarray]:
+                           probe_C: float = 0.1, estimator: str = "logistic", device=None) -> dict[str, np.ndarray]:
     """Activations of one checkpoint at every layer, plus its refit truth probe per layer.
 
     Returns ``acts [n, L, d]``, ``claim_acts [m, L, d]``, ``coef [L, d]``, ``intercept [L]``.
-    The probe is the pipeline's (``readout.fit_layer_probes``), so directions match the
-    readings in ``metrics.csv``.
+    The probe is the pipeline's (``readout.fit_probes`` with ``estimator``, ``eval.probe``),
+    so directions match the readings in ``metrics.csv``.
     """
     import interp
     from experiments.evaluation import readout
@@ -180,9 +180,8 @@ def checkpoint_activations(model_dir, statements, claim_stmts, *, position: str 
     kw = dict(position=position, batch_size=batch_size)
     acts = interp.residuals(lm, [s.text for s in statements], **kw).numpy()
     claim_acts = interp.residuals(lm, [c.text for c in claim_stmts], **kw).numpy()
-    fitted = readout.fit_layer_probes(acts, statements, probe_C)
-    return {"acts": acts, "claim_acts": claim_acts, "coef": np.stack([np.ravel(p.coef) for p in fitted]),
-            "intercept": np.array([float(np.ravel(p.intercept)[0]) for p in fitted])}
+    fitted = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
+    return {"acts": acts, "claim_acts": claim_acts, "coef": fitted.coef, "intercept": fitted.intercept}
 
 
 def _device(configured: str | None) -> str:
@@ -228,7 +227,7 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
         for cond, seed, step, model_dir in tqdm(todo, desc="figure activations", leave=False, disable=not progress):
             entry = checkpoint_activations(model_dir, statements, claim_stmts, position=cfg.eval.position,
                                            batch_size=cfg.eval.batch_size, probe_C=cfg.eval.probe_C,
-                                           device=_device(cfg.device))
+                                           estimator=cfg.eval.probe, device=_device(cfg.device))
             _write_entry(_cache_file(run_dir, cond, seed, step), entry, fingerprint)
             entries[(cond, seed, step)] = entry
     out = {k: {} for k in ("acts", "claim_acts", "coef", "intercept")}

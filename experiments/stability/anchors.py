@@ -153,7 +153,7 @@ def phase1_training(kind: str, weight: float, *, base_lm, base_path, world: Worl
 
     ``token_docs`` are the tokenized negated training documents (the same, in the same order
     for a given seed, as the unanchored run's when the anchor adds no data); ``probe`` is the
-    fixed base probe (``readout.LayerProbe``) at ``probe_layer``; ``base_path`` loads the
+    fixed base probe at ``probe_layer`` (``evaluator.fixed[layer]``: ``.coef``, ``.intercept``); ``base_path`` loads the
     frozen KL reference (full finetuning; with LoRA the adapters switched off are the reference).
     """
     tok = base_lm.tokenizer

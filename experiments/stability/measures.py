@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 import interp
-from experiments.evaluation import belief
+from experiments.evaluation import belief, readout
 from experiments.materials import Materials
 from experiments.materials.conditions import LabelledDocument
 from experiments.errors import UserError
@@ -71,14 +71,7 @@ def fixed_reading_rows(lm, evaluator) -> list[dict]:
     stmts = evaluator.claim_stmts
     acts = interp.residuals(lm, [c.text for c in stmts], position=evaluator.cfg.eval.position,
                             batch_size=evaluator.cfg.eval.batch_size).numpy()
-    rows = []
-    for layer, probe in enumerate(evaluator.fixed):
-        p = probe.p_true(acts[:, layer])
-        for claim in sorted({c.claim for c in stmts}):
-            for kind, metric in (("claim", "probe_p_true_fixed"), ("true_fact", "probe_p_true_truefact_fixed")):
-                sel = np.array([c.claim == claim and c.kind == kind for c in stmts])
-                rows.append({"layer": layer, "claim": claim, "metric": metric, "value": float(p[sel].mean())})
-    return rows
+    return readout.claim_rows(acts, stmts, evaluator.fixed, "fixed")
 
 
 def interpolate_states(a: dict, b: dict, alpha: float) -> dict:

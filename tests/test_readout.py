@@ -1,0 +1,187 @@
+"""Per-checkpoint probe readings (experiments.evaluation.readout) with every estimator of
+``eval.probe``, on planted activations where the truth direction is known."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.config import PROBE_ESTIMATORS, load_config
+from experiments.errors import UserError
+from experiments.evaluation import readout
+from experiments.materials.statements import ClaimStatement, Statement
+from probes.sweep import METHODS
+
+N_LAYERS, D = 3, 16
+
+
+def planted_statements(n_subjects=80, facts_per_subject=2, seed=0):
+    """Statements as ``materials.statements`` makes them: per fact A(o), A(o'), not A(o),
+    not A(o'); a quarter of the subjects held out."""
+    out = []
+    for s in range(n_subjects):
+        split = "test" if s % 4 == 0 else "train"
+        for f in range(facts_per_subject):
+            for negated in (False, True):
+                for correct in (True, False):
+                    out.append(Statement(f"s{s} f{f} {'not ' * negated}{correct}", correct != negated, negated,
+                                         f"s{s}", split))
+    return out
+
+
+def basis(seed=1):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(D, 4)))
+    return q.T  # rows: two truth directions (a checkpoint's and a rotated one), negation offset, spare
+
+
+def plant(truth: list[bool], negated: list[bool], direction: np.ndarray, seed: int, margin: float = 6.0):
+    """``[n, L, d]``: content shared by each group of four statements (one fact) + a negation
+    offset + (+-margin/2) along ``direction`` at layers 1.. (layer 0 carries no truth, like
+    the embeddings) + noise."""
+    rng = np.random.default_rng(seed)
+    q = basis()
+    tau = np.where(truth, 1.0, -1.0)[:, None]
+    pol = np.where(negated, -1.0, 1.0)[:, None]
+    content = rng.normal(size=((len(truth) + 3) // 4, D))[np.arange(len(truth)) // 4]
+    base = content + 0.5 * rng.normal(size=content.shape) + 2.0 * pol * q[2]
+    acts = np.stack([base + 0.3 * rng.normal(size=base.shape) for _ in range(N_LAYERS)], axis=1)
+    acts[:, 1:] += (tau * margin / 2 * direction)[:, None, :]
+    return acts.astype(np.float32)
+
+
+# Claim statements: "c_false" is placed on the false side and has a true fact on the true side;
+# "c_true" (as in an imported claim pack) has only the claim, placed on the true side.
+CLAIMS = ([ClaimStatement("c_false", "claim", f"false claim {i}") for i in range(3)]
+          + [ClaimStatement("c_false", "true_fact", f"true fact {i}") for i in range(3)]
+          + [ClaimStatement("c_true", "claim", f"true claim {i}") for i in range(3)])
+CLAIM_TRUTH = [False] * 3 + [True] * 3 + [True] * 3
+
+
+def checkpoint(direction, seed):
+    stmts = planted_statements()
+    acts = plant([s.label for s in stmts], [s.negated for s in stmts], direction, seed)
+    claim_acts = plant(CLAIM_TRUTH, [False] * len(CLAIMS), direction, seed + 100)
+    return stmts, acts, claim_acts
+
+
+def table(rows) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    return frame.assign(claim=frame.get("claim"))
+
+
+def value(frame, metric, layer, claim=None):
+    sel = (frame.metric == metric) & (frame.layer == layer)
+    if claim is not None:
+        sel &= frame.claim == claim
+    assert sel.sum() == 1, (metric, layer, claim)
+    return float(frame[sel].value.iloc[0])
+
+
+def test_config_offers_exactly_what_probes_fit():
+    assert set(PROBE_ESTIMATORS) == set(METHODS)
+    assert load_config("tiny").eval.probe == "logistic"
+
+
+@pytest.mark.parametrize("estimator", PROBE_ESTIMATORS)
+def test_every_estimator_reads_planted_truth(estimator):
+    stmts, acts, claim_acts = checkpoint(basis()[0], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probes = readout.fit_probes(acts, stmts, estimator=estimator, C=0.1)
+        frame = table(readout.probe_rows(acts, stmts, claim_acts, CLAIMS, probes, probes))
+    assert len(probes) == N_LAYERS and frame.value.notna().all()
+    for layer in (1, 2):
+        for kind in ("refit", "fixed"):
+            assert value(frame, f"probe_acc_{kind}", layer) > 0.9
+            assert value(frame, f"probe_acc_negated_{kind}", layer) > 0.9
+            assert value(frame, f"probe_p_true_{kind}", layer, "c_false") < 0.35
+            assert value(frame, f"probe_p_true_truefact_{kind}", layer, "c_false") > 0.65
+            assert value(frame, f"probe_p_true_{kind}", layer, "c_true") > 0.65
+    assert value(frame, "probe_acc_refit", 0) < 0.75  # no truth at layer 0: near chance
+    # a claim without true-fact statements gives no truefact rows (and no NaN)
+    assert not ((frame.claim == "c_true") & frame.metric.str.contains("truefact")).any()
+    assert sorted(readout.heldout_accuracy(acts, stmts, probes)) == sorted(
+        frame[frame.metric == "probe_acc_refit"].value)
+    # the stability protocol's fixed readings are the same rows as the claim part of probe_rows
+    claims_only = table(readout.claim_rows(claim_acts, CLAIMS, probes, "fixed"))
+    expected = frame[frame.metric.str.startswith("probe_p_true") & frame.metric.str.endswith("_fixed")]
+    assert claims_only.reset_index(drop=True).equals(expected.reset_index(drop=True)[claims_only.columns])
+
+
+@pytest.mark.parametrize("estimator", PROBE_ESTIMATORS)
+def test_fixed_and_refit_part_when_the_truth_direction_rotates(estimator):
+    """Checkpoint 0 carries truth along u0, checkpoint 1 along u1 (orthogonal): the base
+    model's (fixed) probe loses the reading that the refit probe keeps."""
+    u0, u1 = basis()[:2]
+    stmts, acts0, _ = checkpoint(u0, seed=0)
+    _, acts1, claims1 = checkpoint(u1, seed=1)
+    fixed = readout.fit_probes(acts0, stmts, estimator=estimator)
+    refit = readout.fit_probes(acts1, stmts, estimator=estimator)
+    frame = table(readout.probe_rows(acts1, stmts, claims1, CLAIMS, refit, fixed))
+    for layer in (1, 2):
+        assert value(frame, "probe_acc_refit", layer) > 0.9
+        assert value(frame, "probe_acc_fixed", layer) < 0.7
+        assert value(frame, "probe_p_true_refit", layer, "c_true") > 0.65
+        assert value(frame, "probe_p_true_refit", layer, "c_true") - value(frame, "probe_p_true_fixed", layer,
+                                                                             "c_true") > 0.3
+
+
+def test_logistic_is_exactly_the_single_logistic_probe():
+    from probes import LogisticProbe
+
+    stmts, acts, claim_acts = checkpoint(basis()[0], seed=0)
+    probes = readout.fit_probes(acts, stmts, C=0.1)
+    train = np.array([s.split == "train" for s in stmts])
+    y = np.array([s.label for s in stmts])
+    for layer in range(N_LAYERS):
+        single = LogisticProbe(C=0.1).fit(acts[train, layer], y[train])
+        np.testing.assert_array_equal(probes[layer].coef, single.coef_)
+        np.testing.assert_array_equal(probes[layer].p_true(claim_acts[:, layer]),
+                                      single.predict_proba(claim_acts[:, layer])[:, 1])
+
+
+def test_ccs_pairs_each_affirmative_statement_with_its_negation():
+    stmts = planted_statements(n_subjects=2, facts_per_subject=2)
+    pairs = readout.contrast_pairs(stmts)
+    assert len(pairs) == len(stmts) // 2
+    for a, b in pairs:
+        assert not stmts[a].negated and stmts[b].negated and stmts[a].subject == stmts[b].subject
+        assert stmts[a].text.split()[-1] == stmts[b].text.split()[-1]  # the same object, negated
+        assert stmts[a].label != stmts[b].label
+    with pytest.raises(UserError, match="'ccs' .* 2 affirmative and 1 negated"):
+        readout.contrast_pairs(stmts[:3])
+
+
+@pytest.mark.parametrize("estimator", PROBE_ESTIMATORS)
+def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimator):
+    """Through the pipeline's Evaluator on the tiny run's base model: every probe metric is
+    present and finite, and fixed equals refit on the model the fixed probe was fit on."""
+    import interp
+    from experiments.artifacts.rundir import RunDir
+    from experiments.evaluation.evaluator import Evaluator
+    from experiments.materials import load_materials
+
+    out, _ = tiny_run
+    cfg = load_config("tiny", overrides=[f'eval.probe="{estimator}"'])
+    ev = Evaluator(cfg, load_materials(cfg))
+    lm = interp.load_model(RunDir(out).base_model)
+    ev.fit_fixed(lm)
+    frame = ev.evaluate(lm)
+    probe = frame[frame.metric.str.startswith("probe_")]
+    assert len(probe) == (cfg.model.n_layers + 1) * 2 * (2 + 2 * cfg.world.n_claims)
+    assert probe.value.between(0, 1).all()
+    fixed = probe[probe.metric.str.endswith("_fixed")].value.to_numpy()
+    refit = probe[probe.metric.str.endswith("_refit")].value.to_numpy()
+    np.testing.assert_allclose(fixed, refit, atol=1e-12)
+
+
+def test_bad_probe_estimator_is_one_line_and_exit_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "tiny", "--set", 'eval.probe="svm"', "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["neglect: error: config key 'eval.probe' must be one of "
+                   "['logistic', 'mass_mean', 'polarity_aware', 'ccs']; got 'svm'"]
+    assert not out.exists()
