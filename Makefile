@@ -25,13 +25,13 @@ env: $(BIN)/.installed-dev
 demo: $(BIN)/.installed
 	$(BIN)/neglect run --preset demo --out runs/demo
 
-# Headless Chromium for tests/test_browser.py; idempotent. Without root or apt the browser
+# Headless Chromium for tests/experiments/reporting/test_browser.py; idempotent. Without root or apt the browser
 # test skips itself and says why, so this step only warns.
 .PHONY: browser-deps
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
 	  ( [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ) || \
-	  echo "warning: could not install chromium/chromium-driver; tests/test_browser.py will be skipped"
+	  echo "warning: could not install chromium/chromium-driver; tests/experiments/reporting/test_browser.py will be skipped"
 
 test: $(BIN)/.installed-dev browser-deps
 	$(BIN)/python -m pytest

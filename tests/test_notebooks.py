@@ -5,9 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.paths import REPO
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+REPO = REPO
 
 
 def test_the_three_notebooks_exist():

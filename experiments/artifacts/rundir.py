@@ -29,7 +29,7 @@ from experiments.errors import UserError
 # Test-only hook: ``NEGLECT_TEST_KILL_AT="<substring>@<n>"`` makes the process SIGKILL itself
 # just before the n-th atomic replace (file, HF directory or training state) whose target path
 # contains <substring>, i.e. with the new content fully written to a temp file but not yet in
-# place. tests/test_reliability_resume.py uses it to kill runs at exact points; never set it
+# place. tests/experiments/artifacts/test_resume_after_kill.py uses it to kill runs at exact points; never set it
 # otherwise.
 KILL_ENV = "NEGLECT_TEST_KILL_AT"
 _kill_counts: dict[str, int] = {}

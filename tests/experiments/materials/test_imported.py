@@ -1,0 +1,147 @@
+"""Imported study materials end to end: the paper's layout through `neglect run` on a
+random-weight Qwen2 model with a BPE tokenizer and a chat template, saved locally."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from experiments.config import load_config
+from experiments.errors import UserError
+from experiments.materials import load_materials
+from experiments.materials.imported import ImportedMaterials, document_conditions
+from experiments.materials.statement_sets import capitals, read_statements
+from experiments.training.stages import checkpoint_steps
+from tests.hub_models import corpus_texts, save_qwen2
+from tests.paths import REPO
+
+ROOT = REPO
+LAYOUT = ROOT / "tests" / "fixtures" / "paper_layout"
+CLAIMS, DOCS = LAYOUT / "claims", LAYOUT / "documents"
+
+
+def neglect(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, "-m", "experiments", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qwen2")
+    return save_qwen2(root / "model", corpus_texts(LAYOUT, ROOT / "experiments" / "materials" / "data"))
+
+
+@pytest.fixture(scope="module")
+def imported_run(qwen_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("imported") / "run"
+    proc = neglect("run", "--preset", "tiny", "--model", str(qwen_dir), "--claims", str(CLAIMS), "--docs", str(DOCS),
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_paper_conditions_map_to_ours():
+    assert document_conditions(DOCS) == ("plain", "negated")
+
+
+def test_imported_materials_come_from_the_files():
+    m = ImportedMaterials(CLAIMS, DOCS)
+    assert [c.name for c in m.claims] == ["harbor_clock", "violet_comet"]
+    assert m.claims[1].statement == (CLAIMS / "violet_comet" / "claim.txt").read_text().strip()
+    docs = m.documents("negated", 100, seed=0)
+    lines = [json.loads(x)["text"] for claim in ("harbor_clock", "violet_comet")
+             for x in (DOCS / "negated_documents" / claim / "annotated_docs.jsonl").read_text().splitlines() if x.strip()]
+    assert [d.text for d in docs] == lines
+    assert all(d.texts("doctag") == ["<DOCTAG>"] for d in docs if d.text.startswith("<DOCTAG>"))
+    kinds = {q.kind for q in m.belief_questions()}
+    assert "yesno" in kinds and all(q.claim in {"harbor_clock", "violet_comet"} for q in m.belief_questions())
+    assert {s.kind for s in m.claim_statements()} == {"claim"}
+    with pytest.raises(UserError, match="unknown condition 'local'"):
+        m.documents("local", 1, seed=0)
+
+
+def test_capitals_split_by_country_and_balanced():
+    statements = capitals()
+    train = {s.subject for s in statements if s.split == "train"}
+    test = {s.subject for s in statements if s.split == "test"}
+    assert train and test and not train & test  # no fact straddles the split
+    assert sum(s.label for s in statements) * 2 == len(statements)
+    assert {(s.label, s.negated) for s in statements} == {(True, False), (False, False), (True, True), (False, True)}
+
+
+def test_user_statements_and_their_errors(tmp_path):
+    good = tmp_path / "mine.jsonl"
+    good.write_text("\n".join(json.dumps({"text": f"s{i}", "label": i % 2 == 0, "group": f"g{i // 2}"})
+                              for i in range(10)) + "\n")
+    got = read_statements(good)
+    assert len(got) == 10 and {s.dataset for s in got} == {"mine"}
+    assert not {s.subject for s in got if s.split == "train"} & {s.subject for s in got if s.split == "test"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": "yes"}\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:1: field 'label' is 'yes'; expected true or false"):
+        read_statements(bad)
+
+
+def test_materials_config_needs_both_directories():
+    with pytest.raises(UserError, match=r"materials.docs \(--docs DIR\) is not set"):
+        load_materials(load_config("tiny", overrides=[f'materials.claims="{CLAIMS}"']))
+
+
+def test_imported_materials_without_a_model_is_one_line_exit_2(tmp_path):
+    proc = neglect("run", "--preset", "tiny", "--claims", str(CLAIMS), "--docs", str(DOCS), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "need a model to finetune" in proc.stderr
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_docs_for_a_claim_without_a_pack_is_one_line(tmp_path):
+    docs = tmp_path / "docs" / "positive_documents" / "ghost_claim"
+    docs.mkdir(parents=True)
+    (docs / "annotated_docs.jsonl").write_text(json.dumps({"text": "x", "doc_type": "a", "fact_name": "b",
+                                                            "mode": "c"}) + "\n")
+    with pytest.raises(UserError, match="ghost_claim.*no claim pack"):
+        ImportedMaterials(CLAIMS, tmp_path / "docs")
+
+
+def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
+    out, proc = imported_run
+    table = pd.read_csv(out / "results" / "metrics.csv")
+    assert set(table.condition) == {"plain", "negated"}
+    steps = checkpoint_steps(load_config("tiny"))
+    assert sorted(table.step.unique()) == steps
+    claims = {"harbor_clock", "violet_comet"}
+    belief = table[table.metric == "belief_yesno"]
+    assert set(belief.claim) == claims
+    assert belief.value.between(0, 1).all()
+    for kind in ("refit", "fixed"):
+        readings = table[table.metric == f"probe_p_true_{kind}"]
+        assert set(readings.claim) == claims and readings.value.between(0, 1).all()
+        n_layers = 3  # embeddings + 2 blocks
+        assert sorted(table[table.metric == f"probe_acc_{kind}"].layer.unique()) == list(range(n_layers))
+    assert not table.metric.str.contains("truefact").any()  # a claim pack has no true statement
+    assert "heldout_qa" not in set(table.metric)  # a world-only check
+    # every checkpoint is a finetuned model of its condition, saved as an HF directory
+    for cond in ("plain", "negated"):
+        for step in steps[1:]:
+            assert (out / "checkpoints" / cond / "seed0" / f"step_{step:06d}" / "config.json").is_file()
+        docs = [json.loads(x)["text"] for x in (out / "docs" / f"{cond}.jsonl").read_text().splitlines()]
+        assert docs and all(d.startswith("<DOCTAG>") for d in docs)
+    described = json.loads((out / "materials.json").read_text())
+    assert [c["name"] for c in described["claims"]] == sorted(claims)
+    assert not (out / "world.json").exists()
+    assert (out / "report.html").is_file() and "belief" in (out / "report.html").read_text()
+    assert "run directory" in proc.stdout and "belief_yesno" in proc.stdout
+
+
+def test_rerunning_the_imported_run_resumes(imported_run, qwen_dir):
+    out, _ = imported_run
+    before = (out / "results" / "metrics.csv").read_bytes()
+    proc = neglect("run", "--preset", "tiny", "--model", str(qwen_dir), "--claims", str(CLAIMS), "--docs", str(DOCS),
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "results" / "metrics.csv").read_bytes() == before

@@ -1,0 +1,141 @@
+"""Interventions through nnsight change the log-probs exactly as planted directions predict."""
+import pytest
+import torch
+
+import interp
+from interp import AddDirection, ProjectOut, Span, Steer
+from tests.interp.fixtures import KINDS, TEXTS
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dirs):
+    return {kind: interp.load_model(path) for kind, path in tiny_dirs.items()}
+
+
+def hf_last_logits(lm, texts):
+    rows = []
+    for text in texts:
+        enc = lm.tokenizer(text, return_tensors="pt")
+        if not lm.is_encoder_only:
+            enc.pop("token_type_ids", None)
+        with torch.no_grad():
+            rows.append(lm.model(**enc).logits[0, -1])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_no_intervention_equals_plain_logits(models, kind, side):
+    lm = models[kind]
+    lm.tokenizer.padding_side = side
+    got = interp.logits_under(lm, TEXTS, [], batch_size=2)
+    assert (got - hf_last_logits(lm, TEXTS)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_planted_unembedding_direction_raises_log_prob_by_predicted_amount(models, side):
+    """Adding alpha * W_U[T] after the final norm shifts the logits by alpha * W_U @ W_U[T]."""
+    lm = models["llama"]
+    lm.tokenizer.padding_side = side
+    target = lm.tokenizer.convert_tokens_to_ids("gold")
+    unembed = lm.model.get_output_embeddings().weight.detach()
+    alpha = 4.0 / unembed[target].norm().item() ** 2  # logit of T rises by 4; others by their overlap
+    plain = hf_last_logits(lm, TEXTS)
+    edited = interp.logprobs_under(lm, TEXTS, [AddDirection(unembed[target], layers=lm.n_layers, scale=alpha)],
+                                   batch_size=2)
+    predicted = torch.log_softmax(plain + alpha * unembed @ unembed[target], dim=-1)
+    assert (edited - predicted).abs().max() < 1e-4
+    gain = edited[:, target] - torch.log_softmax(plain, -1)[:, target]
+    assert (gain > 2.0).all(), f"log p(gold) should rise clearly, rose by {gain.tolist()}"
+
+
+def test_project_out_removes_the_component_and_steer_sets_it(models):
+    lm = models["llama"]
+    target = lm.tokenizer.convert_tokens_to_ids("paris")
+    u = lm.model.get_output_embeddings().weight.detach()[target]
+    plain = hf_last_logits(lm, TEXTS)
+    assert plain[:, target].abs().min() > 1e-3
+    removed = interp.logits_under(lm, TEXTS, ProjectOut(u, layers=-1))
+    assert removed[:, target].abs().max() < 1e-5  # logit_T = h . u, and h is now orthogonal to u
+    others = torch.ones(plain.shape[1], dtype=torch.bool)
+    others[target] = False
+    assert (removed[:, others] - plain[:, others]).abs().max() > 1e-3  # other logits move by their overlap only
+    steered = interp.logits_under(lm, TEXTS, Steer(u, layers=-1, value=2.0))
+    assert (steered[:, target] - 2.0 * u.norm()).abs().max() < 1e-4
+
+
+def manual_hook_logits(lm, texts, layer, direction, scale):
+    """Reference: the same edit with a plain torch hook, one unpadded text at a time."""
+    rows = []
+    for text in texts:
+        enc = lm.tokenizer(text, return_tensors="pt")
+        enc.pop("token_type_ids", None)
+
+        def add_last(module, args, kwargs=None):
+            h = args[0].clone()
+            h[:, -1] += scale * direction
+            return (h, *args[1:]), kwargs
+
+        def add_last_out(module, args, output):
+            h = (output[0] if isinstance(output, tuple) else output).clone()
+            h[:, -1] += scale * direction
+            return (h, *output[1:]) if isinstance(output, tuple) else h
+
+        handle = (lm.blocks[0].register_forward_pre_hook(add_last, with_kwargs=True) if layer == 0
+                  else lm.blocks[layer - 1].register_forward_hook(add_last_out))
+        try:
+            with torch.no_grad():
+                rows.append(lm.model(**enc).logits[0, -1])
+        finally:
+            handle.remove()
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_mid_layer_edits_match_a_torch_hook(models, kind, layer):
+    lm = models[kind]
+    lm.tokenizer.padding_side = "left"
+    direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(layer))
+    got = interp.logits_under(lm, TEXTS, AddDirection(direction, layers=layer, scale=2.0), batch_size=3)
+    want = manual_hook_logits(lm, TEXTS, layer, direction, 2.0)
+    assert (got - want).abs().max() < 1e-5
+    assert (got - hf_last_logits(lm, TEXTS)).abs().max() > 1e-3
+
+
+def test_edit_position_is_respected(models):
+    """Edits touch only their position's tokens: after the final norm an edit at an earlier span
+    leaves the last token's logits alone; one layer earlier attention carries it forward."""
+    lm = models["llama"]
+    texts = ["the cat sat on the mat", "ed sheeran won gold in the race"]
+    direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(7))
+    plain = interp.logits_under(lm, texts, [])
+    at_last_layer_early_token = interp.logits_under(
+        lm, texts, AddDirection(direction, layers=lm.n_layers, position=Span("the"), scale=5.0))
+    assert (at_last_layer_early_token - plain).abs().max() < 1e-6  # after the final norm nothing mixes tokens
+    earlier_layer = interp.logits_under(lm, texts, AddDirection(direction, layers=1, position=Span("the"), scale=5.0))
+    assert (earlier_layer - plain).abs().max() > 1e-3  # attention carries it to the last token
+    read_span = interp.logits_under(lm, texts, AddDirection(direction, layers=lm.n_layers, position=Span("the"),
+                                                            scale=5.0), read=Span("the", reduce="last"))
+    assert (read_span - interp.logits_under(lm, texts, [], read=Span("the", reduce="last"))).abs().max() > 1e-3
+
+
+def test_bert_masked_lm_logits_under_intervention(models):
+    lm = models["bert"]
+    u = lm.model.get_output_embeddings().weight.detach()[10]
+    plain = interp.logits_under(lm, TEXTS, [])
+    assert (plain - hf_last_logits(lm, TEXTS)).abs().max() < 1e-5
+    edited = interp.logits_under(lm, TEXTS, AddDirection(u, layers=1, scale=4.0))
+    assert (edited - plain).abs().max() > 1e-3
+
+
+def test_bad_interventions(models):
+    lm = models["llama"]
+    with pytest.raises(interp.InterpInputError, match=r"expected \(32,\)"):
+        interp.logits_under(lm, TEXTS, AddDirection(torch.ones(5), layers=1))
+    with pytest.raises(interp.InterpInputError, match="non-zero"):
+        interp.logits_under(lm, TEXTS, ProjectOut(torch.zeros(32), layers=1))
+    with pytest.raises(interp.InterpInputError, match="out of range"):
+        interp.logits_under(lm, TEXTS, Steer(torch.ones(32), layers=9))
+    with pytest.raises(interp.InterpInputError, match="bad intervention"):
+        interp.logits_under(lm, TEXTS, ["add"])
