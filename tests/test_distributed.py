@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from experiments.training import distributed
 from experiments.errors import UserError
-from experiments.artifacts.rundir import KILL_ENV
+from experiments.artifacts.atomic import KILL_ENV
 from tests.ddp_worker import run
 from tests.test_training_support import flat_weights
 

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from experiments.errors import UserError
-from experiments.artifacts.rundir import atomic_write_text
+from experiments.artifacts.atomic import atomic_write_text
 from experiments.evaluation.scoring import Prompt, render, uses_chat_template
 from experiments.materials.world import World
 from interp import LoadedModel
