@@ -20,6 +20,7 @@ says why (``ENOSPC`` full disk, ``EFBIG`` file-size limit, ``EACCES``/``EPERM`` 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -29,7 +30,7 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 CHECKSUMS = ".neglect_checksums.json"
 TEMP_PREFIX = ".tmp-"  # every temp file and directory starts so (a killed run's leftovers are removed by it)
@@ -153,6 +154,52 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
+def _replace(staged: Path, path: Path) -> None:
+    """Rename ``staged`` to ``path``; a directory (or anything) in the way of a staged directory
+    is moved aside first and removed after, or put back when the rename fails."""
+    if not staged.is_dir() or not (path.exists() or path.is_symlink()):
+        os.replace(staged, path)
+        return
+    holder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}old-{path.name}."))
+    os.replace(path, holder / path.name)
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        os.replace(holder / path.name, path)
+        raise
+    finally:
+        if path.exists():  # the replaced content, or the empty holder it went back from
+            _remove(holder)
+
+
+@contextlib.contextmanager
+def _staged(path: Path, directory: bool) -> Iterator[Path]:
+    """A temp file (or directory) next to ``path`` for the body to fill; renamed into place
+    when the body returns (after the kill-point hook), removed when anything fails, and a
+    failure of the file system raised as a :class:`WriteError` naming ``path``."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}."))
+        else:
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
+            os.close(fd)
+            tmp = Path(name)
+        yield tmp
+        kill_point(path)
+        _replace(tmp, path)
+        tmp = None
+        _fsync_path(path.parent)
+    except BaseException as exc:
+        error = _as_write_error(exc, path, tmp or path)
+        if tmp is not None:
+            _remove(tmp)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def write_file(path: str | Path, data: Data) -> Path:
     """Write one file atomically and durably.
 
@@ -169,32 +216,15 @@ def write_file(path: str | Path, data: Data) -> Path:
     write; the previous file, if any, is then untouched and no temp file remains.
     """
     path = Path(path)
-    if isinstance(data, (bytes, bytearray, memoryview)) and _same_bytes(path, bytes(data)):
+    if not callable(data) and _same_bytes(path, bytes(data)):
         return path
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
-        tmp = Path(name)
+    with _staged(path, directory=False) as tmp:
         if callable(data):
-            os.close(fd)
             data(tmp)
         else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            tmp.write_bytes(data)
         _fsync_path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
-        kill_point(path)
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_path(path.parent)
-    except BaseException as exc:
-        error = _as_write_error(exc, path, tmp or path)
-        if tmp is not None:
-            _remove(tmp)
-        if error is None:
-            raise
-        raise error from exc
     return path
 
 
@@ -215,44 +245,13 @@ def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     if any, is then untouched and no staging directory remains.
     """
     path = Path(path)
-    staged = old = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}."))
+    with _staged(path, directory=True) as staged:
         fill(staged)
         files = sorted(p for p in staged.rglob("*") if p.is_file() and p.name != CHECKSUMS)
         sums = {p.relative_to(staged).as_posix(): file_digest(p) for p in files}
-        with open(staged / CHECKSUMS, "w") as f:
-            f.write(json.dumps(sums, indent=1, sort_keys=True))
+        (staged / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True))
         file_mode, dir_mode = 0o666 & ~_umask(), 0o777 & ~_umask()
-        for p in sorted(staged.rglob("*"), reverse=True) + [staged]:
-            if p.is_file():
-                _fsync_path(p)
+        for p in sorted(staged.rglob("*"), reverse=True) + [staged]:  # files before their directories
             os.chmod(p, dir_mode if p.is_dir() else file_mode)
-            if p.is_dir():
-                _fsync_path(p)
-        kill_point(path)
-        if path.exists() or path.is_symlink():  # moved aside, so the rename below cannot meet it
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}old-{path.name}."))
-            os.replace(path, old / path.name)
-            try:
-                os.replace(staged, path)
-            except BaseException:
-                os.replace(old / path.name, path)
-                raise
-        else:
-            os.replace(staged, path)
-        staged = None
-        _fsync_path(path.parent)
-    except BaseException as exc:
-        error = _as_write_error(exc, path, staged or path)
-        if staged is not None:
-            _remove(staged)
-        if error is None:
-            raise
-        raise error from exc
-    finally:
-        if old is not None and path.exists():  # the replaced directory, or the empty holder it went back from
-            _remove(old)
+            _fsync_path(p)
     return path
-
