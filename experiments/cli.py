@@ -9,10 +9,11 @@
     neglect docs [--preset demo] [--condition negated] [-n 3]
 
 User errors print one line (``neglect: error: ...``) and exit 2; ``--debug`` shows the traceback.
-Errors of the file system are one line too: exit 2 when the user can fix them (full disk, no
-permission, read-only file system, a file where a directory is expected, ...; see
-``USER_ERRNOS``), exit 1 for other I/O failures. Finished results are kept in every case and
-rerunning the same command resumes.
+Errors of the file system are one line too, whatever library met them (every write goes through
+``probes._atomic``, which turns them into an ``OSError`` naming the file): exit 2 when the user
+can fix them (full disk, file-size limit, no permission, read-only file system, a file where a
+directory is expected, ...; see ``USER_ERRNOS``), exit 1 for other I/O failures. Finished
+results are kept in every case and rerunning the same command resumes.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import errno
 import os
 import sys
 
-USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-               errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
+USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+               errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
+_HINTS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+          errno.EFBIG: "raise the file-size limit (ulimit -f) or choose another --out"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,11 +36,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def os_error_line(exc: OSError) -> str:
+    from probes._atomic import WriteError
+
     where = f" {str(exc.filename)!r}" if exc.filename else ""
     what = exc.strerror or str(exc)
-    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space"}.get(
-        exc.errno, "choose another --out or fix the permissions")
-    return (f"cannot write or read{where}: {what}; {hint} and rerun the same command "
+    hint = _HINTS.get(exc.errno, "choose another --out or fix the permissions")
+    verb = "write" if isinstance(exc, WriteError) else "write or read"
+    return (f"cannot {verb}{where}: {what}; {hint} and rerun the same command "
             "(finished results are kept and the run resumes)")
 
 

@@ -1,11 +1,14 @@
 """Run configuration: nested dataclasses, presets, and strict loading from dicts/JSON/TOML.
 
-Unknown keys and wrong types are user errors naming the dotted key and the expected form.
+Unknown keys, wrong types and non-finite numbers (NaN, inf: JSON's ``NaN``/``Infinity``,
+TOML's ``nan``/``inf``) are user errors naming the dotted key and the expected form, raised
+while the config is built, so before anything is written.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,11 +192,21 @@ def _coerce(hint, value, dotted: str):
         if value is None:
             return None
         hint = [a for a in get_args(hint) if a is not type(None)][0]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        return _finite_float(value, dotted)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise UserError(f"config key {dotted!r} must be {hint.__name__}; got {value!r}")
     return value
+
+
+def _finite_float(value, dotted: str) -> float:
+    """A float key's value: an int or a finite float (NaN and inf, or a string naming them, are refused)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value):
+        return float(value)
+    if number or (isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")):
+        raise UserError(f"config key {dotted!r} must be a finite number; got {value!r}")
+    raise UserError(f"config key {dotted!r} must be float (a finite number); got {value!r}")
 
 
 def _merge(base: dict, over: dict) -> dict:

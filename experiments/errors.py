@@ -1,6 +1,13 @@
-"""The error type for bad user input: the CLI prints its message as one line and exits 2."""
+"""The error type for bad user input (the CLI prints its message as one line and exits 2), and
+the one-line warning for problems recovered from."""
+import sys
 
 
 class UserError(Exception):
     """Bad input from the user (config, paths, documents, labels). The message names the
     bad value and the expected form."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr about something recovered from (e.g. a corrupt file recomputed)."""
+    print(f"neglect: warning: {message}", file=sys.stderr)

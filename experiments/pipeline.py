@@ -20,9 +20,11 @@ from tqdm.auto import tqdm
 
 import interp
 from experiments.artifacts.provenance import load_run_config, record_run
-from experiments.artifacts.rundir import RunDir, atomic_write_csv, atomic_write_json, hf_dir_problem, warn
+from experiments.artifacts.atomic import atomic_write_csv, atomic_write_json
+from experiments.artifacts.checksums import hf_dir_problem
+from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
-from experiments.errors import UserError
+from experiments.errors import UserError, warn
 from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
@@ -134,8 +136,8 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     evaluate_all(run, cfg, materials, base)
     table = collect(run, cfg)
     from experiments.reporting.report import write_report
-    report = run.path("report.html")
-    inputs = [run.metrics, run.path("results", "pretrain_log.csv"), *run.path("results", "train_logs").glob("*.csv")]
+    report = run.report
+    inputs = [run.metrics, run.pretrain_log, *run.train_logs()]
     if not report.is_file() or report.stat().st_mtime_ns < _newest_mtime(inputs):
         write_report(run.root)
     return table
@@ -185,10 +187,10 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
         if col not in interp_table:
             interp_table[col] = None
     interp_table = interp_table[INTERP_COLUMNS]
-    atomic_write_csv(run.path("results", "stability.csv"), table)
-    atomic_write_csv(run.path("results", "stability_seed_stats.csv"), seed_stats)
-    atomic_write_csv(run.path("results", "stability_stats.csv"), stats)
-    atomic_write_csv(run.path("results", "interpolation.csv"), interp_table)
+    atomic_write_csv(run.table("stability"), table)
+    atomic_write_csv(run.table("stability_seed_stats"), seed_stats)
+    atomic_write_csv(run.table("stability_stats"), stats)
+    atomic_write_csv(run.table("interpolation"), interp_table)
     from experiments.reporting.report import write_report
     write_report(run.root)
     return {"stability": table, "stats": stats, "seed_stats": seed_stats, "interpolation": interp_table}

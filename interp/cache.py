@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -117,23 +115,16 @@ class ActivationCache:
         return None
 
     def save(self, key: str, tensor: torch.Tensor, description: dict | None = None) -> Path:
-        """Write atomically: a temp file in the same directory, then ``os.replace``."""
+        """Write atomically and durably through the project's one write primitive
+        (``probes._atomic.write_file``; a refused write raises its ``WriteError``)."""
         from safetensors.torch import save_file
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        from probes._atomic import write_file  # probes is the lowest layer; imported when first needed
+
         tensor = tensor.detach().to(torch.float32).contiguous().cpu()
         meta = {"key": key, "format": FORMAT, "checksum": tensor_checksum(tensor)}
         meta.update({k: str(v) for k, v in (description or {}).items()})
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
-        try:
-            save_file({TENSOR: tensor}, tmp, metadata=meta)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return self.path(key)
+        return write_file(self.path(key), lambda tmp: save_file({TENSOR: tensor}, str(tmp), metadata=meta))
 
     def get_or_compute(self, lm: LoadedModel, texts: list[str], position, layers: list[int],
                        compute: Callable[[], torch.Tensor]) -> torch.Tensor:

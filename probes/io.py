@@ -8,14 +8,13 @@ store the directions of a whole layer x checkpoint sweep.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from probes._atomic import write_file
 from probes._validation import ProbeInputError, to_numpy
 from probes.ccs import CCSProbe
 from probes.linear import LogisticProbe, MassMeanProbe
@@ -42,7 +41,8 @@ def _jsonable(value):
 
 
 def save_directions(path, arrays: dict, metadata: dict | None = None) -> Path:
-    """Write ``arrays`` (name -> array/tensor) and JSON ``metadata`` to ``path`` atomically."""
+    """Write ``arrays`` (name -> array/tensor) and JSON ``metadata`` to ``path`` atomically
+    (``probes._atomic.write_file``: a refused write raises its ``WriteError``, an OSError)."""
     path = Path(path)
     tensors = {}
     for name, value in arrays.items():
@@ -51,16 +51,7 @@ def save_directions(path, arrays: dict, metadata: dict | None = None) -> Path:
             raise ProbeInputError(f"array {name!r} has dtype {a.dtype}; only numeric arrays can be saved")
         tensors[name] = np.ascontiguousarray(a)
     header = {"format": FORMAT, "metadata": json.dumps(metadata or {}, default=_jsonable)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
 def load_directions(path) -> tuple[dict[str, np.ndarray], dict]:

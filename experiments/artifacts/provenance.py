@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
-from experiments.artifacts.rundir import RunDir, atomic_write_json, ensure_writable, warn
+from experiments.artifacts.atomic import atomic_write_json
+from experiments.artifacts.rundir import RunDir, ensure_writable
 from experiments.config import RunConfig, build_config, config_to_dict
-from experiments.errors import UserError
+from experiments.errors import UserError, warn
 
 
 def library_versions() -> dict:

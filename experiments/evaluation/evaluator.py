@@ -13,7 +13,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import interp
-from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
+from experiments.artifacts.atomic import atomic_write_csv
+from experiments.artifacts.checksums import read_csv_or_none
+from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.evaluation import belief, readout
 from experiments.materials.base import Materials

@@ -22,7 +22,7 @@ import pandas as pd
 
 import interp
 from experiments.errors import UserError
-from experiments.artifacts.rundir import atomic_write_text
+from experiments.artifacts.atomic import atomic_write_text
 from experiments.evaluation.scoring import render
 from experiments.materials.base import OpenQuestion
 from interp import LoadedModel

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
+from experiments.artifacts.atomic import atomic_write_csv
+from experiments.artifacts.checksums import read_csv_or_none
+from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.errors import UserError
 from experiments.training.stages import checkpoint_steps

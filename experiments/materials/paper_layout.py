@@ -121,7 +121,7 @@ def _safe_load(path: Path, expected: str) -> Any:
         raise UserError(f"{path}{loc}: malformed YAML ({problem}) (expected {expected})") from None
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) per non-blank line, each checked to have string ``required`` fields."""
     text = _read_text(path, "one JSON object per line")
     rows = []
@@ -257,7 +257,7 @@ def load_documents(root: str | Path, condition: str | None = None, claim: str | 
         path = kdir / DOCS_FILE
         if not path.exists():
             raise UserError(f"{path}: file not found (expected {DOCS_FILE} in every <condition>/<claim>/)")
-        for lineno, obj in _read_jsonl(path, DOC_FIELDS):
+        for lineno, obj in read_jsonl(path, DOC_FIELDS):
             meta = {k: v for k, v in obj.items() if k not in DOC_FIELDS}
             docs.append(Document(obj["text"], obj["doc_type"], obj["fact_name"], obj["mode"],
                                  kdir.parent.name, kdir.name, f"{path}:{lineno}", meta))
@@ -271,4 +271,4 @@ def load_user_jsonl(path: str | Path) -> list[Document]:
     """User documents: one ``{"text": ...}`` per line; other keys are kept in ``meta``."""
     path = Path(path)
     return [Document(obj["text"], source=f"{path}:{lineno}", meta={k: v for k, v in obj.items() if k != "text"})
-            for lineno, obj in _read_jsonl(path, ("text",))]
+            for lineno, obj in read_jsonl(path, ("text",))]

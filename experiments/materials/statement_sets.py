@@ -13,12 +13,12 @@ text) and ``"dataset": str`` (default the file's stem).
 from __future__ import annotations
 
 import csv
-import json
 import random
 from importlib import resources
 from pathlib import Path
 
 from experiments.errors import UserError
+from experiments.materials.paper_layout import read_jsonl
 from experiments.materials.statements import Statement
 
 BUILTIN = ("capitals",)
@@ -55,28 +55,13 @@ def read_statements(path: str | Path) -> list[Statement]:
     """Statements from a user JSONL file (see the module docstring); one-line errors name the
     file, the line and the field."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found (expected JSONL of statements with text and label)") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({type(exc).__name__}); expected UTF-8 JSONL of statements") from None
     rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: malformed JSON ({e.msg}); expected one statement object per line") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
-            raise UserError(f"{where}: expected an object with a non-empty string 'text'")
+    for lineno, obj in read_jsonl(path, ("text",)):
         for key in ("label", "negated"):
             if key in obj and not isinstance(obj[key], bool):
-                raise UserError(f"{where}: field {key!r} is {obj[key]!r}; expected true or false")
+                raise UserError(f"{path}:{lineno}: field {key!r} is {obj[key]!r}; expected true or false")
         if "label" not in obj:
-            raise UserError(f"{where}: missing field 'label' (expected true or false)")
+            raise UserError(f"{path}:{lineno}: missing field 'label' (expected true or false)")
         rows.append(obj)
     if len({r["label"] for r in rows}) < 2:
         raise UserError(f"{path}: needs true and false statements (a probe needs both labels)")

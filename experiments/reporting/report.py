@@ -28,9 +28,10 @@ from experiments.reporting import plots
 from experiments.errors import UserError
 from experiments.evaluation.stats import best_layer
 from experiments.reporting.plots import BELIEF_METRICS
-from experiments.artifacts.rundir import RunDir, atomic_write_text, read_csv_or_none
+from experiments.artifacts.atomic import atomic_write_text, write_file
+from experiments.artifacts.checksums import read_csv_or_none
+from experiments.artifacts.rundir import FIGURES_CACHE as CACHE_DIR, RunDir
 
-CACHE_DIR = "figures_cache"
 CACHE_FORMAT = "1"  # bump when the meaning of cached arrays changes
 
 
@@ -126,12 +127,6 @@ def _fingerprint(config_text: str, texts: list[str], position: str) -> str:
     return h.hexdigest()
 
 
-def _cache_file(run_dir: Path, condition: str | None, seed: int, step: int) -> Path:
-    if condition is None or step == 0:
-        return run_dir / CACHE_DIR / "base.safetensors"
-    return run_dir / CACHE_DIR / condition / f"seed{seed}" / f"step_{step:06d}.safetensors"
-
-
 def _read_entry(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     from safetensors import safe_open
 
@@ -147,22 +142,11 @@ def _read_entry(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
 
 
 def _write_entry(path: Path, arrays: dict[str, np.ndarray], fingerprint: str) -> None:
-    import os
-    import tempfile
-
     from safetensors.numpy import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}, tmp,
-                  metadata={"fingerprint": fingerprint, "format": CACHE_FORMAT})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+    write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint,
+                                                                        "format": CACHE_FORMAT}))
 
 
 def checkpoint_activations(model_dir, statements, claim_stmts, *, position: str = "last", batch_size: int | None = None,
@@ -211,7 +195,7 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
     entries: dict[tuple, dict] = {}
     todo = []
     for cond, seed, step, model_dir in jobs:
-        entry = _read_entry(_cache_file(run_dir, cond, seed, step), fingerprint)
+        entry = _read_entry(run.figure_cache(cond, seed, step), fingerprint)
         if entry is not None:
             entries[(cond, seed, step)] = entry
         elif not compute or (isinstance(model_dir, Path) and not (model_dir / "config.json").is_file()):
@@ -222,13 +206,13 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
         from tqdm.auto import tqdm
 
         if progress:
-            print(f"caching activations of {len(todo)} checkpoint(s) in {run_dir / CACHE_DIR} (once per run)",
+            print(f"caching activations of {len(todo)} checkpoint(s) in {run.path(CACHE_DIR)} (once per run)",
                   file=sys.stderr)
         for cond, seed, step, model_dir in tqdm(todo, desc="figure activations", leave=False, disable=not progress):
             entry = checkpoint_activations(model_dir, statements, claim_stmts, position=cfg.eval.position,
                                            batch_size=cfg.eval.batch_size, probe_C=cfg.eval.probe_C,
                                            estimator=cfg.eval.probe, device=_device(cfg.device))
-            _write_entry(_cache_file(run_dir, cond, seed, step), entry, fingerprint)
+            _write_entry(run.figure_cache(cond, seed, step), entry, fingerprint)
             entries[(cond, seed, step)] = entry
     out = {k: {} for k in ("acts", "claim_acts", "coef", "intercept")}
     for cond in cfg.conditions:
@@ -453,9 +437,10 @@ def save_figure(fig: go.Figure, path: str | Path, *, png: bool = True) -> tuple[
     except ImportError:
         return html_path, None, "PNG skipped: no static image exporter (pip install kaleido, which also needs Chrome/Chromium)"
     try:
-        fig.write_image(png_path, width=1200, height=fig.layout.height or 500, scale=1)
+        image = fig.to_image(format="png", width=1200, height=fig.layout.height or 500, scale=1)
     except Exception as exc:  # kaleido raises its own assorted errors when no browser can start
         return html_path, None, f"PNG skipped: static export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    write_file(png_path, image)
     return html_path, png_path, "PNG written"
 
 
@@ -468,10 +453,10 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     from the checkpoints the first time, unless ``compute_activations=False``).
     """
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     data = RunData(run_dir, compute_activations=compute_activations)
     figs = figures(data)
-    fig_dir = run_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = run.figures
     from plotly.offline import get_plotlyjs
 
     atomic_write_text(fig_dir / "plotly.min.js", get_plotlyjs())  # shared by the figure pages, offline
@@ -479,7 +464,7 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
         atomic_write_text(fig_dir / f"{name}.html",
                           fig.to_html(include_plotlyjs="directory", full_html=True, auto_play=False))
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-    stability_run = (run_dir / "results" / "stability.csv").is_file()
+    stability_run = run.table("stability").is_file()
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))]
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary_table(data.table).to_html(),
@@ -497,6 +482,6 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
             "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 8px}.note{color:#a60}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
-    out = run_dir / "report.html"
+    out = run.report
     atomic_write_text(out, page)
     return out

@@ -41,7 +41,9 @@ from experiments.training.stages import checkpoint_steps, device_for
 from experiments.errors import UserError
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.evaluation.stats import best_layer
-from experiments.artifacts.rundir import RunDir, atomic_write_csv, read_csv_or_none
+from experiments.artifacts.atomic import atomic_write_csv
+from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
+from experiments.artifacts.rundir import RunDir
 from experiments.training.schedules import linear_steps
 from experiments.stability.anchors import ANCHORS, PROMPT_SETS, phase1_training
 from experiments.training.loop import OptimConfig, make_optimizer, padded_batches, tokenize_documents, train, trainable_parameters
@@ -114,16 +116,16 @@ class Protocol:
             return self.run.base_model if step == 0 else self.run.checkpoint("negated", seed, step)
         if step == 0 and phase == 1:
             return Path(self.base)
-        return self.run.path("checkpoints", "stability", name, f"seed{seed}", f"phase{phase}", f"step_{step:06d}")
+        return self.run.stability_checkpoint(name, seed, phase, step)
 
     def eval_file(self, name: str, seed: int, phase: int, step: int) -> Path:
-        return self.run.path("evals", "stability", name, f"seed{seed}", f"phase{phase}", f"step_{step:06d}.csv")
+        return self.run.stability_eval(name, seed, phase, step)
 
     def state_dir(self, name: str, seed: int, phase: int) -> Path:
-        return self.run.path("train_state", "stability", name, f"seed{seed}", f"phase{phase}")
+        return self.run.stability_state(name, seed, phase)
 
     def log_file(self, name: str, seed: int, phase: int) -> Path:
-        return self.run.path("results", "stability_logs", f"{name}_seed{seed}_phase{phase}.csv")
+        return self.run.stability_log(name, seed, phase)
 
     # -- shared pieces -------------------------------------------------------------------
     @property
@@ -165,8 +167,8 @@ class Protocol:
 
     def _done(self, name: str, seed: int, phase: int) -> bool:
         steps = [s for s in phase_checkpoints(self.cfg, phase) if s > 0]
-        return self.log_file(name, seed, phase).is_file() and all(
-            (self.checkpoint(name, seed, phase, s) / "config.json").is_file() for s in steps)
+        return read_csv_or_none(self.log_file(name, seed, phase)) is not None and all(
+            hf_dir_problem(self.checkpoint(name, seed, phase, s)) is None for s in steps)
 
     def _train(self, name, seed, phase, model, tokenizer, batches, aux=()) -> None:
         steps = phase_checkpoints(self.cfg, phase)
@@ -234,7 +236,7 @@ class Protocol:
 
     # -- evaluation ----------------------------------------------------------------------
     def base_rows(self) -> pd.DataFrame:
-        path = self.run.path("evals", "stability", "base.csv")
+        path = self.run.stability_eval(None)
         rows = read_csv_or_none(path)
         if rows is None:
             lm = interp.load_model(self.base, device=self.device)

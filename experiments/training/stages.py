@@ -15,13 +15,15 @@ import pandas as pd
 import torch
 
 import interp
-from experiments.artifacts.rundir import (RunDir, atomic_save_pretrained, atomic_write_csv, atomic_write_text,
-                                          hf_dir_problem, read_csv_or_none, warn)
+from experiments.artifacts.atomic import atomic_write_csv, atomic_write_text
+from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
+from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
-from experiments.errors import UserError
+from experiments.errors import UserError, warn
 from experiments.materials.base import Materials
 from experiments.materials.conditions import template_words
 from experiments.materials.corpus import CorpusSampler, all_words
+from experiments.training import checkpoints
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.training.loop import (OptimConfig, log_spaced_steps, packed_batches, padded_batches,
@@ -57,12 +59,12 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
     batches = packed_batches(tokenize_documents(tokenizer, docs, cfg.model.max_len), p.batch_size, p.seq_len,
                              seed=cfg.world.seed)
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
-                state_dir=run.path("train_state", "pretrain"), save_every=max(1, p.steps // 10), dist=dist)
+                state_dir=run.pretrain_state, save_every=max(1, p.steps // 10), dist=dist)
 
     def finish() -> None:
-        atomic_write_csv(run.path("results", "pretrain_log.csv"), pd.DataFrame(log))
-        atomic_save_pretrained(run.base_model, model, tokenizer)  # written last: its presence means "done"
-        shutil.rmtree(run.path("train_state", "pretrain"), ignore_errors=True)
+        atomic_write_csv(run.pretrain_log, pd.DataFrame(log))
+        checkpoints.save_checkpoint(run.base_model, model, tokenizer)  # written last: its presence means "done"
+        shutil.rmtree(run.pretrain_state, ignore_errors=True)
 
     dist.on_writer(finish)
     return run.base_model
@@ -76,7 +78,7 @@ def save_checkpoint(path: Path, model, tokenizer) -> None:
     """Step 0 is the base model; an intact checkpoint from before a kill is kept (a resumed
     run reaches the same weights)."""
     if path.name != f"step_{0:06d}" and (not path.exists() or hf_dir_problem(path) is not None):
-        atomic_save_pretrained(path, model, tokenizer)
+        checkpoints.save_checkpoint(path, model, tokenizer)
 
 
 def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
@@ -86,7 +88,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     data-parallel (rank 0 writes)."""
     dist = dist or Single()
     steps = [s for s in checkpoint_steps(cfg) if s > 0]
-    log_path = run.path("results", "train_logs", f"{condition}_seed{seed}.csv")
+    log_path = run.train_log(condition, seed)
     damaged = {s: hf_dir_problem(run.checkpoint(condition, seed, s)) for s in steps
                if run.checkpoint(condition, seed, s).exists()}
     damaged = {s: why for s, why in damaged.items() if why is not None}
@@ -97,14 +99,8 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
         return
     f = cfg.finetune
     docs = [d.text for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
-    docs_path, docs_text = run.path("docs", f"{condition}.jsonl"), "".join(
-        json.dumps({"text": d, "condition": condition}) + "\n" for d in docs)
-
-    def write_docs() -> None:  # decided by the writer: another rank may look after it wrote
-        if not docs_path.is_file() or docs_path.read_bytes() != docs_text.encode("utf-8"):
-            atomic_write_text(docs_path, docs_text)
-
-    dist.on_writer(write_docs)
+    docs_text = "".join(json.dumps({"text": d, "condition": condition}) + "\n" for d in docs)
+    dist.on_writer(atomic_write_text, run.docs(condition), docs_text)  # left alone when unchanged
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
@@ -112,7 +108,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     batches = padded_batches(token_docs, f.batch_size, tokenizer.pad_token_id, seed=seed)
     if f.lora_rank > 0:
         model = add_lora(model, LoraSettings(rank=f.lora_rank, alpha=f.lora_alpha))
-    state_dir = run.path("train_state", f"{condition}_seed{seed}")
+    state_dir = run.finetune_state(condition, seed)
     log = train(model, batches, OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip),
                 checkpoint_steps=steps, desc=f"finetune {condition} seed{seed}", state_dir=state_dir,
                 save_every=max(1, f.steps // 10), dist=dist,

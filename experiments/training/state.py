@@ -8,41 +8,31 @@ Layout of a state directory::
         state.json           everything else: step, optimizer hyper-parameters, data position,
                              Python/NumPy RNG states, the loss log
 
+        .neglect_checksums.json   a checksum of each file (``experiments.artifacts.atomic.write_dir``)
+
 A step directory is complete before ``latest.json`` points at it, so a kill at any moment
-leaves either the previous state or the new one. ``state.json`` records a checksum of the
-tensors file; a state that is truncated, garbled or fails its checksum is reported on stderr
+leaves either the previous state or the new one; both are written through the project's one
+atomic primitive, so a full disk or a file-size limit is a one-line error that keeps the
+previous state. A state that is truncated, garbled or fails its checksums is reported on stderr
 and ignored (training restarts from step 0, which gives the same weights). Nothing is
 unpickled on load.
 """
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from experiments.artifacts.rundir import file_digest, kill_point
+from experiments.artifacts.atomic import atomic_write_text, write_dir
+from experiments.artifacts.checksums import dir_problem
+from experiments.errors import warn
 
 LATEST = "latest.json"
-
-
-def _fsync_write(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    _fsync_write(tmp, json.dumps(obj))
-    os.replace(tmp, path)
 
 
 def rng_state() -> tuple[dict, dict]:
@@ -97,27 +87,18 @@ def save_state(directory: str | Path, step: int, *, params: dict[str, torch.Tens
                optimizer: torch.optim.Optimizer, extra: dict) -> Path:
     """Write the state at ``step`` and point ``latest.json`` at it; older step dirs are removed."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:09d}"
-    tmp = directory / f".tmp-{name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     rng_tensors, rng_json = rng_state()
     optim_tensors, optim_json = optimizer_to_flat(optimizer)
     tensors = {f"param.{k}": v for k, v in params.items()} | optim_tensors | rng_tensors
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
-    with open(tmp / "tensors.safetensors", "rb+") as f:
-        os.fsync(f.fileno())
-    digest = file_digest(tmp / "tensors.safetensors")
-    _fsync_write(tmp / "state.json", json.dumps({"step": step, "optimizer": optim_json, "rng": rng_json,
-                                                 "tensors_checksum": digest, **extra}))
-    final = directory / name
-    if final.exists():
-        shutil.rmtree(final)
-    kill_point(final)
-    os.replace(tmp, final)
-    _atomic_json(directory / LATEST, {"step": step, "dir": name})
+
+    def fill(staging: Path) -> None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging / "tensors.safetensors"))
+        (staging / "state.json").write_text(json.dumps({"step": step, "optimizer": optim_json, "rng": rng_json,
+                                                        **extra}))
+
+    final = write_dir(directory / name, fill)
+    atomic_write_text(directory / LATEST, json.dumps({"step": step, "dir": name}))
     for old in directory.glob("step-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
@@ -132,14 +113,13 @@ def load_latest(directory: str | Path) -> tuple[dict, dict] | None:
         return None
     try:
         where = Path(directory) / json.loads(pointer.read_text())["dir"]
+        problem = dir_problem(where)
+        if problem is not None:
+            raise ValueError(problem)
         state = json.loads((where / "state.json").read_text())
-        expected = state.get("tensors_checksum")
-        if expected is not None and file_digest(where / "tensors.safetensors") != expected:
-            raise ValueError("tensors.safetensors does not match its checksum")
         tensors = load_file(str(where / "tensors.safetensors"))
     except Exception as exc:  # truncated/garbled JSON or safetensors raise assorted errors
-        print(f"neglect: warning: training state in {str(directory)!r} is damaged "
-              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting this training over",
-              file=sys.stderr)
+        warn(f"training state in {str(directory)!r} is damaged "
+             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting this training over")
         return None
     return tensors, state

@@ -33,3 +33,32 @@ def test_bad_config_is_a_user_error(override, message):
 def test_unknown_preset():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         load_config("huge")
+
+
+@pytest.mark.parametrize("name, content, key", [
+    ("c.toml", "[pretrain]\nlr = nan\n", "pretrain.lr"),
+    ("c.toml", "[finetune]\nlora_alpha = -inf\n", "finetune.lora_alpha"),
+    ("c.toml", "[world]\nqa_heldout_fraction = +inf\n", "world.qa_heldout_fraction"),
+    ("c.json", '{"eval": {"probe_C": Infinity}}', "eval.probe_C"),
+    ("c.json", '{"stability": {"weights": [0.5, NaN]}}', "stability.weights"),
+    ("c.json", '{"finetune": {"background_fraction": "nan"}}', "finetune.background_fraction"),
+])
+def test_non_finite_numbers_in_config_files_are_refused(name, content, key, tmp_path):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(UserError, match=rf"config key '{key}' must be a finite number; got"):
+        load_config("tiny", path)
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "nan", "inf", "-inf", "1e999"])
+def test_non_finite_overrides_are_refused_and_finite_ones_kept(text):
+    with pytest.raises(UserError, match="config key 'pretrain.lr' must be a finite number"):
+        load_config("tiny", overrides=[f"pretrain.lr={text}"])
+    assert load_config("tiny", overrides=["pretrain.lr=2", "stability.weights=[0, 1e-3]"]).pretrain.lr == 2.0
+
+
+def test_a_run_config_json_with_nan_is_refused_naming_the_key():
+    from experiments.config import build_config
+
+    with pytest.raises(UserError, match="'eval.probe_C' must be a finite number"):
+        build_config({"eval": {"probe_C": float("nan")}})

@@ -2,7 +2,7 @@
 recompute what was finished, and end with the tables (and weights) of an uninterrupted run.
 
 The kill points come from the test-only hook ``NEGLECT_TEST_KILL_AT="<substring>@<n>"``
-(experiments/rundir.py): the process kills itself with SIGKILL just before the n-th atomic
+(probes/_atomic.py): the process kills itself with SIGKILL just before the n-th atomic
 replace whose target contains <substring>, i.e. with new content written to a temp file but
 not yet in place: the worst moment for a non-atomic writer.
 
@@ -26,8 +26,8 @@ REPO = REPO
 
 # In pipeline order: (kill spec, what the point is).
 KILL_POINTS = [
-    ("train_state/pretrain@3", "pretraining, writing its 3rd training state"),
-    ("train_state/negated_seed0@2", "finetuning 'negated' (plain finished), writing its 2nd training state"),
+    ("train_state/pretrain/step-@3", "pretraining, writing its 3rd training state"),
+    ("train_state/negated_seed0/step-@2", "finetuning 'negated' (plain finished), writing its 2nd training state"),
     ("evals/negated@1", "evaluations: base and plain done, writing the first negated table"),
     ("results/metrics.csv@1", "collect, writing metrics.csv"),
     ("figures/@3", "report, writing its 3rd figure"),

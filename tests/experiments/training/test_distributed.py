@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from experiments.training import distributed
 from experiments.errors import UserError
-from experiments.artifacts.rundir import KILL_ENV
+from experiments.artifacts.atomic import KILL_ENV
 from tests.experiments.training.ddp_worker import run
 from tests.experiments.training.support import flat_weights
 from tests.paths import REPO
@@ -93,7 +93,7 @@ def test_two_processes_match_one_process_with_the_same_batches(ddp_out, tmp_path
 
 def test_a_killed_ddp_run_resumes_from_its_state(ddp_out, tmp_path):
     # Rank 0 SIGKILLs itself during its third state save (step 4); torchrun then stops rank 1.
-    killed = torchrun("tests/experiments/training/ddp_worker.py", str(tmp_path), kill_at=f"{tmp_path / 'state'}@3")
+    killed = torchrun("tests/experiments/training/ddp_worker.py", str(tmp_path), kill_at=f"{tmp_path / 'state'}/step-@3")
     assert killed.returncode != 0 and not (tmp_path / "weights.safetensors").exists()
     assert json.loads((tmp_path / "state" / "latest.json").read_text())["step"] == 3
     before = json.loads(next((tmp_path / "state").glob("step-*/state.json")).read_text())["log"]
