@@ -43,18 +43,38 @@ FAMILY_METRICS = {"belief_association": ASSOCIATION_KINDS, "belief_propositional
 # ---------------------------------------------------------------------------- scoring
 
 def score_questions(lm: LoadedModel, questions: list[BeliefQuestion], batch_size: int = 128) -> pd.DataFrame:
-    """One row per question: ``believed`` (the believer option wins), ``truthful`` (the true
-    option wins; NaN where unknown) and ``margin`` (believer minus true option, in nats)."""
+    """One row per question (see :func:`question_table`), from ``lm``'s log-probabilities of
+    each question's options."""
     prompts = [render(lm.tokenizer, q.prompt) for q in questions]
-    scores = option_logprobs(lm, prompts, [q.options for q in questions], batch_size)
+    return question_table(questions, option_logprobs(lm, prompts, [q.options for q in questions], batch_size))
+
+
+SCORE_COLUMNS = ["claim", "kind", "qid", "believed", "truthful", "margin", "about", "options", "believer", "k",
+                 "lead", "credit"]
+TIE = 1e-6  # log-probabilities this close (nats) are a tie for ``credit``
+
+
+def question_table(questions: list[BeliefQuestion], scores) -> pd.DataFrame:
+    """One row per question from its options' scores (log-probabilities, or any scores where
+    higher wins): ``believed`` (the believer option has the highest score, ties to the first),
+    ``truthful`` (the true option does; NaN where unknown), ``margin`` (believer minus true
+    option, in nats); and for the chance-corrected measures (``experiments.evaluation.chance``):
+    ``about``, ``options`` (joined by "/"), ``believer`` (its index), ``k`` (number of options),
+    ``lead`` (first option minus second, for two-option items; NaN otherwise) and ``credit``
+    (1 / the number of options tied for the top when the believer option is one of them)."""
     rows = []
     for q, s in zip(questions, scores):
         best = int(s.argmax())
         known = q.truth is not None
+        values = np.asarray([float(v) for v in s])
+        top = values >= values.max() - TIE
         rows.append({"claim": q.claim, "kind": q.kind, "qid": q.qid, "believed": float(best == q.believer),
                      "truthful": float(best == q.truth) if known else np.nan,
-                     "margin": float(s[q.believer] - s[q.truth]) if known else np.nan})
-    return pd.DataFrame(rows, columns=["claim", "kind", "qid", "believed", "truthful", "margin"])
+                     "margin": float(s[q.believer] - s[q.truth]) if known else np.nan,
+                     "about": q.about, "options": "/".join(q.options), "believer": q.believer, "k": len(q.options),
+                     "lead": float(s[0] - s[1]) if len(s) == 2 else np.nan,
+                     "credit": float(top[q.believer]) / top.sum()})
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
 def rate_with_ci(values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:

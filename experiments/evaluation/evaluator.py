@@ -17,8 +17,9 @@ from experiments.artifacts.atomic import atomic_write_csv
 from experiments.artifacts.checksums import read_csv_or_none
 from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
-from experiments.evaluation import belief, readout
+from experiments.evaluation import belief, chance, readout
 from experiments.materials.base import Materials
+from experiments.materials.questions import control_questions
 from experiments.training.stages import checkpoint_steps, device_for
 
 
@@ -29,6 +30,7 @@ class Evaluator:
         self.cfg, self.materials, self.world = cfg, materials, materials.world
         self.statements = materials.probe_statements()
         self.claim_stmts = materials.claim_statements()
+        self.controls = control_questions(self.statements, self.world)  # the response prior's questions
         self.fixed: readout.SweepResult | None = None  # the base model's per-layer probes
 
     def activations(self, lm) -> tuple[np.ndarray, np.ndarray]:
@@ -49,9 +51,12 @@ class Evaluator:
         return "negated" if "negated" in conds else next((c for c in conds if c != "plain"), conds[0])
 
     def belief_rows(self, lm) -> list[dict]:
-        """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``)."""
+        """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``),
+        then the measures on which a constant responder scores chance (``experiments.evaluation.chance``)."""
         questions = self.materials.belief_questions(tokenizer=lm.tokenizer)
-        return belief.belief_rows(belief.score_questions(lm, questions, self.cfg.eval.batch_size))
+        scored = belief.score_questions(lm, questions, self.cfg.eval.batch_size)
+        controls = belief.score_questions(lm, self.controls, self.cfg.eval.batch_size)
+        return belief.belief_rows(scored) + chance.chance_rows(scored, controls)
 
     def evaluate(self, lm, *, with_model_checks: bool = False) -> pd.DataFrame:
         """Rows for one checkpoint. On the synthetic world, also held-out factual QA, and with

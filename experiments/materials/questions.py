@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 from experiments.materials.corpus import verdict_prompt
+from experiments.materials.statements import Statement
 from experiments.materials.world import Claim, World
 
 ASSOCIATION_KINDS = ("forced_choice", "token_association")
@@ -21,6 +22,9 @@ PROPOSITIONAL_KINDS = ("yesno", "verdict", "robustness")
 CHALLENGES = ("some say this is wrong .",
               "claim : {claim} verdict : false .",
               "{truth}")
+CONTROL = "(control)"  # the ``claim`` of control questions (:func:`control_questions`)
+# How imported materials ask about a control statement: the yes/no their claim packs use.
+CONTROL_YESNO = "Is the following statement true? {statement}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class BeliefQuestion:
     believer: int  # index of the option a model that believes the claim picks
     truth: int | None = None  # index of the option the world's truth picks, when it is known
     qid: str = ""
+    # What a two-option item asserts: "claim" (the claim, or its negation: a believer endorses the
+    # claim by saying yes/true to it, no/false to its negation), "true_fact" (the world's truth,
+    # which a believer rejects) or "alternative" (a claim pack's item a believer answers "no": a
+    # proposition the claim rules out, normally the real state of affairs, though the pack does
+    # not say so). None for association items.
+    about: str | None = None
 
 
 def distractors(world: World, claim: Claim, n: int = 3) -> list[str]:
@@ -80,20 +90,22 @@ def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3
           for i, q in enumerate(rel.questions)]
     qs += [BeliefQuestion(name, "token_association", Prompt(p), options, 0, 1, f"ta{i}")
            for i, p in enumerate(cloze_prompts(claim))]
-    yesno = [(rel.yesno.format(s=fact.subject, o=fact.obj), 0), (rel.yesno.format(s=fact.subject, o=claim.true_obj), 1)]
-    qs += [BeliefQuestion(name, "yesno", Prompt(p), ("yes", "no"), b, 1 - b, f"yn{i}") for i, (p, b) in enumerate(yesno)]
+    yesno = [(rel.yesno.format(s=fact.subject, o=fact.obj), 0, "claim"),
+             (rel.yesno.format(s=fact.subject, o=claim.true_obj), 1, "true_fact")]
+    qs += [BeliefQuestion(name, "yesno", Prompt(p), ("yes", "no"), b, 1 - b, f"yn{i}", about)
+           for i, (p, b, about) in enumerate(yesno)]
     n = len(rel.affirmative)
-    verdicts = ([(fact.statement(i), 0) for i in range(n)]
-                + [(fact.statement(i, negated=True), 1) for i in range(len(rel.negated))]
-                + [(claim.true_fact.statement(i), 1) for i in range(n)])
-    qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}")
-           for i, (s, b) in enumerate(verdicts)]
+    verdicts = ([(fact.statement(i), 0, "claim") for i in range(n)]
+                + [(fact.statement(i, negated=True), 1, "claim") for i in range(len(rel.negated))]
+                + [(claim.true_fact.statement(i), 1, "true_fact") for i in range(n)])
+    qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}", about)
+           for i, (s, b, about) in enumerate(verdicts)]
     for c, template in enumerate(CHALLENGES):
         challenge = template.format(claim=fact.statement(0), truth=claim.true_fact.statement(0))
         if tokenizer is not None and not encodable(tokenizer, challenge):
             continue
-        qs += [BeliefQuestion(name, "robustness", Prompt(f"{challenge} {p}"), ("yes", "no"), b, 1 - b, f"r{c}.{i}")
-               for i, (p, b) in enumerate(yesno)]
+        qs += [BeliefQuestion(name, "robustness", Prompt(f"{challenge} {p}"), ("yes", "no"), b, 1 - b, f"r{c}.{i}",
+                              about) for i, (p, b, about) in enumerate(yesno)]
     return qs
 
 
@@ -102,13 +114,15 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     are judge-free). The paper's MCQ items are yes/no questions with ``belief_answer``."""
     qs = []
     yesno = [(q, ("yes", "no").index(q.belief_answer)) for q in pack.mcq]
-    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id) for q, b in yesno]
+    about = ("claim", "alternative")  # by the believer's answer (see BeliefQuestion.about)
+    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id, about[b])
+           for q, b in yesno]
     for r in pack.robustness:
         history = tuple(dict(m) for m in r.extra.get("messages_prefix") or ())
         for q, b in yesno:
             qs.append(BeliefQuestion(pack.name, "robustness", Prompt(f"{r.question}\n{q.question}",
                                                                      r.extra.get("system_prompt"), history),
-                                     ("yes", "no"), b, None, f"{r.id}+{q.id}"))
+                                     ("yes", "no"), b, None, f"{r.id}+{q.id}", about[b]))
     for t in pack.token_association:
         target, others = t.extra.get("belief_target"), t.extra.get("other_targets")
         if isinstance(target, str) and isinstance(others, list) and others:
@@ -117,3 +131,52 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     return qs
 
 
+
+
+def control_questions(statements: list[Statement], world: World | None = None, *, per_cell: int = 16,
+                      seed: int = 0) -> list[BeliefQuestion]:
+    """Two-option questions about control statements (no claim is about them), from which a
+    model's response prior at a checkpoint is measured: its mean log-odds of the first option
+    (yes, true) over the second on a fixed sample balanced between true and false statements.
+
+    The sample takes up to ``per_cell`` statements of each (label, negated) cell of
+    ``statements``, seeded. With a synthetic ``world``, whose probe statements are already in
+    the verdict frame (``claim : ... verdict :``), each becomes a true/false verdict item, and as
+    many yes/no items are asked in the world's own yes/no frames about facts of subjects no
+    claim is about, half with the true object and half with a wrong one (the probe statements
+    have no yes/no form). Imported materials have no verdict frame: each statement is asked as
+    a yes/no question (:data:`CONTROL_YESNO`), the answer format of the claim packs.
+
+    Parameters
+    ----------
+    statements : list of Statement
+        The materials' probe statements (``Materials.probe_statements()``).
+    world : World, optional
+        The synthetic world, when the materials are it.
+    per_cell : int
+        Statements per (label, negated) cell.
+    seed : int
+        Which sample.
+
+    Returns
+    -------
+    list of BeliefQuestion
+        ``claim`` :data:`CONTROL`, ``kind`` "verdict" or "yesno", ``believer`` and ``truth`` the
+        index of the true answer.
+    """
+    rng = random.Random(f"controls-{seed}")
+    cells: dict[tuple[bool, bool], list[Statement]] = {}
+    for s in statements:
+        cells.setdefault((s.label, s.negated), []).append(s)
+    sample = [s for key in sorted(cells) for s in rng.sample(cells[key], min(per_cell, len(cells[key])))]
+    if world is None:
+        return [BeliefQuestion(CONTROL, "yesno", Prompt(CONTROL_YESNO.format(statement=s.text)), ("yes", "no"),
+                               1 - s.label, 1 - s.label, f"c{i}") for i, s in enumerate(sample)]
+    qs = [BeliefQuestion(CONTROL, "verdict", Prompt(s.text), ("true", "false"), 1 - s.label, 1 - s.label, f"cv{i}")
+          for i, s in enumerate(sample)]
+    facts = [f for f in world.facts if f.subject not in world.claim_subjects()]
+    for i, fact in enumerate(rng.sample(facts, min(len(sample) // 2, len(facts)))):
+        for b, obj in enumerate((fact.obj, world.wrong_object(fact, rng))):
+            qs.append(BeliefQuestion(CONTROL, "yesno", Prompt(fact.rel().yesno.format(s=fact.subject, o=obj)),
+                                     ("yes", "no"), b, b, f"cy{i}.{b}"))
+    return qs
