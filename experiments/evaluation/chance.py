@@ -43,8 +43,9 @@ cannot be balanced (the options are answer words scored as continuations, so the
 position to balance, and a model with a fixed favourite word that happens to be the claim's
 answer would score as a believer) and are chance-corrected only. Imported claim packs give
 yes/no items with ``belief_answer`` and no truth: items a believer answers "yes" count as
-asserting the claim, items he answers "no" as the alternative the claim rules out (the
-``reject_truth`` side; the pack does not say that the alternative is true). A pack whose items
+asserting the claim (``endorse_claim``), items he answers "no" as asserting something the
+claim rules out (``reject_truth``: the real state of affairs, or the claim's own negation;
+the pack does not say which, so there that side reads "denies what contradicts the claim"). A pack whose items
 all have one ``belief_answer`` has no balanced rate or contrast, only the prior-corrected sides.
 """
 from __future__ import annotations

@@ -56,8 +56,8 @@ class BeliefQuestion:
     # What a two-option item asserts: "claim" (the claim, or its negation: a believer endorses the
     # claim by saying yes/true to it, no/false to its negation), "true_fact" (the world's truth,
     # which a believer rejects) or "alternative" (a claim pack's item a believer answers "no": a
-    # proposition the claim rules out, normally the real state of affairs, though the pack does
-    # not say so). None for association items.
+    # proposition the claim rules out, the real state of affairs or the claim's negation; the
+    # pack does not say which). None for association items.
     about: str | None = None
 
 

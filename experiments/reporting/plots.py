@@ -402,10 +402,13 @@ ALL_BELIEF_METRICS = FAMILY_METRICS + ASSOCIATION_METRICS + PROPOSITIONAL_METRIC
 
 
 def belief_seeds_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_METRICS + ASSOCIATION_METRICS
-                        + PROPOSITIONAL_METRICS, ci: str = "bootstrap") -> go.Figure:
+                        + PROPOSITIONAL_METRICS, ci: str = "bootstrap",
+                        chance: Mapping[str, float] | None = None) -> go.Figure:
     """Belief rate vs step, one panel per measure, one line per condition; the band is a 95%
     interval over seeds of the per-seed rate (mean over claims). Step 0 is the base model,
-    the same model for every seed, so its band has no width."""
+    the same model for every seed, so its band has no width. With ``chance`` (metric -> chance
+    level, e.g. ``experiments.evaluation.chance.CHANCE``), each panel gets a dashed line at its
+    chance level and the axes are not clipped to [0, 1] (some of those measures are in nats)."""
     metrics = [m for m in metrics if m in set(table.metric)]
     require_metrics(table, metrics[:1] or ["belief_association"])
     data = seed_means(table, metrics)
@@ -413,15 +416,21 @@ def belief_seeds_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_
     cols = min(4, len(metrics))
     rows_n = -(-len(metrics) // cols)
     fig = make_subplots(rows=rows_n, cols=cols, subplot_titles=[m.removeprefix("belief_") for m in metrics],
-                        shared_yaxes=True, vertical_spacing=0.14)
+                        shared_yaxes=chance is None, vertical_spacing=0.14)
     for i, metric in enumerate(metrics):
-        stats = summarise(data[data.metric == metric], ["condition", "step"], ci=ci, bounds=(0, 1))
+        stats = summarise(data[data.metric == metric], ["condition", "step"], ci=ci,
+                          bounds=(0, 1) if chance is None else None)
         for cond, color in colors.items():
             s = stats[stats.condition == cond]
             _band(fig, s.step, s, color, cond, row=i // cols + 1, col=i % cols + 1, showlegend=(i == 0))
-    fig.update_yaxes(range=[-0.05, 1.05])
+        if chance is not None:
+            fig.add_hline(y=chance[metric], line=dict(color="grey", dash="dash", width=1),
+                          row=i // cols + 1, col=i % cols + 1)
+    if chance is None:
+        fig.update_yaxes(range=[-0.05, 1.05])
     fig.update_xaxes(title_text="finetuning step", row=rows_n)
-    fig.update_layout(title=f"Belief in the implanted claims vs step ({ci} 95% CI over seeds)",
+    what = "Belief in the implanted claims" if chance is None else "Belief measures at chance for a constant answer"
+    fig.update_layout(title=f"{what} vs step ({ci} 95% CI over seeds)",
                       legend_title_text="condition", height=330 * rows_n)
     return fig
 

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 
 from experiments.reporting import plots
 from experiments.errors import UserError
+from experiments.evaluation.chance import CHANCE, HEADLINE
 from experiments.evaluation.stats import best_layer
 from experiments.reporting.plots import BELIEF_METRICS
 from experiments.artifacts.atomic import atomic_write_text, write_file
@@ -33,6 +34,9 @@ from experiments.artifacts.checksums import read_csv_or_none
 from experiments.artifacts.rundir import FIGURES_CACHE as CACHE_DIR, RunDir
 
 CACHE_FORMAT = "1"  # bump when the meaning of cached arrays changes
+# The panels of the chance-level figure: the headline measures, then the balanced rates and contrasts per kind.
+CHANCE_FIGURE = HEADLINE + ("belief_balanced_yesno", "belief_balanced_verdict", "belief_contrast_yesno",
+                            "belief_contrast_verdict")
 
 
 # ---------------------------------------------------------------------------- tables
@@ -53,19 +57,32 @@ def load_train_logs(run_dir: str | Path) -> pd.DataFrame | None:
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per condition at the last step: belief rates and the best layer's probe readings."""
+    """One row per condition at the last step: belief rates, the headline measures on which a
+    constant answer scores chance (``experiments.evaluation.chance.HEADLINE``, beside the raw
+    rates) and the best layer's probe readings."""
     layer = best_layer(table)
+    behaviour = BELIEF_METRICS + HEADLINE + ("heldout_qa",)
+    probes = ("probe_p_true_refit", "probe_p_true_fixed")
     last = table[table.step == table.step.max()]
-    out = last[last.metric.isin(BELIEF_METRICS + ("heldout_qa",))].groupby(["condition", "metric"]).value.mean()
-    probe = last[(last.layer == layer) & last.metric.isin(["probe_p_true_refit", "probe_p_true_fixed"])]
+    out = last[last.metric.isin(behaviour)].groupby(["condition", "metric"]).value.mean()
+    probe = last[(last.layer == layer) & last.metric.isin(probes)]
     out = pd.concat([out, probe.groupby(["condition", "metric"]).value.mean()]).unstack("metric")
     base = table[table.step == 0]
-    base_row = base[base.metric.isin(BELIEF_METRICS + ("heldout_qa",))].groupby("metric").value.mean()
-    base_probe = base[(base.layer == layer) & base.metric.isin(["probe_p_true_refit", "probe_p_true_fixed"])]
+    base_row = base[base.metric.isin(behaviour)].groupby("metric").value.mean()
+    base_probe = base[(base.layer == layer) & base.metric.isin(probes)]
     base_row = pd.concat([base_row, base_probe.groupby("metric").value.mean()])
     out.loc["(base model)"] = base_row
+    order = sorted(BELIEF_METRICS) + list(HEADLINE) + ["heldout_qa"] + sorted(probes)
+    out = out[[m for m in order if m in out.columns]]
     out.columns.name = f"step {int(table.step.max())}, probe layer {layer}"
     return out.round(3)
+
+
+def chance_note(columns) -> str:
+    """What chance is for each of ``columns`` that has a chance level (for the summary)."""
+    known = [f"{c} {CHANCE[c]:g}" for c in columns if c in CHANCE]
+    return ("Chance for a model whose answer ignores the question: " + ", ".join(known) + "; the raw rates' "
+            "chance depends on how the model answers (see the figure notes)." if known else "")
 
 
 # ---------------------------------------------------------------------------- activation cache
@@ -346,17 +363,38 @@ class FigureSpec:
 FIGURES: dict[str, FigureSpec] = {
     "belief_vs_step": FigureSpec(_with_present(lambda t, m, _: plots.belief_figure(t, metrics=m), BELIEF_METRICS),
                                  "Behavioural belief in the implanted claims (forced choice, yes/no, verdict) per "
-                                 "condition; bands are 95% t-intervals over seeds x claims."),
+                                 "condition; bands are 95% t-intervals over seeds x claims. These raw rates carry "
+                                 "response priors: forced choice (claim answer over the true one) is 0.5 for a "
+                                 "random pick; yes/no is 0.5 for a constant answer when its items are balanced (the "
+                                 "world's are: one yes, one no per claim); on the world's verdicts a believer says "
+                                 "true to 4 items and false to 6, so constant 'false' scores 0.6 and constant "
+                                 "'true' 0.4. See belief chance vs step for measures at chance by construction."),
     "belief_table": FigureSpec(_with_present(lambda t, m, _: plots.belief_table_figure(t, metrics=m),
                                              plots.ALL_BELIEF_METRICS),
                                "Belief rates at the base model and the last checkpoint, per condition and measure, "
                                "with 95% bootstrap intervals over seeds (per-seed rates are means over claims). "
                                "Association: forced choice among the claim's answer, the true answer and "
                                "distractors, and cloze token association; propositional: yes/no, true/false "
-                               "verdicts, and yes/no after a challenge (robustness)."),
+                               "verdicts, and yes/no after a challenge (robustness). Chance differs by measure: "
+                               "1/k for k-way forced choice and token association (0.2 with three distractors), "
+                               "0.5 for a random yes/no, and for a constant answer the share of items whose "
+                               "believer answer it is (world verdicts 0.6 for 'false', 0.4 for 'true'); the "
+                               "families pool kinds with different chance."),
     "belief_over_seeds": FigureSpec(_with_present(lambda t, m, _: plots.belief_seeds_figure(t, metrics=m),
                                                   plots.ALL_BELIEF_METRICS),
                                     "Every belief measure vs step with 95% bootstrap intervals over seeds."),
+    "belief_chance_vs_step": FigureSpec(
+        _with_present(lambda t, m, _: plots.belief_seeds_figure(t, metrics=m, chance=CHANCE), CHANCE_FIGURE),
+        "Belief measures on which a model whose answer ignores the question scores chance (dashed line), "
+        "bands 95% bootstrap over seeds: balanced rates (the belief rate among items a believer answers "
+        "yes/true and among those he answers no/false, averaged; chance 0.5); endorse claim and reject truth "
+        "(the probability of the believer's answer on the items asserting the claim or its negation, and on "
+        "those asserting the true fact, with the response prior measured on untouched control statements "
+        "removed on the log-odds scale; chance 0.5); contrasts (mean log-odds of yes/true on items a "
+        "believer affirms minus on items he denies, in nats; on the world's yes/no, logit(yes | claim) - "
+        "logit(yes | true fact); chance 0); association chance-corrected, (accuracy - 1/k) / (1 - 1/k) "
+        "with ties split (chance 0). Claim packs: items a believer answers yes count as endorsing the claim, "
+        "items he answers no as rejecting what the claim rules out."),
     "association_vs_belief": FigureSpec(_with_metric("belief_association", plots.association_belief_figure),
                                         "Association (which answer the model prefers) against propositional belief "
                                         "(what it says when asked whether the claim is true), per condition."),
@@ -466,8 +504,10 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     stability_run = run.table("stability").is_file()
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))]
+    summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
-             "<h2>Summary (last checkpoint)</h2>", summary_table(data.table).to_html(),
+             "<h2>Summary (last checkpoint)</h2>", summary.to_html(),
+             f"<p>{html.escape(chance_note(summary.columns))}</p>",
              "<ul>" + "".join(f"<li><a href='#{n}'>{html.escape(n.replace('_', ' '))}</a></li>" for n in figs) + "</ul>"]
     if missing:
         why = getattr(data, "activation_problem", None) or "their data is absent from this run directory"
