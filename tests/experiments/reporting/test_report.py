@@ -27,6 +27,7 @@ def test_report_is_self_contained_with_every_figure(tiny_run):
         assert f'id="fig-{name}"' in page, name
         assert (out / "figures" / f"{name}.html").is_file()
     assert "belief vs step" in page and "probe reading vs step" in page
+    assert "Chance for a model whose answer ignores the question" in page
     assert "Not shown" not in page
 
 
@@ -95,6 +96,11 @@ def test_summary_table_has_a_row_per_condition_and_the_base(tiny_run):
     summary = report.summary_table(table)
     assert list(summary.index) == sorted(set(table.condition)) + ["(base model)"]
     assert {"belief_forced_choice", "probe_p_true_fixed", "probe_p_true_refit"} <= set(summary.columns)
+    from experiments.evaluation.chance import HEADLINE
+
+    columns = list(summary.columns)
+    assert columns[:3 + len(HEADLINE)] == ["belief_forced_choice", "belief_verdict", "belief_yesno", *HEADLINE]
+    assert "endorse_claim 0.5" in report.chance_note(columns) and "belief_verdict" not in report.chance_note(columns)
 
 
 def test_plot_command_writes_html_and_png(tiny_run, tmp_path, capsys):
