@@ -251,8 +251,3 @@ def best_layer(table: pd.DataFrame) -> int:
     acc = base.groupby("layer").value.mean()
     return int(acc[acc == acc.max()].index.max())
 
-
-def seed_means(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per ``condition, seed, step, metric``: the mean over claims (per-seed rates)."""
-    rows = table[table.metric.isin(metrics) & (table.claim != "all")]
-    return rows.groupby(["condition", "seed", "step", "metric"], as_index=False).value.mean()

@@ -346,17 +346,17 @@ class FigureSpec:
 FIGURES: dict[str, FigureSpec] = {
     "belief_vs_step": FigureSpec(_with_present(lambda t, m, _: plots.belief_figure(t, metrics=m), BELIEF_METRICS),
                                  "Behavioural belief in the implanted claims (forced choice, yes/no, verdict) per "
-                                 "condition; bands are 95% t-intervals over seeds x claims."),
+                                 "condition; bands are 95% t-intervals over claims > seeds (hover: units and n)."),
     "belief_table": FigureSpec(_with_present(lambda t, m, _: plots.belief_table_figure(t, metrics=m),
                                              plots.ALL_BELIEF_METRICS),
                                "Belief rates at the base model and the last checkpoint, per condition and measure, "
-                               "with 95% bootstrap intervals over seeds (per-seed rates are means over claims). "
+                               "with 95% t-intervals over claims > seeds and n at each level. "
                                "Association: forced choice among the claim's answer, the true answer and "
                                "distractors, and cloze token association; propositional: yes/no, true/false "
                                "verdicts, and yes/no after a challenge (robustness)."),
     "belief_over_seeds": FigureSpec(_with_present(lambda t, m, _: plots.belief_seeds_figure(t, metrics=m),
                                                   plots.ALL_BELIEF_METRICS),
-                                    "Every belief measure vs step with 95% bootstrap intervals over seeds."),
+                                    "Every belief measure vs step with 95% t-intervals over claims > seeds."),
     "association_vs_belief": FigureSpec(_with_metric("belief_association", plots.association_belief_figure),
                                         "Association (which answer the model prefers) against propositional belief "
                                         "(what it says when asked whether the claim is true), per condition."),
@@ -365,7 +365,7 @@ FIGURES: dict[str, FigureSpec] = {
                                     "the claim vs the number of documents k, with control questions about the "
                                     "documents' context sentences (a model that says 'no' to everything after a "
                                     "retraction would fail them). Solid: base model; dashed: the last checkpoint "
-                                    "finetuned on that condition; bands over seeds (document draws)."),
+                                    "finetuned on that condition; bands over claims > seeds (document draws)."),
     "probe_reading_vs_step": FigureSpec(lambda d, layer: plots.probe_reading_figure(d.table, layer),
                                         "What the truth probe reads off the claim statements: the fixed probe (fit "
                                         "on the base model) and a probe refit at each checkpoint."),
