@@ -42,18 +42,22 @@ def _unit_means(a: np.ndarray, stop: int) -> np.ndarray:
     return a
 
 
+def _present(units: np.ndarray, axis: int) -> np.ndarray:
+    """Which units of ``axis`` exist (hold any value), ``units.shape[:axis + 1]``."""
+    return ~np.isnan(units).all(axis=tuple(range(axis + 1, units.ndim)))
+
+
 def _resample(units: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``n_boot`` hierarchical resamples ``[n_boot, *units.shape]`` of a NaN-padded array whose
     axis 0 holds the top-level units (all present) and whose inner axes hold sub-units packed at
     the front of their parent: units are drawn with replacement at every level, within their parent."""
     out = units[rng.integers(0, units.shape[0], size=(n_boot, units.shape[0]))]
     for axis in range(2, out.ndim):
-        inner = tuple(range(axis + 1, out.ndim))
-        present = ~np.isnan(out).all(axis=inner) if inner else ~np.isnan(out)
+        present = _present(out, axis)
         count = present.sum(axis)[..., None]                                   # sub-units of each parent
         draw = np.floor(rng.random(present.shape) * count).astype(np.int64)    # [..., n_axis]
         keep = np.arange(out.shape[axis]) < count
-        expand = (...,) + (None,) * len(inner)
+        expand = (...,) + (None,) * (out.ndim - axis - 1)
         out = np.take_along_axis(out, draw[expand], axis=axis)
         out = np.where(keep[expand], out, np.nan)
     return out
@@ -148,9 +152,7 @@ def _padded(rows: pd.DataFrame, levels: list[str]) -> np.ndarray:
 
 def _per_parent(units: np.ndarray, axis: int) -> int:
     """Fewest units of ``axis`` under one parent (0 when there are none)."""
-    inner = tuple(range(axis + 1, units.ndim))
-    present = ~np.isnan(units).all(axis=inner) if inner else ~np.isnan(units)
-    counts = present.sum(axis)
+    counts = _present(units, axis).sum(axis)
     counts = counts[counts > 0] if axis else counts
     return int(counts.min()) if counts.size else 0
 
