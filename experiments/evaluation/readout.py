@@ -257,7 +257,7 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
     kind in refit/fixed; then ``probe_acc_val_<kind>`` (per layer: accuracy on the validation
     subjects, for choosing a layer) and the centred readings ``probe_z_<kind>``,
     ``probe_z_truefact_<kind>`` (per layer and claim; :func:`centred_readings`). Selections that
-    are empty (e.g. a claim without a true fact) give no row.
+    are empty (e.g. a claim without a true fact) and undefined z-scores give no row.
     """
     label, negated, test = _flags(statements)
     masks = _claim_masks(claim_stmts)
@@ -290,9 +290,10 @@ def _validation_rows(acts, statements, refit_val: SweepResult | None, fixed_val:
 
 def _centred_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
                   fixed: SweepResult | None) -> list[dict]:
-    """``probe_z[_truefact]_<kind>`` per layer and claim."""
+    """``probe_z[_truefact]_<kind>`` per layer and claim; none where z is undefined (the controls
+    all read alike, as at the embeddings when every statement ends in the same token)."""
     masks = _claim_masks(claim_stmts, "probe_z")
     z = {name: centred_readings(acts, statements, claim_acts, probe)
          for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
     return [row for layer in range(acts.shape[1]) for name, zs in z.items()
-            for row in _claim_layer_rows(layer, name, zs[layer], masks)]
+            for row in _claim_layer_rows(layer, name, zs[layer], masks) if np.isfinite(row["value"])]

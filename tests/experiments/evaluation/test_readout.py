@@ -120,20 +120,21 @@ def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimat
     ev.fit_fixed(lm)
     frame = ev.evaluate(lm)
     probe = frame[frame.metric.str.startswith("probe_")]
-    # per layer and kind: accuracy on test, negated and validation statements; per claim: P(true)
-    # and z of the claim and of its true fact
-    assert len(probe) == (cfg.model.n_layers + 1) * 2 * (3 + 4 * cfg.world.n_claims)
+    # per layer and kind: accuracy on test, negated and validation statements and P(true) of each
+    # claim and its true fact; z of each claim and its true fact at every layer that has one
     centred = probe.metric.str.startswith("probe_z")
-    assert probe[~centred].value.between(0, 1).all()
-    # z is missing exactly where the probe reads every control alike (no spread to scale by): at
-    # the embeddings (every statement ends in the same token), and where a probe is degenerate
+    assert (~centred).sum() == (cfg.model.n_layers + 1) * 2 * (3 + 2 * cfg.world.n_claims)
+    assert probe[~centred].value.between(0, 1).all() and np.isfinite(probe.value).all()
+    # z exists exactly where the probe reads the controls with some spread to scale by: not at the
+    # embeddings (every statement ends in the same token), nor where a probe is degenerate
     acts, _ = ev.activations(lm)
     negated = np.array([s.negated for s in ev.statements])
     test = np.array([s.split == "test" for s in ev.statements])
     spread = ev.fit_probes(acts)[0].logits(np.moveaxis(acts, 1, 0), negated)[:, test].std(1) > 0
     assert not spread[0]
     z = probe[centred & probe.metric.str.endswith("_refit")]
-    assert (z.value.notna() == spread[z.layer.astype(int)]).all()
+    assert sorted(set(z.layer)) == list(np.flatnonzero(spread))
+    assert (z.groupby("layer").size() == 2 * cfg.world.n_claims).all()
     fixed = probe[probe.metric.str.endswith("_fixed")].value.to_numpy()
     refit = probe[probe.metric.str.endswith("_refit")].value.to_numpy()
     np.testing.assert_allclose(fixed, refit, atol=1e-12)
