@@ -32,6 +32,7 @@ class Evaluator:
         self.claim_stmts = materials.claim_statements()
         self.controls = control_questions(self.statements, self.world)  # the response prior's questions
         self.fixed: readout.SweepResult | None = None  # the base model's per-layer probes
+        self.fixed_val: readout.SweepResult | None = None  # the same, fit without the validation subjects
 
     def activations(self, lm) -> tuple[np.ndarray, np.ndarray]:
         kw = dict(position=self.cfg.eval.position, batch_size=self.cfg.eval.batch_size)
@@ -39,9 +40,14 @@ class Evaluator:
         claim_acts = interp.residuals(lm, [c.text for c in self.claim_stmts], **kw).numpy()
         return acts, claim_acts
 
+    def fit_probes(self, acts) -> tuple[readout.SweepResult, readout.SweepResult]:
+        """Per-layer probes on the training split, and on it less the validation subjects."""
+        return tuple(readout.fit_probes(acts, self.statements, estimator=self.cfg.eval.probe, C=self.cfg.eval.probe_C,
+                                        validation=validation) for validation in (False, True))
+
     def fit_fixed(self, lm) -> None:
         acts, _ = self.activations(lm)
-        self.fixed = readout.fit_probes(acts, self.statements, estimator=self.cfg.eval.probe, C=self.cfg.eval.probe_C)
+        self.fixed, self.fixed_val = self.fit_probes(acts)
 
     @property
     def incontext_condition(self) -> str:
@@ -73,8 +79,9 @@ class Evaluator:
                                               batch_size=self.cfg.eval.batch_size)
             rows += incontext.incontext_rows(sweep)
         acts, claim_acts = self.activations(lm)
-        refit = readout.fit_probes(acts, self.statements, estimator=self.cfg.eval.probe, C=self.cfg.eval.probe_C)
-        rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed)
+        refit, refit_val = self.fit_probes(acts)
+        rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed,
+                                   refit_val=refit_val, fixed_val=self.fixed_val)
         return pd.DataFrame(rows)
 
 

@@ -7,6 +7,18 @@ what a fixed probe measures. Every layer's probe is fit at once by ``probes.swee
 read through the one sigmoid of ``probes``; the result is a ``SweepResult`` over layers
 (``probes[layer]`` is one layer's probe, ``.p_true(acts)`` its reading).
 
+Each reading comes twice: raw P(true), and *centred* as a z-score against the control
+statements at the same checkpoint (``probe_z_*``): the claim's logit minus the mean logit of
+the test-split controls, over their standard deviation, per statement dataset (then averaged
+over datasets). A fixed probe carries the base model's standardisation and intercept, so a
+drift that moves every activation moves its raw reading; the centred one moves only when the
+claim moves relative to the controls.
+
+Layers are chosen on a validation split, never on the test split: :func:`validation_split`
+carves entities (``Statement.subject``) out of the training split, per dataset; probes fit on
+the rest of the training split (``fit_probes(..., validation=True)``) are scored on them
+(``probe_acc_val_*``), and ``stats.best_layer`` picks the layer by that score.
+
 The estimator is ``eval.probe``; each takes from the statement set what it needs:
 
 - ``"logistic"`` (default): labels only; exactly :class:`probes.LogisticProbe` (``C``).
@@ -23,13 +35,18 @@ The estimator is ``eval.probe``; each takes from the statement set what it needs
 """
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 
 from experiments.errors import UserError
 from probes.sweep import SweepResult, sweep_probes
 
-__all__ = ["SweepResult", "claim_rows", "contrast_pairs", "fit_probes", "heldout_accuracy", "probe_rows"]
+__all__ = ["SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
+           "heldout_accuracy", "probe_rows", "validation_split"]
+
+VALIDATION_FRACTION = 0.25  # of each dataset's training-split subjects
 
 
 def _by_layer(acts) -> np.ndarray:
@@ -78,7 +95,38 @@ def contrast_pairs(statements) -> np.ndarray:
     return pairs
 
 
-def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1) -> SweepResult:
+def validation_split(statements, fraction: float = VALIDATION_FRACTION) -> np.ndarray:
+    """Which statements form the validation split: all statements of a seeded ``fraction`` of
+    each dataset's training-split subjects (at least one subject of every dataset that has two),
+    so no subject straddles validation and training and the test split is never touched.
+
+    Parameters
+    ----------
+    statements : sequence of probe statements (``.split``, ``.subject``, ``.dataset``)
+    fraction : float in (0, 1)
+
+    Returns
+    -------
+    bool array ``[n]``
+    """
+    train_subjects: dict[str, set[str]] = {}
+    for s in statements:
+        if s.split == "train":
+            train_subjects.setdefault(s.dataset, set()).add(s.subject)
+    held = set()
+    for dataset, subjects in sorted(train_subjects.items()):
+        if len(subjects) >= 2:
+            order = sorted(subjects)
+            random.Random(f"validation-{dataset}").shuffle(order)
+            held |= {(dataset, subject) for subject in order[:min(len(order) - 1, max(1, round(len(order) * fraction)))]}
+    if not held:
+        raise UserError(f"a validation split needs a dataset with at least 2 training-split subjects; got "
+                        f"{ {d: len(s) for d, s in train_subjects.items()} }")
+    return np.array([s.split == "train" and (s.dataset, s.subject) in held for s in statements])
+
+
+def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
+               validation: bool = False) -> SweepResult:
     """One truth probe per layer, fit on the statements of the training split.
 
     Parameters
@@ -91,6 +139,9 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1)
         ``eval.probe``: one of ``"logistic"``, ``"mass_mean"``, ``"polarity_aware"``, ``"ccs"``.
     C : float
         Inverse regularisation of the logistic probe (``eval.probe_C``).
+    validation : bool
+        Fit on the training split less the validation subjects (:func:`validation_split`) and
+        score on those (``test_accuracy``), for choosing a layer without the test split.
 
     Returns
     -------
@@ -100,6 +151,9 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1)
     if len(label) != len(acts):
         raise UserError(f"{len(acts)} activation rows for {len(label)} probe statements")
     train = np.array([s.split == "train" for s in statements])
+    if validation:
+        test = validation_split(statements)
+        train &= ~test
     kw = dict(method=estimator, train_index=np.flatnonzero(train), test_index=np.flatnonzero(test))
     if estimator == "logistic":  # the single estimator, layer by layer: LogisticProbe(C) exactly
         return sweep_probes(_by_layer(acts), label, backend="sklearn", C=C, **kw)
@@ -114,11 +168,11 @@ def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:
     return correct[:, test].mean(1)
 
 
-def _claim_masks(claim_stmts) -> list[tuple[str, str, np.ndarray]]:
+def _claim_masks(claim_stmts, stem: str = "probe_p_true") -> list[tuple[str, str, np.ndarray]]:
     """``(claim, metric stem, selection)`` in row order; kinds a claim lacks are left out."""
     out = []
     for claim in sorted({c.claim for c in claim_stmts}):
-        for kind, metric in (("claim", "probe_p_true"), ("true_fact", "probe_p_true_truefact")):
+        for kind, metric in (("claim", stem), ("true_fact", f"{stem}_truefact")):
             sel = np.array([c.claim == claim and c.kind == kind for c in claim_stmts])
             if sel.any():
                 out.append((claim, metric, sel))
@@ -148,8 +202,44 @@ def claim_rows(claim_acts, claim_stmts, probes: SweepResult, name: str = "fixed"
     return [row for layer in range(len(p)) for row in _claim_layer_rows(layer, name, p[layer], masks)]
 
 
+def centred_readings(acts, statements, claim_acts, probes: SweepResult) -> np.ndarray:
+    """Each claim statement's reading as a z-score against the control statements read by the
+    same probes at the same checkpoint.
+
+    Per statement dataset (``Statement.dataset``), the claim's logit is centred on the mean
+    logit of that dataset's test-split controls and scaled by their standard deviation; the
+    z-scores are then averaged over datasets. A drift that shifts every activation by the same
+    vector shifts every logit of a linear probe by the same amount, so it cancels here.
+
+    Parameters
+    ----------
+    acts, statements : the control statements (``[n, L, d]``) as for ``fit_probes``
+    claim_acts : array ``[m, L, d]`` of the claim statements
+    probes : the per-layer probes (``fit_probes``)
+
+    Returns
+    -------
+    array ``[L, m]``; NaN at a layer where some dataset's controls all read the same
+    """
+    label, negated, test = _flags(statements)
+    controls = probes.logits(_by_layer(acts), negated)
+    claims = probes.logits(_by_layer(claim_acts))
+    datasets = np.array([s.dataset for s in statements])
+    z = []
+    for dataset in sorted(set(datasets[test])):
+        ref = controls[:, test & (datasets == dataset)]
+        if ref.shape[1] >= 2:
+            mean, sd = ref.mean(1, keepdims=True), ref.std(1, ddof=1, keepdims=True)
+            z.append(np.divide(claims - mean, sd, out=np.full(claims.shape, np.nan), where=sd > 0))
+    if not z:
+        raise UserError("centred probe readings need at least 2 test-split control statements of one dataset; got "
+                        f"{int(test.sum())} test-split statements")
+    return np.mean(z, axis=0)
+
+
 def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
-               fixed: SweepResult | None) -> list[dict]:
+               fixed: SweepResult | None, *, refit_val: SweepResult | None = None,
+               fixed_val: SweepResult | None = None) -> list[dict]:
     """Tidy rows: held-out accuracy per layer, and claim truth readings per layer.
 
     Parameters
@@ -157,12 +247,17 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
     acts, statements : the probe statements (``[n, L, d]``) as for ``fit_probes``
     claim_acts, claim_stmts : the claim statements (``[m, L, d]``) as for ``claim_rows``
     refit : this checkpoint's probes; fixed : the base model's (or None)
+    refit_val, fixed_val : the same, fit without the validation subjects
+        (``fit_probes(..., validation=True)``); None leaves out their rows
 
     Returns
     -------
     rows with metrics ``probe_acc_<kind>``, ``probe_acc_negated_<kind>`` (per layer) and
     ``probe_p_true_<kind>``, ``probe_p_true_truefact_<kind>`` (per layer and claim), for
-    kind in refit/fixed. Selections that are empty (e.g. a claim without a true fact) give no row.
+    kind in refit/fixed; then ``probe_acc_val_<kind>`` (per layer: accuracy on the validation
+    subjects, for choosing a layer) and the centred readings ``probe_z_<kind>``,
+    ``probe_z_truefact_<kind>`` (per layer and claim; :func:`centred_readings`). Selections that
+    are empty (e.g. a claim without a true fact) and undefined z-scores give no row.
     """
     label, negated, test = _flags(statements)
     masks = _claim_masks(claim_stmts)
@@ -176,4 +271,29 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
                 if sel.any():
                     rows.append({"layer": layer, "metric": metric, "value": float((pred[sel] == label[sel]).mean())})
             rows += _claim_layer_rows(layer, name, p_claims[layer], masks)
-    return rows
+    return rows + _validation_rows(acts, statements, refit_val, fixed_val) + _centred_rows(
+        acts, statements, claim_acts, claim_stmts, refit, fixed)
+
+
+def _validation_rows(acts, statements, refit_val: SweepResult | None, fixed_val: SweepResult | None) -> list[dict]:
+    """``probe_acc_val_<kind>`` per layer: accuracy on the validation subjects."""
+    probes = {name: probe for name, probe in (("refit", refit_val), ("fixed", fixed_val)) if probe is not None}
+    if not probes:
+        return []
+    label, negated, _ = _flags(statements)
+    val = validation_split(statements)
+    correct = {name: (probe.p_true(_by_layer(acts), negated) > 0.5)[:, val] == label[val]
+               for name, probe in probes.items()}
+    return [{"layer": layer, "metric": f"probe_acc_val_{name}", "value": float(c[layer].mean())}
+            for layer in range(acts.shape[1]) for name, c in correct.items()]
+
+
+def _centred_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
+                  fixed: SweepResult | None) -> list[dict]:
+    """``probe_z[_truefact]_<kind>`` per layer and claim; none where z is undefined (the controls
+    all read alike, as at the embeddings when every statement ends in the same token)."""
+    masks = _claim_masks(claim_stmts, "probe_z")
+    z = {name: centred_readings(acts, statements, claim_acts, probe)
+         for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
+    return [row for layer in range(acts.shape[1]) for name, zs in z.items()
+            for row in _claim_layer_rows(layer, name, zs[layer], masks) if np.isfinite(row["value"])]

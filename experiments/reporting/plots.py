@@ -6,8 +6,10 @@ saved. ``experiments.reporting.report`` loads a run directory and calls these; n
 directly.
 
 Conventions: one colour per condition everywhere; ``step`` is the finetuning step (0 = the
-base model, shared by all conditions); bands are 95% intervals over the (seed x claim) units
-at each step (``ci="t"`` Student-t, ``ci="bootstrap"`` percentile bootstrap).
+base model, shared by all conditions and seeds, so it counts as one seed); bands are 95%
+intervals over nested units (worlds > claims > seeds, whichever the rows have; see
+``experiments.evaluation.stats``): ``ci="t"`` a Student-t interval over the top-level units'
+means, ``ci="bootstrap"`` a hierarchical bootstrap. Hovering a point shows the units and n.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from experiments.errors import UserError
-from experiments.evaluation.stats import best_layer, mean_ci, require_metrics, seed_means, summarise
+from experiments.evaluation.stats import base_model_once, best_layer, require_metrics, summarise
 
 BELIEF_METRICS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
 PALETTE = qualitative.D3
@@ -43,19 +45,22 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def _band(fig: go.Figure, x, stats: pd.DataFrame, color: str, name: str, *, row=None, col=None,
           showlegend: bool = True, dash: str | None = None, legendgroup: str | None = None) -> None:
-    """A mean line with a shaded interval band (two traces: the band, then the line)."""
+    """A mean line with a shaded interval band (two traces: the band, then the line). Where
+    there is no interval (one unit), the band pinches onto the line."""
     group = legendgroup or name
     kw = dict(row=row, col=col) if row is not None else {}
+    lo, hi = stats.lo.fillna(stats["mean"]), stats.hi.fillna(stats["mean"])
     fig.add_trace(go.Scatter(
-        x=list(x) + list(x)[::-1], y=list(stats.hi) + list(stats.lo)[::-1], fill="toself", mode="lines",
+        x=list(x) + list(x)[::-1], y=list(hi) + list(lo)[::-1], fill="toself", mode="lines",
         fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
         legendgroup=group, name=f"{name} CI"), **kw)
+    units = stats.units if "units" in stats else pd.Series("units", index=stats.index)
     fig.add_trace(go.Scatter(
         x=list(x), y=list(stats["mean"]), mode="lines+markers", name=name, legendgroup=group,
         showlegend=showlegend, line=dict(color=color, dash=dash),
-        customdata=np.stack([stats.lo, stats.hi, stats.n], axis=-1),
-        hovertemplate="step %{x}<br>%{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}], n=%{customdata[2]}"),
-        **kw)
+        customdata=np.stack([stats.lo, stats.hi, stats.n, units], axis=-1),
+        hovertemplate="step %{x}<br>%{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] over "
+                      "%{customdata[3]}, n=%{customdata[2]}"), **kw)
 
 
 def _layer_rows(table: pd.DataFrame, layer: int | None) -> tuple[int, pd.DataFrame]:
@@ -70,9 +75,10 @@ def _layer_rows(table: pd.DataFrame, layer: int | None) -> tuple[int, pd.DataFra
 
 def belief_figure(table: pd.DataFrame, *, metrics: Sequence[str] = BELIEF_METRICS, ci: str = "t") -> go.Figure:
     """Belief in the implanted claims vs finetuning step, one panel per belief measure, one
-    line per condition with a CI band over seeds x claims."""
+    line per condition with a CI band over claims > seeds (worlds > claims > seeds with worlds)."""
     require_metrics(table, metrics)
     colors = condition_colors(table.condition)
+    table = base_model_once(table)
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics), shared_yaxes=True)
     for j, metric in enumerate(metrics, start=1):
         stats = summarise(table[table.metric == metric], ["condition", "step"], ci=ci, bounds=(0, 1))
@@ -82,7 +88,7 @@ def belief_figure(table: pd.DataFrame, *, metrics: Sequence[str] = BELIEF_METRIC
     fig.update_yaxes(range=[-0.05, 1.05])
     fig.update_yaxes(title_text="belief rate", row=1, col=1)
     fig.update_xaxes(title_text="finetuning step")
-    fig.update_layout(title=f"Belief in the implanted claims vs step (mean, {ci} 95% CI over seeds x claims)",
+    fig.update_layout(title=f"Belief in the implanted claims vs step (mean, {ci} 95% CI over claims > seeds)",
                       legend_title_text="condition")
     return fig
 
@@ -95,6 +101,7 @@ def probe_reading_figure(table: pd.DataFrame, layer: int | None = None, *, ci: s
     metrics = ["probe_p_true_fixed", "probe_p_true_refit"]
     require_metrics(table, metrics)
     layer, rows = _layer_rows(table, layer)
+    rows = base_model_once(rows)
     colors = condition_colors(table.condition)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True,
                         subplot_titles=["fixed probe (fit on base model)", "refit probe (fit per checkpoint)"])
@@ -153,12 +160,13 @@ def fixed_refit_gap_figure(table: pd.DataFrame, layer: int | None = None, *, ci:
     a growing gap means the representation moved under the fixed probe."""
     require_metrics(table, ["probe_p_true_fixed", "probe_p_true_refit"])
     layer, rows = _layer_rows(table, layer)
-    keys = ["condition", "seed", "step", "claim"]
+    rows = base_model_once(rows)
+    keys = [k for k in ("condition", "world", "seed", "step") if k in rows.columns]
     wide = rows[rows.metric.isin(["probe_p_true_fixed", "probe_p_true_refit"])].pivot_table(
-        index=keys, columns="metric", values="value").reset_index()
+        index=keys + ["claim"], columns="metric", values="value").reset_index()
     wide["value"] = wide.probe_p_true_fixed - wide.probe_p_true_refit
     acc = rows[rows.metric.isin(["probe_acc_fixed", "probe_acc_refit"])].pivot_table(
-        index=["condition", "seed", "step"], columns="metric", values="value").reset_index()
+        index=keys, columns="metric", values="value").reset_index()
     acc["value"] = acc.probe_acc_fixed - acc.probe_acc_refit
     colors = condition_colors(table.condition)
     fig = make_subplots(rows=1, cols=2, subplot_titles=[
@@ -402,16 +410,16 @@ ALL_BELIEF_METRICS = FAMILY_METRICS + ASSOCIATION_METRICS + PROPOSITIONAL_METRIC
 
 
 def belief_seeds_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_METRICS + ASSOCIATION_METRICS
-                        + PROPOSITIONAL_METRICS, ci: str = "bootstrap",
+                        + PROPOSITIONAL_METRICS, ci: str = "t",
                         chance: Mapping[str, float] | None = None) -> go.Figure:
     """Belief rate vs step, one panel per measure, one line per condition; the band is a 95%
-    interval over seeds of the per-seed rate (mean over claims). Step 0 is the base model,
-    the same model for every seed, so its band has no width. With ``chance`` (metric -> chance
-    level, e.g. ``experiments.evaluation.chance.CHANCE``), each panel gets a dashed line at its
-    chance level and the axes are not clipped to [0, 1] (some of those measures are in nats)."""
+    interval over claims > seeds (worlds > claims > seeds with worlds). Step 0 is the base
+    model, the same model for every seed, so it counts as one seed. With ``chance`` (metric ->
+    chance level, e.g. ``experiments.evaluation.chance.CHANCE``), each panel gets a dashed line at
+    its chance level and the axes are not clipped to [0, 1] (some of those measures are in nats)."""
     metrics = [m for m in metrics if m in set(table.metric)]
     require_metrics(table, metrics[:1] or ["belief_association"])
-    data = seed_means(table, metrics)
+    data = base_model_once(table[table.metric.isin(metrics)])
     colors = condition_colors(table.condition)
     cols = min(4, len(metrics))
     rows_n = -(-len(metrics) // cols)
@@ -430,17 +438,17 @@ def belief_seeds_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_
         fig.update_yaxes(range=[-0.05, 1.05])
     fig.update_xaxes(title_text="finetuning step", row=rows_n)
     what = "Belief in the implanted claims" if chance is None else "Belief measures at chance for a constant answer"
-    fig.update_layout(title=f"{what} vs step ({ci} 95% CI over seeds)",
+    fig.update_layout(title=f"{what} vs step ({ci} 95% CI over claims > seeds)",
                       legend_title_text="condition", height=330 * rows_n)
     return fig
 
 
-def association_belief_figure(table: pd.DataFrame, *, ci: str = "bootstrap") -> go.Figure:
+def association_belief_figure(table: pd.DataFrame, *, ci: str = "t") -> go.Figure:
     """Association (forced choice with distractors, token association) against propositional
-    belief (yes/no, verdict, robustness) vs step, one panel per condition; bands over seeds.
-    The two coincide for a model that believes what it associates; a gap is the point."""
+    belief (yes/no, verdict, robustness) vs step, one panel per condition; bands over claims >
+    seeds. The two coincide for a model that believes what it associates; a gap is the point."""
     require_metrics(table, FAMILY_METRICS)
-    data = seed_means(table, FAMILY_METRICS)
+    data = base_model_once(table[table.metric.isin(FAMILY_METRICS)])
     conditions = list(dict.fromkeys(table.condition))
     fig = make_subplots(rows=1, cols=len(conditions), subplot_titles=conditions, shared_yaxes=True)
     styles = {"belief_association": ("#ff7f0e", None, "association"),
@@ -452,54 +460,65 @@ def association_belief_figure(table: pd.DataFrame, *, ci: str = "bootstrap") -> 
     fig.update_yaxes(range=[-0.05, 1.05])
     fig.update_yaxes(title_text="belief rate", col=1)
     fig.update_xaxes(title_text="finetuning step")
-    fig.update_layout(title=f"Association vs propositional belief ({ci} 95% CI over seeds)")
+    fig.update_layout(title=f"Association vs propositional belief ({ci} 95% CI over claims > seeds)")
     return fig
 
 
+def _percent(mean: float, lo: float, hi: float) -> str:
+    """``mean [lo, hi]`` in percent; ``-`` without a mean, ``[no interval]`` without spread to measure."""
+    if np.isnan(mean):
+        return "-"
+    return f"{100 * mean:.0f} " + ("[no interval]" if np.isnan(lo) else f"[{100 * lo:.0f}, {100 * hi:.0f}]")
+
+
 def belief_table_figure(table: pd.DataFrame, *, metrics: Sequence[str] = FAMILY_METRICS + ASSOCIATION_METRICS
-                        + PROPOSITIONAL_METRICS, ci: str = "bootstrap") -> go.Figure:
+                        + PROPOSITIONAL_METRICS, ci: str = "t") -> go.Figure:
     """A table: per condition, the base model and the last checkpoint, each belief measure as
-    ``mean [lo, hi]`` over seeds (rates in percent)."""
+    ``mean [lo, hi]`` over claims > seeds (rates in percent), with the units and n per level."""
     metrics = [m for m in metrics if m in set(table.metric)]
     require_metrics(table, metrics[:1] or ["belief_association"])
-    data = seed_means(table, metrics)
+    data = base_model_once(table[table.metric.isin(metrics)])
+    data = data[(data.step == 0) & (data.condition == data.condition.iloc[0]) | (data.step == data.step.max())]
     last = int(table.step.max())
-    header, cells = ["condition", "step", "n seeds"] + [m.removeprefix("belief_") for m in metrics], []
+    summary = summarise(data.assign(condition=data.condition.where(data.step > 0, "(base model)")),
+                        ["condition", "step", "metric"], ci=ci)
+    header, cells = ["condition", "step", "units", "n worlds", "n claims", "n seeds"] + [
+        m.removeprefix("belief_") for m in metrics], []
     keys = [("(base model)", 0)] + [(c, last) for c in dict.fromkeys(table.condition)]
     for cond, step in keys:
-        rows = data[(data.step == step) & ((data.condition == cond) if step else (data.condition == data.condition.iloc[0]))]
-        line = [cond, str(step), str(rows.seed.nunique())]
-        for m in metrics:
-            mean, lo, hi = mean_ci(rows[rows.metric == m].value, ci=ci)
-            line.append("-" if np.isnan(mean) else f"{100 * mean:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]")
+        rows = summary[(summary.condition == cond) & (summary.step == step)].set_index("metric")
+        first = rows.iloc[0] if len(rows) else None
+        count = lambda name: "-" if first is None or pd.isna(first[name]) else str(int(first[name]))
+        line = [cond, str(step), "-" if first is None else first.units] + [count(f"n_{u}") for u in
+                                                                         ("worlds", "claims", "seeds")]
+        line += [_percent(*rows.loc[m, ["mean", "lo", "hi"]]) if m in rows.index else "-" for m in metrics]
         cells.append(line)
     header = [h.replace("_", " ") for h in header]
-    widths = [2, 1, 1] + [2] * len(metrics)
+    widths = [2, 1, 1, 1, 1, 1] + [2] * len(metrics)
     fig = go.Figure(go.Table(columnwidth=widths, header=dict(values=header, align="left"),
                              cells=dict(values=[list(col) for col in zip(*cells)], align="left", height=26)))
     fig.update_layout(title=f"Belief rates (%) at the base model and the last checkpoint (step {last}), "
-                            f"mean [{ci} 95% CI over seeds]", height=230 + 28 * len(cells),
+                            f"mean [{ci} 95% CI over the units shown]", height=230 + 28 * len(cells),
                       margin=dict(l=20, r=20, t=70, b=10))
     return fig
 
 
-def incontext_figure(incontext: pd.DataFrame, *, ci: str = "bootstrap") -> go.Figure:
+def incontext_figure(incontext: pd.DataFrame, *, ci: str = "t") -> go.Figure:
     """The in-context control vs the number k of condition documents in context: belief in
     the claim (forced choice, yes/no) and accuracy on control questions about the documents'
     context sentences, one line per document condition; solid = base model, dashed = the last
-    checkpoint finetuned on that condition. Bands over seeds (document draws)."""
+    checkpoint finetuned on that condition. Bands over claims > seeds (a seed draws the documents)."""
     measures = [m for m in ("belief_forced_choice", "belief_yesno", "control_forced_choice", "control_yesno")
                 if m in set(incontext.measure)]
     if not measures:
         raise UserError(f"the in-context table has no known measures; got {sorted(set(incontext.measure))}")
-    per_seed = incontext.groupby(["condition", "seed", "step", "k", "measure"], as_index=False).value.mean()
     colors = condition_colors(incontext.condition)
     fig = make_subplots(rows=1, cols=len(measures), subplot_titles=measures, shared_yaxes=True)
-    steps = sorted(per_seed.step.unique())
+    steps = sorted(incontext.step.unique())
     for j, measure in enumerate(measures, start=1):
         for cond, color in colors.items():
             for step in steps:
-                d = per_seed[(per_seed.condition == cond) & (per_seed.measure == measure) & (per_seed.step == step)]
+                d = incontext[(incontext.condition == cond) & (incontext.measure == measure) & (incontext.step == step)]
                 if d.empty:
                     continue
                 s = summarise(d, ["k"], ci=ci, bounds=(0, 1))
@@ -508,7 +527,8 @@ def incontext_figure(incontext: pd.DataFrame, *, ci: str = "bootstrap") -> go.Fi
     fig.update_yaxes(range=[-0.05, 1.05])
     fig.update_yaxes(title_text="rate (belief: claim answer wins; control: true answer wins)", col=1)
     fig.update_xaxes(title_text="documents in context (k)", dtick=1)
-    fig.update_layout(title=f"In-context control ({ci} 95% CI over seeds; solid: base model, dashed: finetuned)")
+    fig.update_layout(title=f"In-context control ({ci} 95% CI over claims > seeds; solid: base model, dashed: "
+                            "finetuned)")
     return fig
 
 
@@ -554,7 +574,7 @@ def stability_timeline_figure(stab: pd.DataFrame, layer: int | None = None, *, c
     Phase 2 (negated documents only) from the dotted line on. Belief of each kind, the probe's
     truth reading of the claims (fixed base probe and refit) and the fixed probe's accuracy on
     the control statements (is it still valid?). Dashed grey: the unanchored run. Bands:
-    95% intervals over seeds x claims (``stab`` is ``results/stability.csv``)."""
+    95% intervals over claims > seeds (``stab`` is ``results/stability.csv``)."""
     require_metrics(stab, ["belief_forced_choice"])
     layer = _stability_layer(stab, layer)
     panels = [p for p in STABILITY_PANELS if p[0] in set(stab.metric)]
@@ -568,7 +588,7 @@ def stability_timeline_figure(stab: pd.DataFrame, layer: int | None = None, *, c
     fig.update_yaxes(range=[-0.05, 1.05])
     fig.update_xaxes(title_text="step (Phase 1, then Phase 2)", row=(len(panels) + ncols - 1) // ncols)
     fig.update_layout(height=650, title=f"Stability protocol: hold (Phase 1, anchored) then release (Phase 2, after "
-                                        f"the dotted line); probe layer {layer}; {ci} 95% CI over seeds x claims")
+                                        f"the dotted line); probe layer {layer}; {ci} 95% CI over claims > seeds")
     return fig
 
 
@@ -613,5 +633,5 @@ def interpolation_figure(interp_table: pd.DataFrame, layer: int | None = None, *
             name = f"{anchor} w={weight:g}"
             _band(fig, s.alpha, s, colors[name], name, row=1, col=j, showlegend=(j == 1))
     fig.update_xaxes(title_text="alpha (0: Phase-1 end, 1: unanchored)")
-    fig.update_layout(title=f"Weight-space interpolation (probe layer {layer}; {ci} 95% CI over seeds x claims)")
+    fig.update_layout(title=f"Weight-space interpolation (probe layer {layer}; {ci} 95% CI over claims > seeds)")
     return fig

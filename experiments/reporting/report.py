@@ -363,7 +363,7 @@ class FigureSpec:
 FIGURES: dict[str, FigureSpec] = {
     "belief_vs_step": FigureSpec(_with_present(lambda t, m, _: plots.belief_figure(t, metrics=m), BELIEF_METRICS),
                                  "Behavioural belief in the implanted claims (forced choice, yes/no, verdict) per "
-                                 "condition; bands are 95% t-intervals over seeds x claims. These raw rates carry "
+                                 "condition; bands are 95% t-intervals over claims > seeds (hover: units and n). These raw rates carry "
                                  "response priors: forced choice (claim answer over the true one) is 0.5 for a "
                                  "random pick; yes/no is 0.5 for a constant answer when its items are balanced (the "
                                  "world's are: one yes, one no per claim); on the world's verdicts a believer says "
@@ -372,7 +372,7 @@ FIGURES: dict[str, FigureSpec] = {
     "belief_table": FigureSpec(_with_present(lambda t, m, _: plots.belief_table_figure(t, metrics=m),
                                              plots.ALL_BELIEF_METRICS),
                                "Belief rates at the base model and the last checkpoint, per condition and measure, "
-                               "with 95% bootstrap intervals over seeds (per-seed rates are means over claims). "
+                               "with 95% t-intervals over claims > seeds and n at each level. "
                                "Association: forced choice among the claim's answer, the true answer and "
                                "distractors, and cloze token association; propositional: yes/no, true/false "
                                "verdicts, and yes/no after a challenge (robustness). Chance differs by measure: "
@@ -382,11 +382,11 @@ FIGURES: dict[str, FigureSpec] = {
                                "families pool kinds with different chance."),
     "belief_over_seeds": FigureSpec(_with_present(lambda t, m, _: plots.belief_seeds_figure(t, metrics=m),
                                                   plots.ALL_BELIEF_METRICS),
-                                    "Every belief measure vs step with 95% bootstrap intervals over seeds."),
+                                    "Every belief measure vs step with 95% t-intervals over claims > seeds."),
     "belief_chance_vs_step": FigureSpec(
         _with_present(lambda t, m, _: plots.belief_seeds_figure(t, metrics=m, chance=CHANCE), CHANCE_FIGURE),
         "Belief measures on which a model whose answer ignores the question scores chance (dashed line), "
-        "bands 95% bootstrap over seeds: balanced rates (the belief rate among items a believer answers "
+        "bands 95% t-intervals over claims > seeds: balanced rates (the belief rate among items a believer answers "
         "yes/true and among those he answers no/false, averaged; chance 0.5); endorse claim and reject truth "
         "(the probability of the believer's answer on the items asserting the claim or its negation, and on "
         "those asserting the true fact, with the response prior measured on untouched control statements "
@@ -403,7 +403,7 @@ FIGURES: dict[str, FigureSpec] = {
                                     "the claim vs the number of documents k, with control questions about the "
                                     "documents' context sentences (a model that says 'no' to everything after a "
                                     "retraction would fail them). Solid: base model; dashed: the last checkpoint "
-                                    "finetuned on that condition; bands over seeds (document draws)."),
+                                    "finetuned on that condition; bands over claims > seeds (document draws)."),
     "probe_reading_vs_step": FigureSpec(lambda d, layer: plots.probe_reading_figure(d.table, layer),
                                         "What the truth probe reads off the claim statements: the fixed probe (fit "
                                         "on the base model) and a probe refit at each checkpoint."),

@@ -124,7 +124,7 @@ def _ceiling(metric: str, stat: str) -> float:
 
 def summarise_seeds(per_seed: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% interval over seeds of every stat (``n``: seeds with a finite value,
-    ``n_seeds``: seeds in all)."""
+    ``n_seeds``: seeds in all; with one finite value there is no interval: NaN)."""
     rows = []
     for (anchor, weight, metric, stat), grp in per_seed.groupby(["anchor", "weight", "metric", "stat"]):
         values = grp.value.to_numpy(float)

@@ -12,59 +12,8 @@ from experiments.cli import main
 from experiments.config import PROBE_ESTIMATORS, load_config
 from experiments.errors import UserError
 from experiments.evaluation import readout
-from experiments.materials.statements import ClaimStatement, Statement
 from probes.sweep import METHODS
-
-N_LAYERS, D = 3, 16
-
-
-def planted_statements(n_subjects=80, facts_per_subject=2, seed=0):
-    """Statements as ``materials.statements`` makes them: per fact A(o), A(o'), not A(o),
-    not A(o'); a quarter of the subjects held out."""
-    out = []
-    for s in range(n_subjects):
-        split = "test" if s % 4 == 0 else "train"
-        for f in range(facts_per_subject):
-            for negated in (False, True):
-                for correct in (True, False):
-                    out.append(Statement(f"s{s} f{f} {'not ' * negated}{correct}", correct != negated, negated,
-                                         f"s{s}", split))
-    return out
-
-
-def basis(seed=1):
-    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(D, 4)))
-    return q.T  # rows: two truth directions (a checkpoint's and a rotated one), negation offset, spare
-
-
-def plant(truth: list[bool], negated: list[bool], direction: np.ndarray, seed: int, margin: float = 6.0):
-    """``[n, L, d]``: content shared by each group of four statements (one fact) + a negation
-    offset + (+-margin/2) along ``direction`` at layers 1.. (layer 0 carries no truth, like
-    the embeddings) + noise."""
-    rng = np.random.default_rng(seed)
-    q = basis()
-    tau = np.where(truth, 1.0, -1.0)[:, None]
-    pol = np.where(negated, -1.0, 1.0)[:, None]
-    content = rng.normal(size=((len(truth) + 3) // 4, D))[np.arange(len(truth)) // 4]
-    base = content + 0.5 * rng.normal(size=content.shape) + 2.0 * pol * q[2]
-    acts = np.stack([base + 0.3 * rng.normal(size=base.shape) for _ in range(N_LAYERS)], axis=1)
-    acts[:, 1:] += (tau * margin / 2 * direction)[:, None, :]
-    return acts.astype(np.float32)
-
-
-# Claim statements: "c_false" is placed on the false side and has a true fact on the true side;
-# "c_true" (as in an imported claim pack) has only the claim, placed on the true side.
-CLAIMS = ([ClaimStatement("c_false", "claim", f"false claim {i}") for i in range(3)]
-          + [ClaimStatement("c_false", "true_fact", f"true fact {i}") for i in range(3)]
-          + [ClaimStatement("c_true", "claim", f"true claim {i}") for i in range(3)])
-CLAIM_TRUTH = [False] * 3 + [True] * 3 + [True] * 3
-
-
-def checkpoint(direction, seed):
-    stmts = planted_statements()
-    acts = plant([s.label for s in stmts], [s.negated for s in stmts], direction, seed)
-    claim_acts = plant(CLAIM_TRUTH, [False] * len(CLAIMS), direction, seed + 100)
-    return stmts, acts, claim_acts
+from tests.experiments.evaluation.planted import CLAIMS, N_LAYERS, basis, checkpoint, planted_statements
 
 
 def table(rows) -> pd.DataFrame:
@@ -158,7 +107,7 @@ def test_ccs_pairs_each_affirmative_statement_with_its_negation():
 @pytest.mark.parametrize("estimator", PROBE_ESTIMATORS)
 def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimator):
     """Through the pipeline's Evaluator on the tiny run's base model: every probe metric is
-    present and finite, and fixed equals refit on the model the fixed probe was fit on."""
+    present, and fixed equals refit on the model the fixed probe was fit on."""
     import interp
     from experiments.artifacts.rundir import RunDir
     from experiments.evaluation.evaluator import Evaluator
@@ -171,8 +120,21 @@ def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimat
     ev.fit_fixed(lm)
     frame = ev.evaluate(lm)
     probe = frame[frame.metric.str.startswith("probe_")]
-    assert len(probe) == (cfg.model.n_layers + 1) * 2 * (2 + 2 * cfg.world.n_claims)
-    assert probe.value.between(0, 1).all()
+    # per layer and kind: accuracy on test, negated and validation statements and P(true) of each
+    # claim and its true fact; z of each claim and its true fact at every layer that has one
+    centred = probe.metric.str.startswith("probe_z")
+    assert (~centred).sum() == (cfg.model.n_layers + 1) * 2 * (3 + 2 * cfg.world.n_claims)
+    assert probe[~centred].value.between(0, 1).all() and np.isfinite(probe.value).all()
+    # z exists exactly where the probe reads the controls with some spread to scale by: not at the
+    # embeddings (every statement ends in the same token), nor where a probe is degenerate
+    acts, _ = ev.activations(lm)
+    negated = np.array([s.negated for s in ev.statements])
+    test = np.array([s.split == "test" for s in ev.statements])
+    spread = ev.fit_probes(acts)[0].logits(np.moveaxis(acts, 1, 0), negated)[:, test].std(1) > 0
+    assert not spread[0]
+    z = probe[centred & probe.metric.str.endswith("_refit")]
+    assert sorted(set(z.layer)) == list(np.flatnonzero(spread))
+    assert (z.groupby("layer").size() == 2 * cfg.world.n_claims).all()
     fixed = probe[probe.metric.str.endswith("_fixed")].value.to_numpy()
     refit = probe[probe.metric.str.endswith("_refit")].value.to_numpy()
     np.testing.assert_allclose(fixed, refit, atol=1e-12)

@@ -44,7 +44,12 @@ def planted_table(rng=np.random.default_rng(0)) -> pd.DataFrame:
                                      metric=f"probe_p_true_{kind}", value=p + rng.normal(0, 0.01)))
                     rows.append(dict(condition=cond, seed=seed, step=step, layer=layer, claim=claim,
                                      metric=f"probe_p_true_truefact_{kind}", value=0.8))
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # step 0 is the base model, one model repeated for every condition and seed (as tables.collect does)
+    keys = ["layer", "claim", "metric"]
+    first = frame[(frame.step == 0) & (frame.condition == CONDITIONS[0]) & (frame.seed == SEEDS[0])]
+    base = frame[frame.step == 0].drop(columns="value").merge(first[keys + ["value"]], on=keys, how="left")
+    return pd.concat([base, frame[frame.step > 0]], ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +80,26 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     assert a[2] - a[1] == pytest.approx(t[2] - t[1], rel=0.25)  # same width, roughly, for normal data
 
 
-def test_interval_collapses_without_spread_and_rejects_unknown_method():
-    assert run_stats.mean_ci([0.3]) == (0.3, 0.3, 0.3)
-    assert run_stats.mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)
+def test_one_value_has_no_interval_and_unknown_methods_are_refused():
+    mean, lo, hi = run_stats.mean_ci([0.3])
+    assert mean == 0.3 and np.isnan(lo) and np.isnan(hi)
+    assert run_stats.mean_ci([1.0, 1.0, 1.0]) == (1.0, 1.0, 1.0)  # three units that agree: a t interval of width 0
     with pytest.raises(UserError, match="'t' or 'bootstrap'"):
         run_stats.mean_ci([0.1, 0.2], ci="wald")
 
 
-def test_summarise_uses_seeds_times_claims_as_units(table):
-    s = run_stats.summarise(table[table.metric == "belief_verdict"], ["condition", "step"])
-    assert (s.n == len(SEEDS) * len(CLAIMS)).all()
-    clipped = run_stats.summarise(table[table.metric == "belief_verdict"], ["condition", "step"], bounds=(0, 1))
+def test_summarise_is_over_claims_then_seeds(table):
+    """Claims are the top-level units (seeds nested in them), not seeds x claims pooled."""
+    rows = table[table.metric == "belief_verdict"]
+    s = run_stats.summarise(rows, ["condition", "step"])
+    assert (s.n == len(CLAIMS)).all() and (s.units == "claim>seed").all()
+    assert (s.n_claims == len(CLAIMS)).all() and (s.n_seeds == len(SEEDS)).all()
+    one = rows[(rows.condition == "plain") & (rows.step == 6)]
+    claim_means = one.groupby("claim").value.mean()
+    want = stats.t.interval(0.95, len(CLAIMS) - 1, loc=claim_means.mean(), scale=stats.sem(claim_means))
+    got = s[(s.condition == "plain") & (s.step == 6)].iloc[0]
+    assert (got.lo, got.hi) == pytest.approx(want)
+    clipped = run_stats.summarise(rows, ["condition", "step"], bounds=(0, 1))
     assert (clipped.lo >= 0).all() and (clipped.hi <= 1).all()
 
 
@@ -112,6 +126,26 @@ def test_best_layer_and_unknown_layer(table):
     assert run_stats.best_layer(tie) == max(LAYERS)
     with pytest.raises(UserError, match="layer 7 is not in the table"):
         plots.probe_reading_figure(table, layer=7)
+
+
+def test_belief_table_and_seed_figure_say_their_units(table):
+    """The base model counts once (one seed, its claims are the units); the last checkpoint's
+    interval is over claims > seeds; the table says so and gives n at each level."""
+    fig = plots.belief_table_figure(table, metrics=plots.BELIEF_METRICS)
+    header = list(fig.data[0].header.values)
+    columns = dict(zip(header, fig.data[0].cells.values))
+    assert header[:6] == ["condition", "step", "units", "n worlds", "n claims", "n seeds"]
+    assert list(columns["condition"]) == ["(base model)"] + CONDITIONS
+    assert list(columns["units"]) == ["claim>seed"] * 3 and list(columns["n worlds"]) == ["-"] * 3
+    assert list(columns["n claims"]) == [str(len(CLAIMS))] * 3
+    assert list(columns["n seeds"]) == ["1", str(len(SEEDS)), str(len(SEEDS))]
+    rows = table[(table.metric == "belief_yesno") & (table.condition == "plain") & (table.step == max(STEPS))]
+    s = run_stats.summarise(rows, ["condition"]).iloc[0]
+    assert columns["yesno"][1] == f"{100 * s['mean']:.0f} [{100 * s.lo:.0f}, {100 * s.hi:.0f}]"
+    line = _trace(plots.belief_seeds_figure(table, metrics=plots.BELIEF_METRICS), "plain", "x2")
+    assert [list(c[2:]) for c in line.customdata] == [[len(CLAIMS), "claim>seed"]] * len(STEPS)
+    probe = _trace(plots.probe_reading_figure(table, layer=1), "plain")
+    assert probe.customdata[0][0] < probe.customdata[0][1]  # step 0: seeds agree, claims differ: a real interval
 
 
 def test_probe_reading_figure_shows_fixed_and_refit(table):
