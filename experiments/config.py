@@ -35,6 +35,8 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
+    compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA, not on CPU
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     **{f"model.{k}": (1, False) for k in ("d_model", "n_layers", "n_heads", "d_mlp", "max_len")},
     **{f"{s}.{k}": (1, False) for s in ("pretrain", "finetune") for k in ("steps", "batch_size")},
     "pretrain.seq_len": (2, False),
+    "pretrain.log_every": (1, False),
     **{f"{s}.{k}": (0, True) for s in ("pretrain", "finetune") for k in ("lr",)},
     **{f"{s}.{k}": (0, False) for s in ("pretrain", "finetune") for k in ("warmup", "weight_decay", "grad_clip")},
     "finetune.docs_per_claim": (1, False),

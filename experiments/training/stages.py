@@ -19,12 +19,13 @@ from experiments.artifacts.rundir import (RunDir, atomic_save_pretrained, atomic
                                           hf_dir_problem, read_csv_or_none, warn)
 from experiments.config import RunConfig
 from experiments.materials.conditions import condition_documents, template_words
-from experiments.materials.corpus import CorpusSampler, all_words
+from experiments.materials.corpus import all_words
 from experiments.materials.world import World
+from experiments.training.corpus_tokens import cached_corpus_tokens
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
-from experiments.training.loop import (OptimConfig, log_spaced_steps, packed_batches, padded_batches,
-                                       tokenize_documents, train)
+from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, tokenize_documents, train
+from experiments.training.stream_batches import StreamBatches
 from experiments.training.toymodel import build_model, build_tokenizer
 
 
@@ -32,9 +33,19 @@ def device_for(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def pretraining_documents(cfg: RunConfig) -> int:
+    """How many corpus documents pretraining draws from (about 1.2 epochs of its tokens)."""
+    p = cfg.pretrain
+    return max(2000, p.steps * p.batch_size * p.seq_len // 20)
+
+
 def pretrain(run: RunDir, cfg: RunConfig, world: World, *, dist: Single | None = None) -> Path:
     """Pretrain the toy model on the world's corpus (or use ``cfg.base_model``). ``dist``: train
-    data-parallel (rank 0 writes)."""
+    data-parallel (rank 0 writes).
+
+    The corpus is generated and tokenized once into a token array in ``RUN/corpus/`` (reused
+    by a resumed run); batches are cut from it on the device (``StreamBatches``), so a step
+    waits for no host work. ``cfg.pretrain.compile`` (None: on CUDA) compiles the forward + loss."""
     dist = dist or Single()
     if cfg.base_model:
         return Path(cfg.base_model) if Path(cfg.base_model).exists() else cfg.base_model
@@ -44,15 +55,20 @@ def pretrain(run: RunDir, cfg: RunConfig, world: World, *, dist: Single | None =
             return run.base_model
         warn(f"base model {str(run.base_model)!r} is damaged ({problem}); pretraining it again")
     torch.manual_seed(cfg.world.seed)
+    device = device_for(cfg)
     tokenizer = build_tokenizer(all_words(world) | template_words())
-    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed).to(device_for(cfg))
     p = cfg.pretrain
-    n_docs = max(2000, p.steps * p.batch_size * p.seq_len // 20)
-    docs = CorpusSampler(world, seed=cfg.world.seed, mix=dataclasses.asdict(cfg.corpus)).documents(n_docs)
-    batches = packed_batches(tokenize_documents(tokenizer, docs, cfg.model.max_len), p.batch_size, p.seq_len,
-                             seed=cfg.world.seed)
+    corpus = (run, world, dataclasses.asdict(cfg.corpus), cfg.world.seed, pretraining_documents(cfg), tokenizer,
+              cfg.model.max_len)
+    written = dist.on_writer(cached_corpus_tokens, *corpus)  # rank 0 writes it, the others then map it
+    tokens, offsets = written if written is not None else cached_corpus_tokens(*corpus)
+    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed).to(device)
+    batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
+    compile = p.compile if p.compile is not None else device.type == "cuda"
+    saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
-                state_dir=run.path("train_state", "pretrain"), save_every=max(1, p.steps // 10), dist=dist)
+                state_dir=run.path("train_state", "pretrain"), save_every=saves, dist=dist, compile=compile,
+                log_every=p.log_every)
 
     def finish() -> None:
         atomic_write_csv(run.path("results", "pretrain_log.csv"), pd.DataFrame(log))

@@ -1,0 +1,181 @@
+"""The pretraining corpus as one token array, generated and tokenized once before training.
+
+``corpus_tokens`` generates the documents (``CorpusSampler``) in fixed-size chunks, in worker
+processes when there are several chunks, tokenizes them with the tokenizer's own fast backend and
+returns ``(tokens, offsets)``: document ``i`` is ``tokens[offsets[i]:offsets[i + 1]]`` (BOS, its
+words, EOS, truncated to ``max_len``, exactly what ``tokenize_documents`` gives). Chunk ``k`` is
+drawn from its own seed (chunk 0 from the corpus seed itself), so the corpus does not depend on
+the number of workers.
+
+``cached_corpus_tokens`` keeps the arrays in the run directory, under a name keyed by everything
+they depend on (world, mix, seed, number of documents, ``max_len``, the tokenizer's vocabulary)::
+
+    RUN/corpus/pretrain-<key>.tokens.npy    uint16 (int32 for vocabularies over 65535 tokens)
+    RUN/corpus/pretrain-<key>.offsets.npy   int64, n_docs + 1
+    RUN/corpus/pretrain-<key>.json          key, sizes and checksums (written last)
+
+Each file is written atomically; the JSON, written last, marks the pair as complete. A rerun (a
+resumed pretraining) maps the arrays from disk instead of generating them again; arrays that do
+not match their checksums are rebuilt with a warning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import multiprocessing
+import random
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from experiments.artifacts.rundir import RunDir, atomic_write_bytes, atomic_write_json, file_digest, warn
+from experiments.materials.corpus import CorpusSampler
+from experiments.materials.world import World
+from experiments.training.threads import available_cores
+
+CHUNK_DOCS = 50_000  # documents per generation chunk (about a second of Python each)
+FORMAT = 1  # bump when the layout or the generation scheme changes: old caches are then ignored
+
+
+def chunk_seed(seed: int, chunk: int) -> int | str:
+    """The seed of generation chunk ``chunk``: the corpus seed for chunk 0 (so a corpus of one
+    chunk is ``CorpusSampler(world, seed).documents(n)``), a derived string seed after it."""
+    return seed if chunk == 0 else f"corpus-chunk:{seed}:{chunk}"
+
+
+def _generate(world: World, mix: dict, seed, n: int) -> str:
+    """``n`` documents joined by newlines (one string pickles fast between processes)."""
+    return "\n".join(CorpusSampler(world, seed=seed, mix=mix).documents(n))
+
+
+def generate_documents(world: World, mix: dict, seed: int, n_docs: int, workers: int | None = None) -> list[str]:
+    """``n_docs`` pretraining documents in chunks of ``CHUNK_DOCS``, chunk ``k`` seeded by
+    ``chunk_seed(seed, k)``; the same list for any ``workers`` (None: one per available core)."""
+    sizes = [min(CHUNK_DOCS, n_docs - start) for start in range(0, n_docs, CHUNK_DOCS)]
+    jobs = [(world, mix, chunk_seed(seed, k), n) for k, n in enumerate(sizes)]
+    workers = min(len(jobs), workers or available_cores())
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        texts = [_generate(*job) for job in jobs]
+    else:  # fork: the workers run pure Python, nothing of torch or CUDA
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            texts = list(pool.map(_generate, *zip(*jobs)))
+    docs = [doc for text in texts for doc in text.split("\n")]
+    assert len(docs) == n_docs, "a generated document contains a newline"
+    return docs
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
+
+
+def tokenize_to_array(tokenizer, docs: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(tokens, offsets)`` of the documents, each BOS + words + EOS truncated to ``max_len``
+    (the same ids as ``tokenize_documents``), through the tokenizer's fast backend in batch."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        ids = [e.ids for e in backend.encode_batch(docs, add_special_tokens=True)]
+    else:
+        ids = tokenizer(docs, add_special_tokens=True)["input_ids"]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = [(x + eos)[:max_len] for x in ids]
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.fromiter((t for x in ids for t in x), dtype=token_dtype(len(tokenizer)), count=int(offsets[-1]))
+    return tokens, offsets
+
+
+def corpus_tokens(world: World, mix: dict, seed: int, n_docs: int, tokenizer, max_len: int,
+                  workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Generate and tokenize ``n_docs`` pretraining documents: ``(tokens, offsets)``.
+
+    Parameters
+    ----------
+    world, mix, seed: the world, the relative weights of the document kinds, the corpus seed.
+    n_docs: number of documents. tokenizer: the toy word-level tokenizer (any HF tokenizer works).
+    max_len: documents are truncated to this many tokens (EOS included).
+    workers: generation processes (None: one per available core); the result does not depend on it.
+
+    Returns
+    -------
+    ``tokens`` (uint16, or int32 for vocabularies over 65,536) and ``offsets`` (int64, ``n_docs + 1``).
+    """
+    return tokenize_to_array(tokenizer, generate_documents(world, mix, seed, n_docs, workers), max_len)
+
+
+def corpus_key(world: World, mix: dict, seed: int, n_docs: int, tokenizer, max_len: int) -> str:
+    """A short hash of everything the token arrays depend on: the world's content, the mix, the
+    seed, the number of documents, ``max_len``, the tokenizer's vocabulary and this format."""
+    spec = {"format": FORMAT, "chunk_docs": CHUNK_DOCS, "world": dataclasses.asdict(world), "mix": mix,
+            "seed": seed, "n_docs": n_docs, "max_len": max_len, "vocab": sorted(tokenizer.get_vocab().items()),
+            "bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id}
+    text = json.dumps(spec, sort_keys=True, default=sorted)  # sets (of pairs) as sorted lists
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def corpus_paths(run: RunDir, key: str) -> dict[str, Path]:
+    return {"tokens": run.path("corpus", f"pretrain-{key}.tokens.npy"),
+            "offsets": run.path("corpus", f"pretrain-{key}.offsets.npy"),
+            "meta": run.path("corpus", f"pretrain-{key}.json")}
+
+
+def _load(paths: dict[str, Path], key: str, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The saved arrays (tokens memory-mapped); ValueError/OSError naming what is wrong."""
+    meta = json.loads(paths["meta"].read_text())
+    if meta.get("key") != key:
+        raise ValueError(f"its key is {meta.get('key')!r}, expected {key!r}")
+    for name in ("tokens", "offsets"):
+        if file_digest(paths[name]) != meta[f"{name}_checksum"]:
+            raise ValueError(f"{paths[name].name} does not match its checksum")
+    tokens = np.load(paths["tokens"], mmap_mode="r", allow_pickle=False)
+    offsets = np.load(paths["offsets"], allow_pickle=False)
+    if (tokens.ndim != 1 or offsets.ndim != 1 or len(offsets) != meta["n_docs"] + 1 or offsets[0] != 0
+            or offsets[-1] != len(tokens) or np.any(np.diff(offsets) <= 0)):
+        raise ValueError("its arrays do not describe the recorded documents")
+    if len(tokens) and int(tokens.max()) >= vocab_size:
+        raise ValueError(f"it holds token ids >= the vocabulary size {vocab_size}")
+    return tokens, offsets
+
+
+def cached_corpus_tokens(run: RunDir, world: World, mix: dict, seed: int, n_docs: int, tokenizer, max_len: int,
+                         workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``corpus_tokens`` kept in the run directory: mapped from disk when a complete copy with
+    the same key is there, generated and written (atomically) otherwise; a damaged copy is
+    rebuilt with a warning. Returns ``(tokens, offsets)``, tokens memory-mapped."""
+    key = corpus_key(world, mix, seed, n_docs, tokenizer, max_len)
+    paths = corpus_paths(run, key)
+    if paths["meta"].is_file():
+        try:
+            return _load(paths, key, len(tokenizer))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warn(f"pretraining corpus {str(paths['tokens'])!r} is damaged ({str(exc) or type(exc).__name__}); "
+                 "generating it again")
+    tokens, offsets = corpus_tokens(world, mix, seed, n_docs, tokenizer, max_len, workers)
+    data = {"tokens": _npy_bytes(tokens), "offsets": _npy_bytes(offsets)}
+    for name in ("tokens", "offsets"):
+        atomic_write_bytes(paths[name], data[name])
+    atomic_write_json(paths["meta"], {"key": key, "n_docs": n_docs, "n_tokens": int(len(tokens)),
+                                      "dtype": str(tokens.dtype), "max_len": max_len, "seed": seed,
+                                      **{f"{n}_checksum": hashlib.blake2b(d, digest_size=16).hexdigest()
+                                         for n, d in data.items()}})
+    return np.load(paths["tokens"], mmap_mode="r", allow_pickle=False), offsets
+
+
+def shuffled_stream_indices(offsets: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Token positions of one epoch: every document once, in the order ``rng`` shuffles them
+    into (``rng.shuffle(list(range(n_docs)))``, the order ``packed_batches`` draws)."""
+    order = list(range(len(offsets) - 1))
+    rng.shuffle(order)
+    order = np.asarray(order, dtype=np.int64)
+    starts, lengths = offsets[order], offsets[order + 1] - offsets[order]
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
