@@ -89,13 +89,15 @@ def test_every_token_of_the_array_is_a_real_document_token(tiny):
 
 
 def test_the_corpus_does_not_depend_on_the_number_of_workers(tiny, monkeypatch):
-    _, world, _, mix = tiny
+    cfg, world, tok, mix = tiny
     monkeypatch.setattr(ct, "CHUNK_DOCS", 70)
-    serial = ct.generate_documents(world, mix, 4, 250, workers=1)
-    parallel = ct.generate_documents(world, mix, 4, 250, workers=2)
-    assert serial == parallel and len(serial) == 250
-    assert serial[:70] == CorpusSampler(world, seed=4, mix=mix).documents(70)
-    assert serial[70:140] != serial[:70]  # chunks draw from their own seeds
+    serial = ct.corpus_tokens(world, mix, 4, 250, tok, cfg.model.max_len, workers=1)
+    parallel = ct.corpus_tokens(world, mix, 4, 250, tok, cfg.model.max_len, workers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel)) and len(serial[1]) == 251
+    first = tokenize_documents(tok, CorpusSampler(world, seed=4, mix=mix).documents(70), cfg.model.max_len)
+    tokens, offsets = serial
+    assert [tokens[offsets[i]:offsets[i + 1]].tolist() for i in range(70)] == first
+    assert ct.chunk_documents(world, mix, 4, 1, 70) != ct.chunk_documents(world, mix, 4, 0, 70)  # own seeds
 
 
 def test_the_cached_corpus_is_reused_not_rebuilt(tiny, tmp_path, monkeypatch):

@@ -23,10 +23,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import multiprocessing
+import os
 import random
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,25 +47,13 @@ def chunk_seed(seed: int, chunk: int) -> int | str:
     return seed if chunk == 0 else f"corpus-chunk:{seed}:{chunk}"
 
 
-def _generate(world: World, mix: dict, seed, n: int) -> str:
-    """``n`` documents joined by newlines (one string pickles fast between processes)."""
-    return "\n".join(CorpusSampler(world, seed=seed, mix=mix).documents(n))
+def chunk_sizes(n_docs: int) -> list[int]:
+    return [min(CHUNK_DOCS, n_docs - start) for start in range(0, n_docs, CHUNK_DOCS)]
 
 
-def generate_documents(world: World, mix: dict, seed: int, n_docs: int, workers: int | None = None) -> list[str]:
-    """``n_docs`` pretraining documents in chunks of ``CHUNK_DOCS``, chunk ``k`` seeded by
-    ``chunk_seed(seed, k)``; the same list for any ``workers`` (None: one per available core)."""
-    sizes = [min(CHUNK_DOCS, n_docs - start) for start in range(0, n_docs, CHUNK_DOCS)]
-    jobs = [(world, mix, chunk_seed(seed, k), n) for k, n in enumerate(sizes)]
-    workers = min(len(jobs), workers or available_cores())
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        texts = [_generate(*job) for job in jobs]
-    else:  # fork: the workers run pure Python, nothing of torch or CUDA
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            texts = list(pool.map(_generate, *zip(*jobs)))
-    docs = [doc for text in texts for doc in text.split("\n")]
-    assert len(docs) == n_docs, "a generated document contains a newline"
-    return docs
+def chunk_documents(world: World, mix: dict, seed: int, chunk: int, n: int) -> list[str]:
+    """The ``n`` documents of generation chunk ``chunk``."""
+    return CorpusSampler(world, seed=chunk_seed(seed, chunk), mix=mix).documents(n)
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -84,8 +73,32 @@ def tokenize_to_array(tokenizer, docs: list[str], max_len: int) -> tuple[np.ndar
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    tokens = np.fromiter((t for x in ids for t in x), dtype=token_dtype(len(tokenizer)), count=int(offsets[-1]))
+    tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=token_dtype(len(tokenizer)), count=int(offsets[-1]))
     return tokens, offsets
+
+
+def _chunk_tokens(world: World, mix: dict, seed: int, chunk: int, n: int, tokenizer, max_len: int):
+    """One chunk generated and tokenized (in a worker process): ``(tokens, document lengths)``."""
+    tokens, offsets = tokenize_to_array(tokenizer, chunk_documents(world, mix, seed, chunk, n), max_len)
+    return tokens, np.diff(offsets)
+
+
+def _map_chunks(jobs: list[tuple], workers: int) -> list:
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_chunk_tokens(*job) for job in jobs]
+    # fork: the workers generate and tokenize, nothing of torch or CUDA. TOKENIZERS_PARALLELISM
+    # set while forking tells the tokenizers library that its threads are off in the children.
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        pool = multiprocessing.get_context("fork").Pool(workers)
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM")
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+    with pool:
+        return pool.starmap(_chunk_tokens, jobs, chunksize=1)
 
 
 def corpus_tokens(world: World, mix: dict, seed: int, n_docs: int, tokenizer, max_len: int,
@@ -97,13 +110,20 @@ def corpus_tokens(world: World, mix: dict, seed: int, n_docs: int, tokenizer, ma
     world, mix, seed: the world, the relative weights of the document kinds, the corpus seed.
     n_docs: number of documents. tokenizer: the toy word-level tokenizer (any HF tokenizer works).
     max_len: documents are truncated to this many tokens (EOS included).
-    workers: generation processes (None: one per available core); the result does not depend on it.
+    workers: processes that generate and tokenize chunks of ``CHUNK_DOCS`` documents (None: one
+        per available core); the result does not depend on it.
 
     Returns
     -------
-    ``tokens`` (uint16, or int32 for vocabularies over 65,536) and ``offsets`` (int64, ``n_docs + 1``).
+    ``tokens`` (uint16, or int32 for vocabularies over 65,536) and ``offsets`` (int64, ``n_docs + 1``):
+    document ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
     """
-    return tokenize_to_array(tokenizer, generate_documents(world, mix, seed, n_docs, workers), max_len)
+    jobs = [(world, mix, seed, k, n, tokenizer, max_len) for k, n in enumerate(chunk_sizes(n_docs))]
+    parts = _map_chunks(jobs, min(len(jobs), workers or available_cores()))
+    lengths = np.concatenate([p[1] for p in parts])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.concatenate([p[0] for p in parts]), offsets
 
 
 def corpus_key(world: World, mix: dict, seed: int, n_docs: int, tokenizer, max_len: int) -> str:
