@@ -77,7 +77,7 @@ def throughput_case(args) -> dict:
 
     use_bf16 = device.type == "cuda"
 
-    def pipeline_engine(compiled: bool):
+    def pipeline_engine(compiled: bool | str):
         model = build_model(cfg.model, len(tok), seed=0).to(device)
         batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=0, device=device)
 
@@ -90,15 +90,18 @@ def throughput_case(args) -> dict:
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
-    def bare_engine(compiled: bool):
+    def bare_engine(compiled: bool | str):
         model = build_model(cfg.model, len(tok), seed=0).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=p.lr, fused=device.type == "cuda" or None)
         batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=1, device=device)
-        loss_fn = torch.compile(loss_of) if compiled else loss_of
+        loss_fn = (torch.compile(loss_of, mode=compiled) if isinstance(compiled, str)
+                   else torch.compile(loss_of) if compiled else loss_of)
 
         def run(steps: int) -> None:
             for _ in range(steps):
                 ids = next(batches)["input_ids"]
+                if compiled == "reduce-overhead":
+                    torch.compiler.cudagraph_mark_step_begin()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     loss = loss_fn(model, ids)
                 loss.backward()
@@ -114,7 +117,9 @@ def throughput_case(args) -> dict:
         return steps * step_tokens / (time.perf_counter() - t)
 
     builders = {"pipeline": (pipeline_engine, False), "pipeline-compiled": (pipeline_engine, True),
-                "bare": (bare_engine, False), "bare-compiled": (bare_engine, True)}
+                "bare": (bare_engine, False), "bare-compiled": (bare_engine, True),
+                "pipeline-cudagraphs": (pipeline_engine, "reduce-overhead"),
+                "bare-cudagraphs": (bare_engine, "reduce-overhead")}
     engines = {name: builders[name][0](builders[name][1]) for name in args.engines.split(",")}
     warm = {}
     for name, fn in engines.items():
@@ -318,7 +323,8 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=30)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--engines", default="pipeline,pipeline-compiled,bare-compiled",
-                   help="comma-separated: pipeline, pipeline-compiled, bare, bare-compiled")
+                   help="comma-separated: pipeline, pipeline-compiled, pipeline-cudagraphs, bare, bare-compiled, "
+                        "bare-cudagraphs (compile mode reduce-overhead)")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

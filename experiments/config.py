@@ -36,7 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
-    compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA, not on CPU
+    compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA for long runs (stages.pretrain)
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,9 @@ class RunConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The default world, pretrained long enough that the base model carries a decodable truth
-    # signal (~9M tokens; about 15-25 minutes on 2 CPU cores, 3 minutes on one GPU).
-    "standard": {"pretrain": {"steps": 9000}},
+    # signal (9.2M tokens in batches of 128 x 64; about 15-25 minutes on 2 CPU cores, under half
+    # a minute on one H200; benchmarks/training_speed.md has the sweep that chose it).
+    "standard": {"pretrain": {"steps": 1125, "batch_size": 128, "lr": 3e-3, "warmup": 50}},
     # The default world with a short pretraining so that `make demo` ends in minutes on 2 CPU
     # cores: the base model knows its facts and reads negation in context, but its truth probe
     # has not emerged yet (use `standard` for meaningful probe readings).
@@ -127,7 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "large": {
         "world": {"n_people": 100, "n_events": 60, "n_cities": 20},
         "model": {"d_model": 256, "n_layers": 6, "n_heads": 4, "d_mlp": 1024},
-        "pretrain": {"steps": 9000, "batch_size": 32, "seq_len": 96, "lr": 1e-3},
+        "pretrain": {"steps": 1125, "batch_size": 256, "seq_len": 96, "lr": 2e-3, "warmup": 50},
     },
     # Seconds-scale runs for the test suite: the pipeline is real, the model barely trained.
     "tiny": {

@@ -116,7 +116,7 @@ def batch_tokens(batch: dict) -> int:
 def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps: Sequence[int] = (),
           on_checkpoint: Callable[[int, object], None] | None = None, desc: str = "train",
           log: list | None = None, state_dir: str | Path | None = None, save_every: int = 0,
-          aux_losses: Sequence = (), compile: bool = False, log_every: int = 1,
+          aux_losses: Sequence = (), compile: bool | str = False, log_every: int = 1,
           dist: distributed.Single | None = None) -> list[dict]:
     """Train ``model`` in place for ``cfg.steps`` optimizer steps and return the log (one dict per
     logged step: ``step``, ``loss``, ``lr``, ``tokens`` (so far), ``time`` (seconds since this call
@@ -127,7 +127,8 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     checkpoint steps and at the end) and resume from it if it holds one. ``batches`` should then
     be a fresh iterator built exactly as in the first run; its position is restored through its
     ``state_dict``/``load_state_dict`` if it has them, otherwise by skipping consumed batches.
-    ``compile``: run the forward + loss through ``torch.compile``. ``log_every``: log every
+    ``compile``: run the forward + loss through ``torch.compile`` (a string: that compile mode,
+    e.g. ``"reduce-overhead"`` for CUDA graphs). ``log_every``: log every
     that many steps the mean loss over the steps since the last entry; losses stay on the device
     in between (batches already on the device then cost no host synchronisation per step).
 
@@ -142,7 +143,11 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     opt = make_optimizer(model, cfg, device)
     checkpoint_steps = set(checkpoint_steps)
     hidden_states = any(getattr(a, "needs_hidden_states", False) for a in aux_losses)
-    forward = torch.compile(weighted_lm_loss) if compile else weighted_lm_loss
+    if isinstance(compile, str):  # a torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
+        forward = torch.compile(weighted_lm_loss, mode=compile)
+    else:
+        forward = torch.compile(weighted_lm_loss) if compile else weighted_lm_loss
+    graphs = isinstance(compile, str) and "overhead" in compile
     entries: list[dict] = []
     start, tokens, batches_used = 0, 0, 0
 
@@ -200,6 +205,8 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         aux_sums = {a.name: torch.zeros((), device=device) for a in aux_losses}
         for i, (batch, w) in enumerate(zip(micro, weights)):
             batch = _to_device(batch, device)
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             # DDP all-reduces gradients in the last micro-batch's backward (no_sync acts at forward time)
             with dist.no_sync(net, sync=i + 1 == len(micro)), \
                     torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
