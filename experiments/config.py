@@ -36,7 +36,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
-    compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA for long runs (stages.pretrain)
+    compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA from 2000 steps (stages.compile_setting)
 
 
 @dataclass(frozen=True)

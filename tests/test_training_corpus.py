@@ -190,3 +190,14 @@ def test_cpu_threads_take_half_the_cores_unless_omp_num_threads_is_set(monkeypat
         assert threads.configure_threads() == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_pretraining_compiles_only_on_cuda_for_long_runs():
+    from experiments.training.stages import COMPILE_MIN_STEPS, compile_setting
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert compile_setting(None, cpu, 10 * COMPILE_MIN_STEPS) is False
+    assert compile_setting(None, cuda, COMPILE_MIN_STEPS - 1) is False
+    assert compile_setting(None, cuda, COMPILE_MIN_STEPS) == "reduce-overhead"
+    assert compile_setting(None, cuda, COMPILE_MIN_STEPS, world_size=2) is True  # no CUDA graphs under DDP
+    assert compile_setting(True, cpu, 1) is True and compile_setting(False, cuda, 10 ** 6) is False

@@ -33,9 +33,21 @@ def device_for(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-# On one H200 compiling the toy model's forward + loss took 14-17 s and saved about 10 ms a step
-# (benchmarks/training_speed.md): it pays for itself only after about 1,500 steps.
+# On one H200 (benchmarks/training_speed.md) a step of the standard toy model at batch 128 took
+# 26 ms eager, 12 ms compiled and 5 ms compiled with CUDA graphs, against 12-25 s of compilation:
+# compiling pays for itself only after about 1,000-1,500 steps.
 COMPILE_MIN_STEPS = 2000
+
+
+def compile_setting(wanted: bool | None, device: torch.device, steps: int, world_size: int = 1) -> bool | str:
+    """What ``train(compile=...)`` gets: False on CPU or for short runs when ``wanted`` is None;
+    when compiling on CUDA in one process, the "reduce-overhead" mode (CUDA graphs: the toy
+    model's steps are bound by kernel launches); plain ``torch.compile`` under DDP or on CPU."""
+    if wanted is None:
+        wanted = device.type == "cuda" and steps >= COMPILE_MIN_STEPS
+    if wanted and device.type == "cuda" and world_size == 1:
+        return "reduce-overhead"
+    return bool(wanted)
 
 
 def pretraining_documents(cfg: RunConfig) -> int:
@@ -51,7 +63,7 @@ def pretrain(run: RunDir, cfg: RunConfig, world: World, *, dist: Single | None =
     The corpus is generated and tokenized once into a token array in ``RUN/corpus/`` (reused
     by a resumed run); batches are cut from it on the device (``StreamBatches``), so a step
     waits for no host work. ``cfg.pretrain.compile`` compiles the forward + loss (None: on CUDA
-    when there are at least ``COMPILE_MIN_STEPS`` steps, where compiling pays)."""
+    when there are at least ``COMPILE_MIN_STEPS`` steps, where compiling pays; see ``compile_setting``)."""
     dist = dist or Single()
     if cfg.base_model:
         return Path(cfg.base_model) if Path(cfg.base_model).exists() else cfg.base_model
@@ -70,7 +82,7 @@ def pretrain(run: RunDir, cfg: RunConfig, world: World, *, dist: Single | None =
     tokens, offsets = written if written is not None else cached_corpus_tokens(*corpus)
     model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed).to(device)
     batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
-    compile = p.compile if p.compile is not None else (device.type == "cuda" and p.steps >= COMPILE_MIN_STEPS)
+    compile = compile_setting(p.compile, device, p.steps, dist.world_size)
     saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
                 state_dir=run.path("train_state", "pretrain"), save_every=saves, dist=dist, compile=compile,
