@@ -6,7 +6,8 @@ swept for the base-model checks, and the old code vs this tree on the CPU.
     # GPU: pretrain several configs at once (one process each) and print check_base for each
     python benchmarks/bench_pretrain.py sweep --out DIR --config NAME 'pretrain.batch_size=256 ...' ...
     # CPU: pretraining of an older commit (exported with git archive) vs this tree, alternating
-    python benchmarks/bench_pretrain.py cpu-ab --ref main --preset standard --set pretrain.steps=150 --repeats 3
+    python benchmarks/bench_pretrain.py cpu-ab --ref 247039f --preset standard --set pretrain.batch_size=16 \
+        --set pretrain.steps=300 --set pretrain.lr=0.003 --set pretrain.warmup=100 --repeats 3 [--old-omp 1]
 
 ``throughput`` runs one process per batch size (compile caches and memory do not leak between
 them). In it, each repeat times the pipeline's loop (``experiments.training.loop.train`` over
@@ -285,15 +286,19 @@ def cmd_cpu_ab(args) -> None:
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.ref], capture_output=True,
                             text=True).stdout.strip()
-    trees = {f"{args.ref} ({commit})": old, "this tree": ROOT}
-    results: dict[str, list[dict]] = {name: [] for name in trees}
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    trees = {f"{args.ref} ({commit})": (old, {})}
+    if args.old_omp:  # the old code with the thread count fixed by the environment
+        trees[f"{args.ref}, OMP_NUM_THREADS={args.old_omp}"] = (old, {"OMP_NUM_THREADS": str(args.old_omp)})
+    trees["this tree"] = (ROOT, {})
+    results: dict[str, list[dict]] = {name: [] for name in trees}
     for r in range(args.repeats):
-        for name, tree in trees.items():  # alternating, so load from other processes hits both alike
-            out = work / f"run{r}_{len(results[name])}_{'old' if tree == old else 'new'}"
+        for i, (name, (tree, extra)) in enumerate(trees.items()):  # alternating: load from others hits all alike
+            out = work / f"run{r}_{i}"
             proc = subprocess.run([sys.executable, "-c", DRIVER, str(out), args.preset, json.dumps(args.set)],
                                   capture_output=True, text=True, cwd=work,
-                                  env={**env, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""})
+                                  env={**env, **extra, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1",
+                                       "CUDA_VISIBLE_DEVICES": ""})
             lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
             if proc.returncode or not lines:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -310,7 +315,8 @@ def cmd_cpu_ab(args) -> None:
         print(f"| {name} | {rows[0]['threads']} | {med[name]:,.0f} | {statistics.median(r['stage_s'] for r in rows):.1f} | "
               f"{rows[0]['loss']:.4f} |")
     names = list(results)
-    print(f"speed-up (loop tokens/s, medians): {med[names[1]] / med[names[0]]:.2f}x")
+    print(f"speed-up of this tree (loop tokens/s, medians): " + ", ".join(
+        f"{med['this tree'] / med[n]:.2f}x over {n}" for n in names if n != "this tree"))
 
 
 def main() -> None:
@@ -342,6 +348,7 @@ def main() -> None:
     p.add_argument("--preset", default="standard")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--old-omp", type=int, help="also run the old code with OMP_NUM_THREADS set to this")
     p.set_defaults(func=cmd_cpu_ab, load=None)
     args = parser.parse_args()
     if args.func is cmd_cpu_ab:
