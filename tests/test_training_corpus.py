@@ -106,7 +106,7 @@ def test_the_cached_corpus_is_reused_not_rebuilt(tiny, tmp_path, monkeypatch):
     args = (run, world, mix, 0, 300, tok, cfg.model.max_len)
     tokens, offsets = ct.cached_corpus_tokens(*args)
     files = sorted((tmp_path / "corpus").iterdir())
-    assert len(files) == 3 and isinstance(tokens, np.memmap)
+    assert [f.suffix for f in files] == [".json", ".safetensors"] and isinstance(tokens, np.memmap)
     stamps = [f.stat().st_mtime_ns for f in files]
 
     def no_generation(*a, **k):
@@ -119,7 +119,7 @@ def test_the_cached_corpus_is_reused_not_rebuilt(tiny, tmp_path, monkeypatch):
     # A different tokenizer config is a different key: its own arrays, the first ones untouched.
     monkeypatch.undo()
     ct.cached_corpus_tokens(run, world, mix, 0, 300, tok, cfg.model.max_len - 8)
-    assert len(list((tmp_path / "corpus").iterdir())) == 6
+    assert len(list((tmp_path / "corpus").iterdir())) == 4
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
@@ -127,7 +127,7 @@ def test_a_damaged_corpus_is_rebuilt_with_a_warning(tiny, tmp_path, capsys, dama
     cfg, world, tok, mix = tiny
     args = (RunDir(tmp_path), world, mix, 0, 300, tok, cfg.model.max_len)
     tokens, offsets = (np.array(a) for a in ct.cached_corpus_tokens(*args))
-    target = next((tmp_path / "corpus").glob("*.tokens.npy"))
+    target = next((tmp_path / "corpus").glob("*.safetensors"))
     data = bytearray(target.read_bytes())
     if damage == "flip":
         data[-5] ^= 0xFF

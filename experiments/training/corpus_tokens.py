@@ -10,19 +10,19 @@ the number of workers.
 ``cached_corpus_tokens`` keeps the arrays in the run directory, under a name keyed by everything
 they depend on (world, mix, seed, number of documents, ``max_len``, the tokenizer's vocabulary)::
 
-    RUN/corpus/pretrain-<key>.tokens.npy    uint16 (int32 for vocabularies over 65535 tokens)
-    RUN/corpus/pretrain-<key>.offsets.npy   int64, n_docs + 1
-    RUN/corpus/pretrain-<key>.json          key, sizes and checksums (written last)
+    RUN/corpus/pretrain-<key>.safetensors   "tokens" (uint16; int32 for vocabularies over 65,536
+                                            tokens) and "offsets" (int64, n_docs + 1)
+    RUN/corpus/pretrain-<key>.json          key, sizes and the file's checksum (written last)
 
-Each file is written atomically; the JSON, written last, marks the pair as complete. A rerun (a
-resumed pretraining) maps the arrays from disk instead of generating them again; arrays that do
-not match their checksums are rebuilt with a warning.
+Both are written atomically; the JSON, written last, marks the arrays as complete. A rerun (a
+resumed pretraining) memory-maps the tokens from the file instead of generating them again (no
+pickle anywhere: safetensors is a JSON header and raw bytes); a file that does not match its
+checksum is rebuilt with a warning.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import itertools
 import json
 import multiprocessing
@@ -136,16 +136,22 @@ def corpus_key(world: World, mix: dict, seed: int, n_docs: int, tokenizer, max_l
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
 def corpus_paths(run: RunDir, key: str) -> dict[str, Path]:
-    return {"tokens": run.path("corpus", f"pretrain-{key}.tokens.npy"),
-            "offsets": run.path("corpus", f"pretrain-{key}.offsets.npy"),
+    return {"arrays": run.path("corpus", f"pretrain-{key}.safetensors"),
             "meta": run.path("corpus", f"pretrain-{key}.json")}
+
+
+SAFETENSORS_DTYPES = {"U16": np.uint16, "I32": np.int32, "I64": np.int64}
+
+
+def _map_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a safetensors file, memory-mapped read-only (no copy, nothing unpickled)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+    return {name: np.memmap(path, dtype=SAFETENSORS_DTYPES[info["dtype"]], mode="r", offset=8 + n + info["data_offsets"][0],
+                            shape=tuple(info["shape"]))
+            for name, info in header.items() if name != "__metadata__"}
 
 
 def _load(paths: dict[str, Path], key: str, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,11 +159,10 @@ def _load(paths: dict[str, Path], key: str, vocab_size: int) -> tuple[np.ndarray
     meta = json.loads(paths["meta"].read_text())
     if meta.get("key") != key:
         raise ValueError(f"its key is {meta.get('key')!r}, expected {key!r}")
-    for name in ("tokens", "offsets"):
-        if file_digest(paths[name]) != meta[f"{name}_checksum"]:
-            raise ValueError(f"{paths[name].name} does not match its checksum")
-    tokens = np.load(paths["tokens"], mmap_mode="r", allow_pickle=False)
-    offsets = np.load(paths["offsets"], allow_pickle=False)
+    if file_digest(paths["arrays"]) != meta["checksum"]:
+        raise ValueError(f"{paths['arrays'].name} does not match its checksum")
+    arrays = _map_safetensors(paths["arrays"])
+    tokens, offsets = arrays["tokens"], np.array(arrays["offsets"])
     if (tokens.ndim != 1 or offsets.ndim != 1 or len(offsets) != meta["n_docs"] + 1 or offsets[0] != 0
             or offsets[-1] != len(tokens) or np.any(np.diff(offsets) <= 0)):
         raise ValueError("its arrays do not describe the recorded documents")
@@ -171,23 +176,23 @@ def cached_corpus_tokens(run: RunDir, world: World, mix: dict, seed: int, n_docs
     """``corpus_tokens`` kept in the run directory: mapped from disk when a complete copy with
     the same key is there, generated and written (atomically) otherwise; a damaged copy is
     rebuilt with a warning. Returns ``(tokens, offsets)``, tokens memory-mapped."""
+    from safetensors.numpy import save
+
     key = corpus_key(world, mix, seed, n_docs, tokenizer, max_len)
     paths = corpus_paths(run, key)
     if paths["meta"].is_file():
         try:
             return _load(paths, key, len(tokenizer))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            warn(f"pretraining corpus {str(paths['tokens'])!r} is damaged ({str(exc) or type(exc).__name__}); "
+            warn(f"pretraining corpus {str(paths['arrays'])!r} is damaged ({str(exc) or type(exc).__name__}); "
                  "generating it again")
     tokens, offsets = corpus_tokens(world, mix, seed, n_docs, tokenizer, max_len, workers)
-    data = {"tokens": _npy_bytes(tokens), "offsets": _npy_bytes(offsets)}
-    for name in ("tokens", "offsets"):
-        atomic_write_bytes(paths[name], data[name])
+    data = save({"tokens": tokens, "offsets": offsets}, metadata={"key": key})
+    atomic_write_bytes(paths["arrays"], data)
     atomic_write_json(paths["meta"], {"key": key, "n_docs": n_docs, "n_tokens": int(len(tokens)),
                                       "dtype": str(tokens.dtype), "max_len": max_len, "seed": seed,
-                                      **{f"{n}_checksum": hashlib.blake2b(d, digest_size=16).hexdigest()
-                                         for n, d in data.items()}})
-    return np.load(paths["tokens"], mmap_mode="r", allow_pickle=False), offsets
+                                      "checksum": hashlib.blake2b(data, digest_size=16).hexdigest()})
+    return _map_safetensors(paths["arrays"])["tokens"], offsets
 
 
 def shuffled_stream_indices(offsets: np.ndarray, rng: random.Random) -> np.ndarray:
