@@ -3,7 +3,6 @@
     PYTHONPATH=. python benchmarks/pretrain_sweep.py DEVICE [preset=NAME] [section.key=value ...]
 """
 import json, sys, time, dataclasses
-import torch
 from experiments.config import load_config
 from experiments.materials.world import build_world
 from experiments.materials.corpus import CorpusSampler, all_words

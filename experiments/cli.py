@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+    from experiments.training.threads import configure_threads
+
+    configure_threads()  # half the cores (or OMP_NUM_THREADS): no OpenMP threads fighting over busy cores
     try:
         return args.func(args)
     except (UserError, InterpInputError, ProbeInputError) as exc:

@@ -38,6 +38,8 @@ class TrainConfig:
     warmup: int = 100
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
+    compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA from 2000 steps (stages.compile_setting)
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,9 @@ class RunConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The default world, pretrained long enough that the base model carries a decodable truth
-    # signal (~9M tokens; about 15-25 minutes on 2 CPU cores, 3 minutes on one GPU).
-    "standard": {"pretrain": {"steps": 9000}},
+    # signal (9.2M tokens in batches of 128 x 64; about 15-25 minutes on 2 CPU cores, under half
+    # a minute on one H200; benchmarks/training_speed.md has the sweep that chose it).
+    "standard": {"pretrain": {"steps": 1125, "batch_size": 128, "lr": 3e-3, "warmup": 50}},
     # The default world with a short pretraining so that `make demo` ends in minutes on 2 CPU
     # cores: the base model knows its facts and reads negation in context, but its truth probe
     # has not emerged yet (use `standard` for meaningful probe readings).
@@ -152,7 +155,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "large": {
         "world": {"n_people": 100, "n_events": 60, "n_cities": 20},
         "model": {"d_model": 256, "n_layers": 6, "n_heads": 4, "d_mlp": 1024},
-        "pretrain": {"steps": 9000, "batch_size": 32, "seq_len": 96, "lr": 1e-3},
+        "pretrain": {"steps": 1125, "batch_size": 256, "seq_len": 96, "lr": 2e-3, "warmup": 50},
     },
     # Seconds-scale runs for the test suite: the pipeline is real, the model barely trained.
     "tiny": {
@@ -279,6 +282,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     **{f"model.{k}": (1, False) for k in ("d_model", "n_layers", "n_heads", "d_mlp", "max_len")},
     **{f"{s}.{k}": (1, False) for s in ("pretrain", "finetune") for k in ("steps", "batch_size")},
     "pretrain.seq_len": (2, False),
+    "pretrain.log_every": (1, False),
     **{f"{s}.{k}": (0, True) for s in ("pretrain", "finetune") for k in ("lr",)},
     **{f"{s}.{k}": (0, False) for s in ("pretrain", "finetune") for k in ("warmup", "weight_decay", "grad_clip")},
     "finetune.docs_per_claim": (1, False),

@@ -99,10 +99,24 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return moved
 
 
+def total_weight(weights: Sequence[torch.Tensor]):
+    """The step's summed loss weight (first column excluded: never a target). Weights on the
+    host give a Python float; weights already on a device give a device scalar, so that the
+    step needs no synchronisation with the host."""
+    if all(w.device.type == "cpu" for w in weights):
+        return max(sum(float(w[:, 1:].sum()) for w in weights), 1e-12)
+    return torch.stack([w[:, 1:].sum() for w in weights]).sum().clamp_min(1e-12)
+
+
+def batch_tokens(batch: dict) -> int:
+    """Tokens in a batch (those under its attention mask, if it has one)."""
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
 def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps: Sequence[int] = (),
           on_checkpoint: Callable[[int, object], None] | None = None, desc: str = "train",
           log: list | None = None, state_dir: str | Path | None = None, save_every: int = 0,
-          aux_losses: Sequence = (), compile: bool = False, log_every: int = 1,
+          aux_losses: Sequence = (), compile: bool | str = False, log_every: int = 1,
           dist: distributed.Single | None = None) -> list[dict]:
     """Train ``model`` in place for ``cfg.steps`` optimizer steps and return the log (one dict per
     logged step: ``step``, ``loss``, ``lr``, ``tokens`` (so far), ``time`` (seconds since this call
@@ -113,7 +127,10 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     checkpoint steps and at the end) and resume from it if it holds one. ``batches`` should then
     be a fresh iterator built exactly as in the first run; its position is restored through its
     ``state_dict``/``load_state_dict`` if it has them, otherwise by skipping consumed batches.
-    ``compile``: run the forward + loss through ``torch.compile``.
+    ``compile``: run the forward + loss through ``torch.compile`` (a string: that compile mode,
+    e.g. ``"reduce-overhead"`` for CUDA graphs). ``log_every``: log every
+    that many steps the mean loss over the steps since the last entry; losses stay on the device
+    in between (batches already on the device then cost no host synchronisation per step).
 
     ``dist``: the process group from ``experiments.training.distributed.init`` (default: one process).
     Every rank passes the same ``batches`` and trains on its rows of each micro-batch, so the
@@ -126,7 +143,11 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     opt = make_optimizer(model, cfg, device)
     checkpoint_steps = set(checkpoint_steps)
     hidden_states = any(getattr(a, "needs_hidden_states", False) for a in aux_losses)
-    forward = torch.compile(weighted_lm_loss) if compile else weighted_lm_loss
+    if isinstance(compile, str):  # a torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
+        forward = torch.compile(weighted_lm_loss, mode=compile)
+    else:
+        forward = torch.compile(weighted_lm_loss) if compile else weighted_lm_loss
+    graphs = isinstance(compile, str) and "overhead" in compile
     entries: list[dict] = []
     start, tokens, batches_used = 0, 0, 0
 
@@ -158,6 +179,7 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, leave=False, **({} if dist.is_writer else {"disable": True}))
     clock, clock_tokens = time.perf_counter(), tokens
     pending: dict | None = None  # the last step's losses, read one step late so the GPU never idles
+    window = None  # (loss sum, aux sums, steps) since the last log entry, on the device
 
     def flush() -> None:
         nonlocal pending
@@ -174,9 +196,8 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         micro = [next(batches) for _ in range(cfg.grad_accum)]
         batches_used += cfg.grad_accum
         weights = [loss_weights(b) for b in micro]
-        total_weight = max(sum(float(w[:, 1:].sum()) for w in weights), 1e-12)
-        step_tokens = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
-                          for b in micro)
+        step_weight = total_weight(weights)
+        step_tokens = sum(batch_tokens(b) for b in micro)
         micro, weights = [dist.shard(b) for b in micro], [dist.shard(w) for w in weights]  # this rank's rows
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -184,35 +205,46 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         aux_sums = {a.name: torch.zeros((), device=device) for a in aux_losses}
         for i, (batch, w) in enumerate(zip(micro, weights)):
             batch = _to_device(batch, device)
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             # DDP all-reduces gradients in the last micro-batch's backward (no_sync acts at forward time)
             with dist.no_sync(net, sync=i + 1 == len(micro)), \
                     torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 weighted, outputs = forward(net, batch, w.to(device, non_blocking=True), hidden_states=hidden_states)
-                loss = dist.scale_loss(weighted / total_weight)
+                loss = dist.scale_loss(weighted / step_weight)
                 for aux in aux_losses:
                     value = aux(model, batch, outputs, step * cfg.grad_accum + i) / cfg.grad_accum
                     aux_sums[aux.name] += value.detach()
                     loss = loss + value
             loss.backward()
-            loss_sum += weighted.detach() / total_weight
+            loss_sum += weighted.detach() / step_weight
             del outputs, loss
         if cfg.grad_clip and cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(list(trainable_parameters(model).values()), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += step_tokens
+        if window is None:
+            window = (loss_sum, aux_sums, 1)
+        else:
+            window = (window[0] + loss_sum, {k: window[1][k] + v for k, v in aux_sums.items()}, window[2] + 1)
         flush()
-        if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
+        saving = state_dir is not None and ((save_every and (step + 1) % save_every == 0)
+                                            or step + 1 in checkpoint_steps or step + 1 == cfg.steps)
+        if (step + 1) % log_every == 0 or step + 1 == cfg.steps or saving:  # a save closes the window: resumes match
+            loss_sum, aux_sums, n = window
             loss_sum, aux_sums = dist.reduce_log(loss_sum, aux_sums)
+            if n > 1:  # the mean over the steps since the last entry
+                loss_sum, aux_sums = loss_sum / n, {k: v / n for k, v in aux_sums.items()}
             pending = {"step": step + 1, "loss": loss_sum, "lr": opt.param_groups[0]["lr"], "tokens": tokens, **aux_sums}
+            window = None
         bar.update(1)
         if step + 1 in checkpoint_steps and on_checkpoint:
             flush()
             model.eval()
             dist.on_writer(on_checkpoint, step + 1, model)
             model.train()
-        if state_dir is not None and ((save_every and (step + 1) % save_every == 0)
-                                      or step + 1 in checkpoint_steps or step + 1 == cfg.steps):
+        if saving:
             flush()
             save_state(step + 1)
     flush()

@@ -22,12 +22,13 @@ from experiments.config import RunConfig
 from experiments.errors import UserError, warn
 from experiments.materials.base import Materials
 from experiments.materials.conditions import template_words
-from experiments.materials.corpus import CorpusSampler, all_words
+from experiments.materials.corpus import all_words
 from experiments.training import checkpoints
+from experiments.training.corpus_tokens import cached_corpus_tokens
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
-from experiments.training.loop import (OptimConfig, log_spaced_steps, packed_batches, padded_batches,
-                                       tokenize_documents, train)
+from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, tokenize_documents, train
+from experiments.training.stream_batches import StreamBatches
 from experiments.training.toymodel import build_model, build_tokenizer
 
 
@@ -35,9 +36,37 @@ def device_for(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+# On one H200 (benchmarks/training_speed.md) a step of the standard toy model at batch 128 took
+# 26 ms eager, 12 ms compiled and 5 ms compiled with CUDA graphs, against 12-25 s of compilation:
+# compiling pays for itself only after about 1,000-1,500 steps.
+COMPILE_MIN_STEPS = 2000
+
+
+def compile_setting(wanted: bool | None, device: torch.device, steps: int, world_size: int = 1) -> bool | str:
+    """What ``train(compile=...)`` gets: False on CPU or for short runs when ``wanted`` is None;
+    when compiling on CUDA in one process, the "reduce-overhead" mode (CUDA graphs: the toy
+    model's steps are bound by kernel launches); plain ``torch.compile`` under DDP or on CPU."""
+    if wanted is None:
+        wanted = device.type == "cuda" and steps >= COMPILE_MIN_STEPS
+    if wanted and device.type == "cuda" and world_size == 1:
+        return "reduce-overhead"
+    return bool(wanted)
+
+
+def pretraining_documents(cfg: RunConfig) -> int:
+    """How many corpus documents pretraining draws from (about 1.2 epochs of its tokens)."""
+    p = cfg.pretrain
+    return max(2000, p.steps * p.batch_size * p.seq_len // 20)
+
+
 def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single | None = None) -> Path | str:
     """The base model: ``cfg.base_model`` when set, else the toy model pretrained on the
-    synthetic world's corpus. ``dist``: train data-parallel (rank 0 writes)."""
+    synthetic world's corpus. ``dist``: train data-parallel (rank 0 writes).
+
+    The corpus is generated and tokenized once into a token array in ``RUN/corpus/`` (reused
+    by a resumed run); batches are cut from it on the device (``StreamBatches``), so a step
+    waits for no host work. ``cfg.pretrain.compile`` compiles the forward + loss (None: on CUDA
+    when there are at least ``COMPILE_MIN_STEPS`` steps, where compiling pays; see ``compile_setting``)."""
     dist = dist or Single()
     if cfg.base_model:
         return Path(cfg.base_model) if Path(cfg.base_model).exists() else cfg.base_model
@@ -51,15 +80,20 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
             return run.base_model
         warn(f"base model {str(run.base_model)!r} is damaged ({problem}); pretraining it again")
     torch.manual_seed(cfg.world.seed)
+    device = device_for(cfg)
     tokenizer = build_tokenizer(all_words(world) | template_words())
-    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed).to(device_for(cfg))
     p = cfg.pretrain
-    n_docs = max(2000, p.steps * p.batch_size * p.seq_len // 20)
-    docs = CorpusSampler(world, seed=cfg.world.seed, mix=dataclasses.asdict(cfg.corpus)).documents(n_docs)
-    batches = packed_batches(tokenize_documents(tokenizer, docs, cfg.model.max_len), p.batch_size, p.seq_len,
-                             seed=cfg.world.seed)
+    corpus = (run, world, dataclasses.asdict(cfg.corpus), cfg.world.seed, pretraining_documents(cfg), tokenizer,
+              cfg.model.max_len)
+    written = dist.on_writer(cached_corpus_tokens, *corpus)  # rank 0 writes it, the others then map it
+    tokens, offsets = written if written is not None else cached_corpus_tokens(*corpus)
+    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed).to(device)
+    batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
+    compile = compile_setting(p.compile, device, p.steps, dist.world_size)
+    saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
-                state_dir=run.pretrain_state, save_every=max(1, p.steps // 10), dist=dist)
+                state_dir=run.pretrain_state, save_every=saves, dist=dist, compile=compile,
+                log_every=p.log_every)
 
     def finish() -> None:
         atomic_write_csv(run.pretrain_log, pd.DataFrame(log))

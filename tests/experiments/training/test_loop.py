@@ -88,3 +88,28 @@ def test_log_reports_lr_tokens_and_time_and_checkpoints_see_eval_mode():
     assert [e["step"] for e in log] == list(range(1, 7))
     assert log[0]["lr"] == pytest.approx(0.005) and log[-1]["tokens"] > log[0]["tokens"] > 0
     assert all(b["time"] >= a["time"] for a, b in zip(log, log[1:]))
+
+
+def test_log_every_logs_the_mean_loss_of_each_window_and_resumes_the_same(tmp_path):
+    from tests.experiments.training.support import Crash, SlowBatches
+    tok = tokenizer()
+
+    def run(log_every, state_dir=None, fail_after=None):
+        torch.manual_seed(0)
+        model = llama(len(tok))
+        batches = SlowBatches(padded_batches(token_docs(tok), 4, 0, seed=0), 0.0, fail_after)
+        log = train(model, batches, OptimConfig(steps=10, lr=1e-2, warmup=3),
+                    log_every=log_every, state_dir=state_dir, save_every=4)
+        return [(e["step"], e["loss"], e["tokens"]) for e in log]
+
+    every = [loss for _, loss, _ in run(1)]
+    windows = run(3)
+    assert [step for step, _, _ in windows] == [3, 6, 9, 10]
+    assert [loss for _, loss, _ in windows] == pytest.approx(
+        [sum(every[a:b]) / (b - a) for a, b in ((0, 3), (3, 6), (6, 9), (9, 10))], rel=1e-5)
+    # With a state directory every save also closes a window, so a resumed run logs the same.
+    saved = run(3, tmp_path / "whole")
+    assert [step for step, _, _ in saved] == [3, 4, 6, 8, 9, 10]
+    with pytest.raises(Crash):
+        run(3, tmp_path / "killed", fail_after=7)  # during step 8: the last save was at step 4
+    assert run(3, tmp_path / "killed") == saved
