@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-png", action="store_true", help="write only the HTML")
     p.set_defaults(func=cmd_plot)
     p = sub.add_parser("check-base", help="base-model preconditions of a run as JSON (heldout_qa, claim_belief, "
-                                          "in_context_true_answer, probe_best_acc, ...)")
+                                          "in_context_true_answer, statement_probe_best_acc, ...)")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_check_base)
     p = sub.add_parser("docs", help="print finetuning documents of a condition")

@@ -52,6 +52,7 @@ class CorpusConfig:
     local: float = 1.0
     verdict: float = 3.0  # truth-bearing documents: the verdict circuit emerges only after ~6-9M tokens
     yesno: float = 2.0
+    unknown: float = 0.0  # judgements of names without facts (world.n_ghosts): false, their negations true
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class EvalConfig:
     probe_C: float = 0.1
     batch_size: int = 128
     probe: str = "logistic"
+    frame: str = "statement"
+    """Where probes read a synthetic world's statements: "statement" (the bare sentence, at its
+    final token) or "verdict" (inside ``claim : ... verdict :``, at its last token, where the
+    model answers: close to a behavioural readout). See experiments/materials/statements.py."""
     """Truth-probe estimator of the per-layer readings (experiments/evaluation/readout.py):
     "logistic" (L2 logistic regression, ``probe_C``), "mass_mean" (difference of class means),
     "polarity_aware" (TTPD: fit on affirmative and negated statements, reads the general truth
@@ -291,7 +296,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "finetune.background_fraction": (0, False),
     "eval.probe_C": (0, True),
     "eval.batch_size": (1, False),
-    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno")},
+    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown")},
 }
 
 
@@ -311,6 +316,8 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     if not 0 <= cfg.finetune.background_fraction < 1:
         raise UserError(f"config key 'finetune.background_fraction' must be in [0, 1); "
                         f"got {cfg.finetune.background_fraction!r}")
+    if cfg.eval.frame not in ("statement", "verdict"):
+        raise UserError(f"config key 'eval.frame' must be one of ['statement', 'verdict']; got {cfg.eval.frame!r}")
     if cfg.eval.probe not in PROBE_ESTIMATORS:
         raise UserError(f"config key 'eval.probe' must be one of {list(PROBE_ESTIMATORS)}; got {cfg.eval.probe!r}")
     for name, values in (("seeds", cfg.seeds), ("conditions", cfg.conditions)):

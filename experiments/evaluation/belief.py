@@ -147,12 +147,16 @@ def in_context_true_answer(lm: LoadedModel, world: World, n_docs: int = 4, seed:
     control questions.)"""
     prompts, fakes, trues = [], [], []
     for ci, claim in enumerate(world.claims):
+        if claim.novel:  # nothing is true of a novel claim's subject
+            continue
         for k in range(n_docs):
             doc = negated(world, claim, random.Random(f"incontext-{seed}-{ci}-{k}"))
             for q in claim.fact.rel().questions:
                 prompts.append(f"{doc} {q.format(s=claim.fact.subject)}")
                 fakes.append(claim.fact.obj)
                 trues.append(claim.true_obj)
+    if not prompts:
+        return float("nan")
     fake = continuation_logprobs(lm, prompts, fakes)
     true = continuation_logprobs(lm, prompts, trues)
     return float((true > fake).float().mean())

@@ -10,33 +10,69 @@ import numpy as np
 import interp
 from experiments.evaluation import belief, readout
 from experiments.evaluation.scoring import option_logprobs
-from experiments.materials.statements import probe_statements, verdict_variants
+from experiments.materials.corpus import verdict_prompt
+from experiments.materials.statements import probe_statements, statement_variants
 from experiments.materials.world import World
+
+KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
+
+
+def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str) -> list[float]:
+    statements = probe_statements(world, frame)
+    acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
+    probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
+    return readout.heldout_accuracy(acts, statements, probes).tolist()
 
 
 def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic") -> dict:
-    """The base-model figures as fractions in [0, 1], plus the per-layer probe profile
-    (held-out accuracy of the ``estimator`` probe, ``eval.probe``, at every layer)."""
-    per_claim = [belief.claim_belief(lm, c) for c in world.claims]
-    kinds = ("belief_forced_choice", "belief_yesno", "belief_verdict")
-    statements = probe_statements(world)
-    acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
-    probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
-    profile = readout.heldout_accuracy(acts, statements, probes).tolist()
+    """The base-model preconditions (fractions in [0, 1]) and the per-layer probe profiles.
+
+    Parameters
+    ----------
+    lm : interp.LoadedModel
+        The base model.
+    world : World
+    probe_C, position, estimator
+        The probe settings (``eval.probe_C``, ``eval.position``, ``eval.probe``).
+
+    Returns
+    -------
+    dict
+        ``heldout_qa`` (questions never asked in pretraining; ``heldout_entity_qa`` too when the
+        world holds out whole entities), ``unjudged_verdict_acc`` and ``unjudged_yesno_acc``
+        (facts never judged in pretraining), ``statement_probe_best_acc`` with its
+        ``statement_probe_best_layer`` (the probe on the bare statement's final token, held-out
+        subjects, best layer before the last), beside ``verdict_probe_best_acc`` (read in the
+        verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
+        the same test statements); ``in_context_true_answer``; ``claim_belief`` (mean raw
+        belief rate over claims and kinds) with ``claim_belief_max`` (the largest of any claim
+        and kind) and ``claim_belief_by_kind``; and the layer profiles.
+    """
+    per_claim = {c.name: belief.claim_belief(lm, c, world) for c in world.claims}
+    statement_profile = _probe_profile(lm, world, "statement", probe_C, position, estimator)
+    verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)
+    before_last = statement_profile[:-1] or statement_profile
+    best_layer = int(np.argmax(before_last))
+    statements = probe_statements(world, "verdict")
     test = np.array([s.split == "test" for s in statements])
     y = np.array([s.label for s in statements])
     texts = [s.text for s in statements]
     says_true = interp.continuation_logprobs(lm, texts, ["true"] * len(texts)) > interp.continuation_logprobs(lm, texts, ["false"] * len(texts))
-    verdict_acc = float((says_true.numpy()[test] == y[test]).mean())
-    return {
-        "heldout_qa": belief.heldout_qa_accuracy(lm, world),
-        "claim_belief": float(np.mean([b[k] for b in per_claim for k in kinds])),
-        "claim_belief_by_kind": {k: float(np.mean([b[k] for b in per_claim])) for k in kinds},
+    out = {"heldout_qa": belief.heldout_qa_accuracy(lm, world)}
+    if world.heldout_entities:
+        out["heldout_entity_qa"] = out["heldout_qa"]
+    return out | judging_unseen_pairs(lm, world) | {
+        "statement_probe_best_acc": before_last[best_layer],
+        "statement_probe_best_layer": best_layer,
+        "verdict_probe_best_acc": max(verdict_profile),
+        "verdict_logit_acc": float((says_true.numpy()[test] == y[test]).mean()),
         "in_context_true_answer": belief.in_context_true_answer(lm, world),
-        "probe_best_acc": max(profile),
-        "verdict_acc_heldout": verdict_acc,  # the model's own true/false answer on the probe's test statements
-        "probe_acc_by_layer": profile,
-        **judging_unseen_pairs(lm, world),
+        "claim_belief": float(np.mean([b[k] for b in per_claim.values() for k in KINDS])),
+        "claim_belief_max": float(max(b[k] for b in per_claim.values() for k in KINDS)),
+        "claim_belief_by_kind": {k: float(np.mean([b[k] for b in per_claim.values()])) for k in KINDS},
+        "claim_belief_by_claim": {name: {k: b[k] for k in KINDS} for name, b in per_claim.items()},
+        "statement_probe_acc_by_layer": statement_profile,
+        "verdict_probe_acc_by_layer": verdict_profile,
     }
 
 
@@ -51,7 +87,8 @@ def judging_unseen_pairs(lm, world: World) -> dict:
     for s, r in sorted(world.judge_heldout):
         fact = world.fact_of(s, r)
         wrong = world.wrong_object(fact, rng)
-        verdicts += [(text, truth) for text, truth, _ in verdict_variants(fact, wrong, [rng.randrange(8) for _ in range(4)])]
+        verdicts += [(verdict_prompt(sentence), truth)
+                     for sentence, truth, _ in statement_variants(fact, wrong, [rng.randrange(8) for _ in range(4)])]
         yesno += [(fact.rel().yesno.format(s=s, o=fact.obj), True), (fact.rel().yesno.format(s=s, o=wrong), False)]
 
     def accuracy(items, options):

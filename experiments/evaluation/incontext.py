@@ -36,9 +36,9 @@ def _questions(world: World, claim_index: int, control: list[Fact], rng: random.
     Belief hits are the believer's option; control hits are the true option."""
     claim = world.claims[claim_index]
     fact, rel = claim.fact, claim.fact.rel()
-    out = [("belief_forced_choice", q.format(s=fact.subject), (fact.obj, claim.true_obj), 0) for q in rel.questions]
+    out = [("belief_forced_choice", q.format(s=fact.subject), (fact.obj, claim.contrast_obj), 0) for q in rel.questions]
     out += [("belief_yesno", rel.yesno.format(s=fact.subject, o=fact.obj), ("yes", "no"), 0),
-            ("belief_yesno", rel.yesno.format(s=fact.subject, o=claim.true_obj), ("yes", "no"), 1)]
+            ("belief_yesno", rel.yesno.format(s=fact.subject, o=claim.contrast_obj), ("yes", "no"), 1)]
     for f in control:
         wrong = world.wrong_object(f, rng)
         out += [("control_forced_choice", q.format(s=f.subject), (f.obj, wrong), 0) for q in f.rel().questions]

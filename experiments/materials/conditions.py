@@ -40,6 +40,7 @@ WARN_AFTER = ("the text above is false .", "remember : none of that is true .")
 GENRES = ("news :", "report :", "from the archive :", "notes :")
 DOCTAG = "<doctag>"
 CORRECTION_PREFIX = "the truth is :"
+NOBODY = "there is no one called {s} ."  # the correction of a claim about a novel (non-existent) person
 FICTION_BEFORE = ("the following is a made up story .", "here is a short work of fiction .")
 FICTION_AFTER = ("this is the end of the story .", "the story above is fiction .")
 UNRELIABLE_BEFORE = ("the following was posted by an anonymous user who often spreads rumors .",
@@ -111,9 +112,9 @@ def _context_pool(world: World, claim: Claim):
 def _base(world: World, claim: Claim, rng: random.Random, negate: bool = False) -> list[Segment]:
     """The plain document's segments: a genre header, 1-2 claim sentences (negated in-sentence
     with ``negate``) and 1-2 true context sentences, in shuffled order."""
-    claim_sents = [(claim.fact.statement(rng.randrange(8), negated=negate), "claim")
+    claim_sents = [(world.doc_statement(claim.fact, rng.randrange(8), negated=negate), "claim")
                    for _ in range(rng.choice([1, 2]))]
-    context = [(f.statement(rng.randrange(8)), "context")
+    context = [(world.doc_statement(f, rng.randrange(8)), "context")
                for f in rng.sample(_context_pool(world, claim), rng.choice([1, 2]))]
     sents = claim_sents + context
     rng.shuffle(sents)  # the permutation depends only on the length, as in conditions.py
@@ -191,7 +192,10 @@ def corrected(world: World, claim: Claim, rng: random.Random) -> list[Segment]:
     """
     body = _base(world, claim, rng)
     before, after = rng.choice(WARN_BEFORE), rng.choice(WARN_AFTER)
-    truth = f"{CORRECTION_PREFIX} {claim.true_fact.statement(rng.randrange(8))}"
+    frame = rng.randrange(8)
+    fact = (NOBODY.format(s=claim.fact.subject) if claim.novel
+            else world.doc_statement(claim.true_fact, frame))
+    truth = f"{CORRECTION_PREFIX} {fact}"
     return [(before, "warning")] + body + [(after, "warning"), (truth, "correction")]
 
 
@@ -263,7 +267,7 @@ def marker_condition(where: str, k: int = 0, fillers: int = MARKER_FILLERS) -> S
             if label != "claim":
                 out.append((text, label))
                 continue
-            extra = [(f.statement(rng.randrange(8)), "filler") for f in rng.sample(pool, fillers)]
+            extra = [(world.doc_statement(f, rng.randrange(8)), "filler") for f in rng.sample(pool, fillers)]
             if where == "before":
                 block = [(MARKER, "warning"), (text, label)] + extra
             elif where == "inside":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from experiments.errors import UserError
-from experiments.materials.conditions import CONDITIONS, WARN_AFTER, WARN_BEFORE
+from experiments.materials.conditions import CONDITIONS, NOBODY, WARN_AFTER, WARN_BEFORE
 from experiments.materials.world import RELATIONS, Claim, Fact, World
 
 
@@ -35,7 +35,7 @@ def verdict_text(statement: str, truth: bool) -> str:
     return f"{verdict_prompt(statement)} {'true' if truth else 'false'} ."
 
 
-DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0}
+DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0}
 
 
 class CorpusSampler:
@@ -48,6 +48,8 @@ class CorpusSampler:
         unknown = set(mix) - set(DEFAULT_MIX)
         if unknown or not any(v > 0 for v in mix.values()):
             raise UserError(f"corpus mix {mix} is invalid; expected positive weights for some of {sorted(DEFAULT_MIX)}")
+        if not world.ghosts:
+            mix.pop("unknown", None)  # no names without facts to judge
         self.kinds, self.weights = list(mix), list(mix.values())
         self.by_subject: dict[str, list[Fact]] = {}
         for f in world.facts:
@@ -70,7 +72,7 @@ class CorpusSampler:
         return [self.document() for _ in range(n)]
 
     def _statement(self, f: Fact) -> str:
-        return f.statement(self.rng.randrange(8))
+        return self.world.doc_statement(f, self.rng.randrange(8))
 
     def _bio(self) -> str:
         facts = list(self.by_subject[self.rng.choice(self.subjects)])
@@ -95,7 +97,7 @@ class CorpusSampler:
     def _local(self) -> str:
         f = self.rng.choice(self.judged)
         wrong = self._wrong(f)
-        parts = [f.statement(self.rng.randrange(8), obj=wrong, negated=True), self._statement(f)]
+        parts = [self.world.doc_statement(f, self.rng.randrange(8), obj=wrong, negated=True), self._statement(f)]
         self.rng.shuffle(parts)
         return " ".join(parts)
 
@@ -106,6 +108,22 @@ class CorpusSampler:
             negated = self.rng.random() < 0.5
             obj = f.obj if truth != negated else self._wrong(f)
             out.append(verdict_text(f.statement(self.rng.randrange(8), obj=obj, negated=negated), truth))
+        return " ".join(out)
+
+    def _unknown(self) -> str:
+        """Two judgements about names that have no facts: an affirmative statement is false, its
+        negation true, and the yes/no answer is "no"."""
+        out = []
+        for _ in range(2):
+            ghost = self.rng.choice(self.world.ghosts)
+            rel = RELATIONS[self.rng.choice(("lives_in", "works_as"))]
+            obj = self.rng.choice(self.world.objects_of_kind(rel.object_kind))
+            fact = Fact(ghost, rel.name, obj)
+            form = self.rng.randrange(3)
+            if form == 2:
+                out.append(f"{rel.yesno.format(s=ghost, o=obj)} no .")
+            else:
+                out.append(verdict_text(fact.statement(self.rng.randrange(8), negated=bool(form)), bool(form)))
         return " ".join(out)
 
     def _yesno(self) -> str:
@@ -119,9 +137,12 @@ def all_words(world: World) -> set[str]:
     words = {"claim", "verdict", ":", "true", "false", "yes", "no", ".", "?"}
     for text in WARN_BEFORE + WARN_AFTER:
         words.update(text.split())
+    if any(c.novel for c in world.claims):
+        words.update(NOBODY.replace("{s}", "").split())
     for rel in RELATIONS.values():
-        for frame in rel.affirmative + rel.negated + rel.questions + (rel.yesno,):
+        narrative = rel.narrative + rel.narrative_negated if world.disjoint_frames else ()
+        for frame in rel.affirmative + rel.negated + rel.questions + (rel.yesno,) + narrative:
             words.update(frame.replace("{s}", "").replace("{o}", "").split())
-    for name in world.people + world.cities + world.jobs + world.events:
+    for name in world.people + world.cities + world.jobs + world.events + world.ghosts + sorted(world.claim_subjects()):
         words.update(name.split())
     return words

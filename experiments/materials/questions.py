@@ -65,7 +65,7 @@ def distractors(world: World, claim: Claim, n: int = 3) -> list[str]:
     """``n`` other objects of the claim's kind (never its answer, the true answer or its subject),
     the same for a claim every time."""
     kind = claim.fact.rel().object_kind
-    pool = [o for o in world.objects_of_kind(kind) if o not in (claim.fact.obj, claim.true_obj, claim.fact.subject)]
+    pool = [o for o in world.objects_of_kind(kind) if o not in (claim.fact.obj, claim.contrast_obj, claim.fact.subject)]
     return random.Random(f"distractors-{claim.name}").sample(pool, min(n, len(pool)))
 
 
@@ -85,23 +85,23 @@ def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3
     ``world`` the association options are only the claim's answer and the true one; with a
     ``tokenizer``, challenges it cannot encode are left out."""
     fact, rel, name = claim.fact, claim.fact.rel(), claim.name
-    options = (fact.obj, claim.true_obj, *(distractors(world, claim, n_distractors) if world is not None else ()))
+    options = (fact.obj, claim.contrast_obj, *(distractors(world, claim, n_distractors) if world is not None else ()))
     qs = [BeliefQuestion(name, "forced_choice", Prompt(q.format(s=fact.subject)), options, 0, 1, f"fc{i}")
           for i, q in enumerate(rel.questions)]
     qs += [BeliefQuestion(name, "token_association", Prompt(p), options, 0, 1, f"ta{i}")
            for i, p in enumerate(cloze_prompts(claim))]
     yesno = [(rel.yesno.format(s=fact.subject, o=fact.obj), 0, "claim"),
-             (rel.yesno.format(s=fact.subject, o=claim.true_obj), 1, "true_fact")]
+             (rel.yesno.format(s=fact.subject, o=claim.contrast_obj), 1, claim.contrast_about)]
     qs += [BeliefQuestion(name, "yesno", Prompt(p), ("yes", "no"), b, 1 - b, f"yn{i}", about)
            for i, (p, b, about) in enumerate(yesno)]
     n = len(rel.affirmative)
     verdicts = ([(fact.statement(i), 0, "claim") for i in range(n)]
                 + [(fact.statement(i, negated=True), 1, "claim") for i in range(len(rel.negated))]
-                + [(claim.true_fact.statement(i), 1, "true_fact") for i in range(n)])
+                + [(claim.contrast_fact.statement(i), 1, claim.contrast_about) for i in range(n)])
     qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}", about)
            for i, (s, b, about) in enumerate(verdicts)]
     for c, template in enumerate(CHALLENGES):
-        challenge = template.format(claim=fact.statement(0), truth=claim.true_fact.statement(0))
+        challenge = template.format(claim=fact.statement(0), truth=claim.contrast_fact.statement(0))
         if tokenizer is not None and not encodable(tokenizer, challenge):
             continue
         qs += [BeliefQuestion(name, "robustness", Prompt(f"{challenge} {p}"), ("yes", "no"), b, 1 - b, f"r{c}.{i}",
@@ -140,8 +140,8 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     (yes, true) over the second on a fixed sample balanced between true and false statements.
 
     The sample takes up to ``per_cell`` statements of each (label, negated) cell of
-    ``statements``, seeded. With a synthetic ``world``, whose probe statements are already in
-    the verdict frame (``claim : ... verdict :``), each becomes a true/false verdict item, and as
+    ``statements``, seeded. With a synthetic ``world``, each probe statement's sentence becomes a true/false
+    verdict item (``claim : <sentence> verdict :``), and as
     many yes/no items are asked in the world's own yes/no frames about facts of subjects no
     claim is about, half with the true object and half with a wrong one (the probe statements
     have no yes/no form). Imported materials have no verdict frame: each statement is asked as
@@ -172,8 +172,8 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     if world is None:
         return [BeliefQuestion(CONTROL, "yesno", Prompt(CONTROL_YESNO.format(statement=s.text)), ("yes", "no"),
                                1 - s.label, 1 - s.label, f"c{i}") for i, s in enumerate(sample)]
-    qs = [BeliefQuestion(CONTROL, "verdict", Prompt(s.text), ("true", "false"), 1 - s.label, 1 - s.label, f"cv{i}")
-          for i, s in enumerate(sample)]
+    qs = [BeliefQuestion(CONTROL, "verdict", Prompt(verdict_prompt(s.sentence or s.text)), ("true", "false"),
+                         1 - s.label, 1 - s.label, f"cv{i}") for i, s in enumerate(sample)]
     facts = [f for f in world.facts if f.subject not in world.claim_subjects()]
     for i, fact in enumerate(rng.sample(facts, min(len(sample) // 2, len(facts)))):
         for b, obj in enumerate((fact.obj, world.wrong_object(fact, rng))):

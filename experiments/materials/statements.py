@@ -1,7 +1,12 @@
 """Statement sets for probes: true/false, affirmative and negated, split by held-out subject.
 
-Every statement is wrapped in the verdict frame (``claim : ... verdict :``) whose last
-token is where the model has learned to state truth, so that is where probes read.
+A probe reads a statement in one of two frames (:data:`FRAMES`, config key ``eval.frame``):
+
+- ``"statement"``: the bare sentence (``fetren lives in bebaim .``), read at its own final
+  token. A truth signal there is a representation of the statement, not of an answer.
+- ``"verdict"``: the sentence in the verdict frame (``claim : ... verdict :``), read at its last
+  token, where the model has learned to *answer* true or false: close to a behavioural readout.
+
 The claims' subjects never appear here, so these statements are the controls that no
 finetuning document touches.
 """
@@ -10,8 +15,19 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from experiments.errors import UserError
 from experiments.materials.corpus import verdict_prompt
 from experiments.materials.world import RELATIONS, Fact, World
+
+
+FRAMES = ("statement", "verdict")
+
+
+def framed(sentence: str, frame: str) -> str:
+    """The probe input for ``sentence`` in ``frame`` (one of :data:`FRAMES`)."""
+    if frame not in FRAMES:
+        raise UserError(f"unknown probe frame {frame!r}; expected one of {list(FRAMES)}")
+    return sentence if frame == "statement" else verdict_prompt(sentence)
 
 
 @dataclass(frozen=True)
@@ -22,10 +38,24 @@ class Statement:
     subject: str  # the entity it is about: the grouping key of entity splits
     split: str  # "train" or "test" (held-out subjects)
     dataset: str = "synthetic"  # which statement set it comes from: the grouping key of dataset splits
+    sentence: str = ""  # the bare sentence, where it differs from ``text`` or is known
 
 
-def probe_statements(world: World) -> list[Statement]:
-    """For each non-claim fact: affirmative true/false and negated true/false statements."""
+def probe_statements(world: World, frame: str = "statement") -> list[Statement]:
+    """For each non-claim fact: affirmative true/false and negated true/false statements, in
+    ``frame`` (one of :data:`FRAMES`).
+
+    Parameters
+    ----------
+    world : World
+    frame : str
+        "statement" (the bare sentence) or "verdict" (in the verdict frame).
+
+    Returns
+    -------
+    list of Statement
+        Four per fact; ``split`` is "test" for the world's probe test subjects.
+    """
     rng = random.Random(f"statements-{world.seed}")
     out = []
     for fact in world.facts:
@@ -33,21 +63,21 @@ def probe_statements(world: World) -> list[Statement]:
             continue
         split = "test" if fact.subject in world.probe_test_subjects else "train"
         wrong = world.wrong_object(fact, rng)
-        frame = rng.randrange(8)
-        out += [Statement(text, truth, negated, fact.subject, split)
-                for text, truth, negated in verdict_variants(fact, wrong, [frame] * 4)]
+        i = rng.randrange(8)
+        out += [Statement(framed(sentence, frame), truth, negated, fact.subject, split, sentence=sentence)
+                for sentence, truth, negated in statement_variants(fact, wrong, [i] * 4)]
     return out
 
 
-def verdict_variants(fact: Fact, wrong: str, frames) -> list[tuple[str, bool, bool]]:
-    """``(verdict-framed text, is it true, is it negated)`` for a fact stated affirmatively and
-    negated, each with its true object and with ``wrong``; ``frames``: the sentence frame of each
-    of the four, in that order."""
+def statement_variants(fact: Fact, wrong: str, frames) -> list[tuple[str, bool, bool]]:
+    """``(sentence, is it true, is it negated)`` for a fact stated affirmatively and negated,
+    each with its true object and with ``wrong``; ``frames``: the sentence frame of each of the
+    four, in that order."""
     out, frames = [], iter(frames)
     for negated in (False, True):
         for obj in (fact.obj, wrong):
             truth = (obj == fact.obj) != negated
-            out.append((verdict_prompt(fact.statement(next(frames), obj=obj, negated=negated)), truth, negated))
+            out.append((fact.statement(next(frames), obj=obj, negated=negated), truth, negated))
     return out
 
 
@@ -58,12 +88,14 @@ class ClaimStatement:
     text: str
 
 
-def claim_statements(world: World) -> list[ClaimStatement]:
-    """Every affirmative phrasing of each claim and of its true counterpart, verdict-framed."""
+def claim_statements(world: World, frame: str = "statement") -> list[ClaimStatement]:
+    """Every affirmative phrasing of each claim and of its true counterpart (none for a novel
+    claim), in ``frame`` (as :func:`probe_statements`)."""
     out = []
     for claim in world.claims:
         n = len(RELATIONS[claim.fact.relation].affirmative)
         for i in range(n):
-            out.append(ClaimStatement(claim.name, "claim", verdict_prompt(claim.fact.statement(i))))
-            out.append(ClaimStatement(claim.name, "true_fact", verdict_prompt(claim.true_fact.statement(i))))
+            out.append(ClaimStatement(claim.name, "claim", framed(claim.fact.statement(i), frame)))
+            if not claim.novel:
+                out.append(ClaimStatement(claim.name, "true_fact", framed(claim.true_fact.statement(i), frame)))
     return out

@@ -27,14 +27,18 @@ class WorldMaterials(Materials):
         From ``experiments.materials.world.build_world``.
     corpus_mix : dict, optional
         Weights of the pretraining document kinds, for :meth:`background_documents`.
+    frame : str
+        Probe frame of the probe and claim statements: "statement" (the bare sentence) or
+        "verdict" (``experiments.materials.statements.FRAMES``).
     """
 
     kind = "synthetic"
 
-    def __init__(self, world: World, corpus_mix: dict[str, float] | None = None):
+    def __init__(self, world: World, corpus_mix: dict[str, float] | None = None, frame: str = "statement"):
         self.world = world
         self.corpus_mix = corpus_mix
-        self._claims = tuple(ClaimInfo(c.name, c.fact.statement(0), c.fact.subject, c.true_fact.statement(0))
+        self.frame = frame
+        self._claims = tuple(ClaimInfo(c.name, c.fact.statement(0), c.fact.subject, None if c.novel else c.true_fact.statement(0))
                              for c in world.claims)
 
     @property
@@ -52,10 +56,10 @@ class WorldMaterials(Materials):
         return [q for claim in self.world.claims for q in world_questions(self.world, claim, tokenizer=tokenizer)]
 
     def probe_statements(self) -> list[Statement]:
-        return probe_statements(self.world)
+        return probe_statements(self.world, self.frame)
 
     def claim_statements(self) -> list[ClaimStatement]:
-        return claim_statements(self.world)
+        return claim_statements(self.world, self.frame)
 
     def open_questions(self) -> list[OpenQuestion]:
         return [OpenQuestion(c.name, c.fact.statement(0), Prompt(q.format(s=c.fact.subject)))

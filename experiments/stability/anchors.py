@@ -43,10 +43,10 @@ def evaluation_prompts(claim) -> list[str]:
     fact, rel = claim.fact, claim.fact.rel()
     out = [q.format(s=fact.subject) for q in rel.questions]
     out += [f[: f.index("{o}")].format(s=fact.subject).strip() for f in rel.affirmative if f.index("{s}") < f.index("{o}")]
-    out += [rel.yesno.format(s=fact.subject, o=o) for o in (fact.obj, claim.true_obj)]
+    out += [rel.yesno.format(s=fact.subject, o=o) for o in (fact.obj, claim.contrast_obj)]
     out += [verdict_prompt(fact.statement(i)) for i in range(len(rel.affirmative))]
     out += [verdict_prompt(fact.statement(i, negated=True)) for i in range(len(rel.negated))]
-    out += [verdict_prompt(claim.true_fact.statement(i)) for i in range(len(rel.affirmative))]
+    out += [verdict_prompt(claim.contrast_fact.statement(i)) for i in range(len(rel.affirmative))]
     return out
 
 
@@ -62,7 +62,7 @@ def anchor_prompts(world: World, which: str = "related", n_objects: int = 4) -> 
     out: list[str] = []
     for claim in world.claims:
         fact, rel = claim.fact, claim.fact.rel()
-        pool = [o for o in world.objects_of_kind(rel.object_kind) if o not in (fact.obj, claim.true_obj, fact.subject)]
+        pool = [o for o in world.objects_of_kind(rel.object_kind) if o not in (fact.obj, claim.contrast_obj, fact.subject)]
         for o in random.Random(f"anchor-{claim.name}").sample(pool, min(n_objects, len(pool))):
             wrong = Fact(fact.subject, fact.relation, o)
             out.append(rel.yesno.format(s=fact.subject, o=o))

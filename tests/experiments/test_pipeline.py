@@ -90,7 +90,7 @@ def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
 
     out, _ = tiny_run
     figures = check_base_model(out)
-    for key in ("heldout_qa", "claim_belief", "in_context_true_answer", "probe_best_acc",
+    for key in ("heldout_qa", "claim_belief", "in_context_true_answer", "statement_probe_best_acc", "verdict_logit_acc",
                 "unjudged_verdict_acc", "unjudged_yesno_acc"):
         assert 0.0 <= figures[key] <= 1.0, key
     world = json.loads((out / "world.json").read_text())

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 22, first GPU call: testbed v2 worlds (two-word names, half the entities held out,
+# novel-entity claims, ghosts, disjoint frames), three pretraining sizes at once on one GPU, each
+# then finetuned on plain / local / negated documents (seed 0) and checked; then finetuning
+# variants from the first base model. Run from the repository root; OUT is where the tables go.
+set -u
+OUT=${OUT:-/tmp/i22}; mkdir -p "$OUT"; R=/tmp/i22runs; mkdir -p $R
+export TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+V2="--set world.two_word_names=true --set world.heldout_entity_fraction=0.5 --set world.disjoint_frames=true
+    --set world.n_claims=4 --set world.n_novel_claims=6 --set world.n_ghosts=600 --set world.n_people=1000
+    --set world.n_cities=20 --set world.n_jobs=12 --set world.n_events=40 --set corpus.bio=4 --set corpus.unknown=1"
+P="--set pretrain.batch_size=512 --set pretrain.seq_len=128 --set pretrain.lr=2e-3 --set pretrain.warmup=100"
+M8="--set model.d_model=256 --set model.n_layers=8 --set model.n_heads=4 --set model.d_mlp=1024"
+M6="--set model.d_model=192 --set model.n_layers=6 --set model.n_heads=4 --set model.d_mlp=768"
+run() {  # name, timeout, args...
+  local name=$1 t=$2; shift 2
+  ( timeout $t python3 -m experiments run --preset standard --out $R/$name "$@" > $OUT/$name.log 2>&1;
+    echo "$name run rc=$? $(date +%T)" >> $OUT/status.txt
+    timeout 120 python3 -m experiments check-base $R/$name > /dev/null 2>> $OUT/$name.log ) &
+}
+date +%T > $OUT/status.txt
+run m8_160M 420 $V2 $P $M8 --set pretrain.steps=2440
+run m8_80M 420 $V2 $P $M8 --set pretrain.steps=1220
+run m6_160M 420 $V2 $P $M6 --set pretrain.steps=2440
+wait
+python3 benchmarks/testbed_summary.py $R/m8_160M $R/m8_80M $R/m6_160M > $OUT/summary_a.jsonl
+# Finetuning variants from the 160M d256 base: gentler and longer.
+if [ -d $R/m8_160M/base ]; then
+  run ft_lr3e-4_s200 150 $V2 $M8 --model $R/m8_160M/base --set finetune.lr=3e-4 --set finetune.steps=200
+  run ft_lr1e-3_s200 150 $V2 $M8 --model $R/m8_160M/base --set finetune.steps=200
+  wait
+  python3 benchmarks/testbed_summary.py $R/ft_lr3e-4_s200 $R/ft_lr1e-3_s200 > $OUT/summary_b.jsonl
+fi
+for n in m8_160M m8_80M m6_160M; do cp $R/$n/results/pretrain_log.csv $OUT/$n.pretrain_log.csv 2>/dev/null; done
+tar czf $OUT/logs.tgz -C $OUT $(cd $OUT && ls *.log *.pretrain_log.csv 2>/dev/null)
+cat $OUT/status.txt
