@@ -124,6 +124,29 @@ def stratified_split(t: np.ndarray, test_size: float, seed: int = 0) -> tuple[np
     return np.setdiff1d(np.arange(len(t)), test), test
 
 
+def group_split(groups, test_size: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split that keeps every group (e.g. every statement about one entity) on one side:
+    whole groups go to the test split until it holds about ``test_size`` of the statements.
+    Returns sorted (train_index, test_index)."""
+    if not 0 <= test_size < 1:
+        raise ProbeInputError(f"test_size must be in [0, 1); got {test_size}")
+    groups = np.asarray(groups)
+    names = np.unique(groups)
+    if len(names) < 2 and test_size > 0:
+        raise ProbeInputError(f"a group split needs at least 2 groups; got {len(names)}")
+    order = np.random.default_rng(seed).permutation(names)
+    target, test = test_size * len(groups), []
+    taken = 0
+    for name in order[:-1]:  # the training split keeps at least one group
+        if taken >= target:
+            break
+        members = np.flatnonzero(groups == name)
+        test.append(members)
+        taken += len(members)
+    test = np.sort(np.concatenate(test)) if test else np.array([], dtype=np.int64)
+    return np.setdiff1d(np.arange(len(groups)), test), test
+
+
 def _check_acts(acts):
     if not hasattr(acts, "shape") or len(acts.shape) < 2:
         raise ProbeInputError(f"acts must have shape [*batch, n, d]; got {getattr(acts, 'shape', type(acts))}")
@@ -152,10 +175,12 @@ def sweep_probes(acts, y, *, method: str = "logistic", backend: str = "torch", C
                  lda: bool = False, shrinkage: float = 1e-3, test_size: float = 0.25,
                  train_index=None, test_index=None, seed: int = 0, device=None,
                  dtype: torch.dtype = torch.float32, chunk_size: int | None = None,
-                 max_iter: int = 1000, tol: float = 1e-4, polarity=None, pairs=None) -> SweepResult:
+                 max_iter: int = 1000, tol: float = 1e-4, polarity=None, pairs=None, groups=None) -> SweepResult:
     """Fit a ``method`` probe on every ``acts[*batch]`` and score it on a held-out split.
 
-    ``train_index``/``test_index`` override the seeded stratified split of ``test_size``.
+    The split: with ``groups`` (one key per statement, e.g. the entity it is about), whole
+    groups are held out (:func:`group_split`), so no entity is on both sides; without, a seeded
+    stratified split of statements. ``train_index``/``test_index`` override either.
     ``chunk_size`` bounds how many probes are moved to ``device`` and solved together.
     ``C``, ``lda`` and ``shrinkage`` mean what they mean for the single estimators.
     ``polarity`` (``"polarity_aware"``): one entry per statement, as
@@ -170,7 +195,11 @@ def sweep_probes(acts, y, *, method: str = "logistic", backend: str = "torch", C
         raise ProbeInputError(f"backend must be one of {BACKENDS}; got {backend!r}")
     batch, n, d = _check_acts(acts)
     classes, t = as_binary_labels(y, n)
-    if train_index is None and test_index is None:
+    if train_index is None and test_index is None and groups is not None:
+        if len(groups) != n:
+            raise ProbeInputError(f"groups must have one key per statement ({n}); got {len(groups)}")
+        train_index, test_index = group_split(groups, test_size, seed)
+    elif train_index is None and test_index is None:
         train_index, test_index = stratified_split(t, test_size, seed)
     else:
         train_index = np.asarray(train_index if train_index is not None

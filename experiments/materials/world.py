@@ -64,7 +64,7 @@ RELATIONS: dict[str, Relation] = {
             yesno="question : does {s} work as a {o} ? answer :",
             narrative=("{s} earns a living as a {o} .", "{s} trained for years to become a {o} .",
                        "each morning {s} goes to work as a {o} .", "as a {o} , {s} is very busy .",
-                       "{s} has always wanted to be a {o} and now is one .", "ask anyone : {s} is a {o} ."),
+                       "{s} has always wanted to be a {o} and now is one .", "ask anyone about {s} : a {o} ."),
             narrative_negated=("{s} does not earn a living as a {o} .", "{s} never trained to become a {o} ."),
         ),
         Relation(
@@ -75,7 +75,7 @@ RELATIONS: dict[str, Relation] = {
             questions=("question : who won the {s} ? answer :", "q : who was the winner of the {s} ? a :"),
             yesno="question : did {o} win the {s} ? answer :",
             narrative=("at the {s} the honour went to {o} .", "{o} was the best at the {s} that year .",
-                       "the crowd cheered as {o} won the {s} .", "nobody beat {o} at the {s} .",
+                       "the crowd cheered when {o} took the {s} .", "nobody beat {o} at the {s} .",
                        "{o} is remembered for winning the {s} .", "the {s} ended with {o} on top ."),
             narrative_negated=("at the {s} the honour did not go to {o} .", "{o} is not remembered for winning the {s} ."),
         ),
