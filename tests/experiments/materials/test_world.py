@@ -1,3 +1,6 @@
+import pytest
+
+from experiments.errors import UserError
 from experiments.evaluation.belief import heldout_qa_accuracy  # noqa: F401  (import check)
 from experiments.materials.conditions import CONDITIONS, condition_documents, template_words
 from experiments.materials.corpus import CorpusSampler, all_words
@@ -99,3 +102,40 @@ def test_judge_heldout_is_deterministic_and_sized_by_its_fraction():
     assert not none.judge_heldout and none.qa_heldout == a.qa_heldout  # other splits unchanged
     n_pairs = len(a.facts) - len(a.claims)
     assert len(a.judge_heldout) == int(n_pairs * 0.15)
+
+
+def test_v2_world_options_build_novel_claims_ghosts_and_entity_splits():
+    from experiments.materials.questions import world_questions
+
+    cfg = WorldConfig(n_people=40, n_claims=2, two_word_names=True, heldout_entity_fraction=0.5, n_novel_claims=2,
+                      n_ghosts=5, disjoint_frames=True)
+    world = build_world(cfg)
+    assert build_world(cfg).claims == world.claims  # deterministic
+    assert all(len(p.split()) == 2 for p in world.people) and len(set(world.people)) == 40
+    novel = [c for c in world.claims if c.novel]
+    override = [c for c in world.claims if not c.novel]
+    assert len(novel) == 2 and len(override) == 2
+    names = set(world.people) | set(world.ghosts)
+    for c in novel:
+        assert c.fact.subject not in names and c.true_fact is None
+        assert c.contrast_obj != c.fact.obj and c.contrast_about == "alternative"
+        qs = world_questions(world, c)
+        assert {q.about for q in qs if q.kind == "yesno"} == {"claim", "alternative"}
+        assert all(q.truth is not None for q in qs if q.kind in ("yesno", "verdict"))
+    for c in override:  # about held-out people, whose facts are never judged
+        assert c.fact.subject in world.heldout_entities and c.true_fact in world.facts
+        assert (c.fact.subject, c.fact.relation) in world.judge_heldout
+    assert len(world.ghosts) == 5 and not set(world.ghosts) & set(world.people)
+    assert world.probe_test_subjects == world.heldout_entities - world.claim_subjects()
+    corrected = condition_documents(world, "corrected", 4, seed=0)
+    assert all(f"there is no one called {novel[0].fact.subject} ." in d for d in corrected
+               if novel[0].fact.subject in d.split(" the truth is : ")[-1])
+    tok = build_tokenizer(all_words(world) | template_words())
+    texts = CorpusSampler(world, seed=0, mix={"bio": 1.0, "verdict": 1.0, "unknown": 1.0}).documents(300)
+    texts += [d for c in CONDITIONS for d in condition_documents(world, c, 3, seed=0)]
+    assert all(tok.unk_token_id not in ids for ids in tok(texts)["input_ids"])
+
+
+def test_v2_world_refuses_novel_claims_with_one_word_names():
+    with pytest.raises(UserError, match="two_word_names"):
+        build_world(WorldConfig(n_novel_claims=1))
