@@ -6,6 +6,7 @@
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
+    neglect pretrain [--preset standard] [--set ...] [--out DIR] [--export DIR]
     neglect docs [--preset demo] [--condition negated] [-n 3]
 
 User errors print one line (``neglect: error: ...``) and exit 2; ``--debug`` shows the traceback.
@@ -113,6 +114,30 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    import dataclasses
+    import platform
+
+    import torch
+
+    from experiments.pipeline import check_base_model, pretrain_stage
+    from experiments.training.shipped import export_shipped
+
+    cfg = _run_config(args)
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, shipped="off"))
+    base = pretrain_stage(cfg, args.out)
+    figures = check_base_model(args.out)
+    print(f"base model: {base}")
+    if args.export:
+        from pathlib import Path
+
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+        extra = {"command": "neglect " + " ".join(sys.argv[1:]), "device": device, "torch": torch.__version__,
+                 "check_base": {k: v for k, v in figures.items() if not isinstance(v, (list, dict))}}
+        print(f"shipped model written to {export_shipped(base, cfg, Path(args.export), extra)}")
+    return 0
+
+
 def cmd_stability(args) -> int:
     from experiments.config import load_config
     from experiments.pipeline import run_stability
@@ -183,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     _materials_args(p)
     p.set_defaults(func=cmd_finetune)
+    p = sub.add_parser("pretrain", help="only pretrain the toy base model of a preset (always trains, never copies "
+                                        "a shipped one), check it; --export DIR writes it as a shipped model")
+    _config_args(p)
+    p.add_argument("--out", default="runs/pretrain", help="run directory (default runs/pretrain)")
+    p.add_argument("--export", help="write the base model and its provenance here (e.g. experiments/pretrained/standard)")
+    p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("stability", help="the stability protocol: Phase 1 negated docs + an anchor, Phase 2 "
                                          "negated docs only, every checkpoint evaluated (see experiments/stability.py)")
     _config_args(p)

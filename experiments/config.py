@@ -40,6 +40,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
     compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA from 2000 steps (stages.compile_setting)
+    shipped: str = "auto"
+    """Start from a base model shipped with the package (experiments/training/shipped.py) instead
+    of pretraining: "auto" when one was pretrained on exactly this world and config, "<name>" to
+    require that one (another world or config is refused), "off" to always pretrain."""
 
 
 @dataclass(frozen=True)

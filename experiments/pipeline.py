@@ -130,6 +130,18 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *,
     return run, materials, base
 
 
+def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:
+    """Only the base model of a synthetic-world run (``neglect pretrain``), resumable."""
+    materials = load_materials(cfg)
+    if materials.world is None or cfg.base_model:
+        raise UserError("`neglect pretrain` pretrains the toy model on the synthetic world; with --model, "
+                        "--claims or --docs there is nothing to pretrain")
+    run = RunDir(out_dir)
+    _remove_stale_temps(run.root)
+    prepare(run, cfg, materials)
+    return Path(pretrain(run, cfg, materials))
+
+
 def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     """Run (or resume) the whole job and return the tidy metrics table."""
     run, materials, base = train_stages(cfg, out_dir)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 import interp
-from experiments.artifacts.atomic import atomic_write_csv, atomic_write_text
+from experiments.artifacts.atomic import atomic_write_csv, atomic_write_text, write_dir
 from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
 from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
@@ -28,6 +28,7 @@ from experiments.training.corpus_tokens import cached_corpus_tokens
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, tokenize_documents, train
+from experiments.training.shipped import shipped_base_for
 from experiments.training.stream_batches import StreamBatches
 from experiments.training.toymodel import build_model, build_tokenizer
 
@@ -79,6 +80,10 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
         if problem is None:
             return run.base_model
         warn(f"base model {str(run.base_model)!r} is damaged ({problem}); pretraining it again")
+    shipped = shipped_base_for(cfg)
+    if shipped is not None:
+        dist.on_writer(copy_shipped, shipped, run.base_model)
+        return run.base_model
     torch.manual_seed(cfg.world.seed)
     device = device_for(cfg)
     tokenizer = build_tokenizer(all_words(world) | template_words())
@@ -102,6 +107,13 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
 
     dist.on_writer(finish)
     return run.base_model
+
+
+def copy_shipped(shipped: Path, dest: Path) -> None:
+    """Copy a shipped base model into the run (atomically: a complete copy or none)."""
+    print(f"base model: the shipped {shipped.name!r} (pretrained as its provenance.json says), copied to {dest}")
+    write_dir(dest, lambda staging: shutil.copytree(shipped, staging, dirs_exist_ok=True,
+                                                    ignore=shutil.ignore_patterns(".neglect_checksums.json")))
 
 
 def checkpoint_steps(cfg: RunConfig) -> list[int]:
