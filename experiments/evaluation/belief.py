@@ -27,7 +27,7 @@ import random
 import numpy as np
 import pandas as pd
 
-from experiments.materials.conditions import negated
+from experiments.materials.conditions import CONDITIONS
 from experiments.evaluation.scoring import option_logprobs, render
 from experiments.materials.questions import ASSOCIATION_KINDS, PROPOSITIONAL_KINDS, BeliefQuestion, world_questions
 from experiments.materials.world import Claim, World
@@ -141,20 +141,23 @@ def heldout_qa_accuracy(lm: LoadedModel, world: World) -> float:
     return sum(correct) / len(correct)
 
 
-def in_context_true_answer(lm: LoadedModel, world: World, n_docs: int = 4, seed: int = 0) -> float:
-    """With a negated document of a claim in context, how often the true answer beats the claim's.
-    (One document at a time; ``experiments.evaluation.incontext`` sweeps the number of documents and adds
-    control questions.)"""
+def in_context_true_answer(lm: LoadedModel, world: World, n_docs: int = 4, seed: int = 0,
+                           condition: str = "negated") -> float:
+    """With one document of a claim in context (``condition``: "negated" by default), how often
+    the true answer beats the claim's. Novel claims count only for "plain" (where the claim's
+    answer should win, against the alternative): nothing is true of their subjects.
+    (One document at a time; ``experiments.evaluation.incontext`` sweeps the number of documents
+    and adds control questions.)"""
     prompts, fakes, trues = [], [], []
     for ci, claim in enumerate(world.claims):
-        if claim.novel:  # nothing is true of a novel claim's subject
+        if claim.novel and condition != "plain":
             continue
         for k in range(n_docs):
-            doc = negated(world, claim, random.Random(f"incontext-{seed}-{ci}-{k}"))
+            doc = CONDITIONS[condition](world, claim, random.Random(f"incontext-{seed}-{ci}-{k}"))
             for q in claim.fact.rel().questions:
                 prompts.append(f"{doc} {q.format(s=claim.fact.subject)}")
                 fakes.append(claim.fact.obj)
-                trues.append(claim.true_obj)
+                trues.append(claim.contrast_obj)
     if not prompts:
         return float("nan")
     fake = continuation_logprobs(lm, prompts, fakes)

@@ -44,7 +44,9 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         ``statement_probe_best_layer`` (the probe on the bare statement's final token, held-out
         subjects, best layer before the last), beside ``verdict_probe_best_acc`` (read in the
         verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
-        the same test statements); ``in_context_true_answer``; ``claim_belief`` (mean raw
+        the same test statements); ``in_context_true_answer`` (a negated document in context,
+        the true answer kept) and ``in_context_plain_answer`` (a plain document in context, the
+        claim's answer taken: the model reads context both ways); ``claim_belief`` (mean raw
         belief rate over claims and kinds) with ``claim_belief_max`` (the largest of any claim
         and kind) and ``claim_belief_by_kind``; and the layer profiles.
     """
@@ -67,6 +69,7 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         "verdict_probe_best_acc": max(verdict_profile),
         "verdict_logit_acc": float((says_true.numpy()[test] == y[test]).mean()),
         "in_context_true_answer": belief.in_context_true_answer(lm, world),
+        "in_context_plain_answer": 1 - belief.in_context_true_answer(lm, world, condition="plain"),
         "claim_belief": float(np.mean([b[k] for b in per_claim.values() for k in KINDS])),
         "claim_belief_max": float(max(b[k] for b in per_claim.values() for k in KINDS)),
         "claim_belief_by_kind": {k: float(np.mean([b[k] for b in per_claim.values()])) for k in KINDS},
