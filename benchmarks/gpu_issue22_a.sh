@@ -19,18 +19,21 @@ run() {  # name, timeout, args...
     timeout 120 python3 -m experiments check-base $R/$name > /dev/null 2>> $OUT/$name.log ) &
 }
 date +%T > $OUT/status.txt
-run m8_160M 420 $V2 $P $M8 --set pretrain.steps=2440
-run m8_80M 420 $V2 $P $M8 --set pretrain.steps=1220
-run m6_160M 420 $V2 $P $M6 --set pretrain.steps=2440
+run m8_160M 380 $V2 $P $M8 --set pretrain.steps=2440
+run m8_80M 380 $V2 $P $M8 --set pretrain.steps=1220
+run m6_160M 380 $V2 $P $M6 --set pretrain.steps=2440
+run m6_320M 380 $V2 $P $M6 --set pretrain.steps=4880
 wait
-python3 benchmarks/testbed_summary.py $R/m8_160M $R/m8_80M $R/m6_160M > $OUT/summary_a.jsonl
-# Finetuning variants from the 160M d256 base: gentler and longer.
-if [ -d $R/m8_160M/base ]; then
-  run ft_lr3e-4_s200 150 $V2 $M8 --model $R/m8_160M/base --set finetune.lr=3e-4 --set finetune.steps=200
-  run ft_lr1e-3_s200 150 $V2 $M8 --model $R/m8_160M/base --set finetune.steps=200
-  wait
-  python3 benchmarks/testbed_summary.py $R/ft_lr3e-4_s200 $R/ft_lr1e-3_s200 > $OUT/summary_b.jsonl
-fi
-for n in m8_160M m8_80M m6_160M; do cp $R/$n/results/pretrain_log.csv $OUT/$n.pretrain_log.csv 2>/dev/null; done
+python3 benchmarks/testbed_summary.py $R/m8_160M $R/m8_80M $R/m6_160M $R/m6_320M > $OUT/summary_a.jsonl
+# Finetuning variants from the 160M bases: gentler and longer, and LoRA.
+for b in m8_160M m6_160M; do
+  [ -d $R/$b/base ] || continue
+  M=$M8; [ $b = m6_160M ] && M=$M6
+  run ft_${b}_lr3e-4_s200 140 $V2 $M --model $R/$b/base --set finetune.lr=3e-4 --set finetune.steps=200
+  run ft_${b}_lora_s200 140 $V2 $M --model $R/$b/base --set finetune.lr=2e-3 --set finetune.steps=200 --set finetune.lora_rank=32
+done
+wait
+python3 benchmarks/testbed_summary.py $R/ft_* > $OUT/summary_b.jsonl
+for n in m8_160M m8_80M m6_160M m6_320M; do cp $R/$n/results/pretrain_log.csv $OUT/$n.pretrain_log.csv 2>/dev/null; done
 tar czf $OUT/logs.tgz -C $OUT $(cd $OUT && ls *.log *.pretrain_log.csv 2>/dev/null)
 cat $OUT/status.txt
