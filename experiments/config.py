@@ -84,6 +84,7 @@ class EvalConfig:
     batch_size: int = 128
     probe: str = "logistic"
     frame: str = "statement"
+    max_subjects: int = 0  # probe statements of at most this many subjects per split (seeded; 0: all)
     """Where probes read a synthetic world's statements: "statement" (the bare sentence, at its
     final token) or "verdict" (inside ``claim : ... verdict :``, at its last token, where the
     model answers: close to a behavioural readout). See experiments/materials/statements.py."""
@@ -300,6 +301,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "finetune.background_fraction": (0, False),
     "eval.probe_C": (0, True),
     "eval.batch_size": (1, False),
+    "eval.max_subjects": (0, False),
     **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown")},
 }
 

@@ -72,7 +72,8 @@ def check_base_model(run_dir: str | Path) -> dict:
         raise UserError(f"check-base needs the synthetic world's ground truth; {str(run_dir)!r} was run on "
                         f"{materials.kind} materials")
     lm = interp.load_model(base, device=device_for(cfg))
-    result = check_base(lm, materials.world, cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe)
+    result = check_base(lm, materials.world, cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe,
+                        cfg.eval.max_subjects)
     atomic_write_json(out, result)
     return result
 

@@ -36,7 +36,8 @@ def load_materials(cfg) -> Materials:
     from experiments.materials.synthetic import WorldMaterials
     from experiments.materials.world import build_world
 
-    return WorldMaterials(build_world(cfg.world), corpus_mix=vars(cfg.corpus).copy(), frame=cfg.eval.frame)
+    return WorldMaterials(build_world(cfg.world), corpus_mix=vars(cfg.corpus).copy(), frame=cfg.eval.frame,
+                          max_subjects=cfg.eval.max_subjects)
 
 
 __all__ = ["ClaimInfo", "Materials", "OpenQuestion", "load_materials"]

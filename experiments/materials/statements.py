@@ -41,7 +41,7 @@ class Statement:
     sentence: str = ""  # the bare sentence, where it differs from ``text`` or is known
 
 
-def probe_statements(world: World, frame: str = "statement") -> list[Statement]:
+def probe_statements(world: World, frame: str = "statement", max_subjects: int = 0) -> list[Statement]:
     """For each non-claim fact: affirmative true/false and negated true/false statements, in
     ``frame`` (one of :data:`FRAMES`).
 
@@ -50,6 +50,9 @@ def probe_statements(world: World, frame: str = "statement") -> list[Statement]:
     world : World
     frame : str
         "statement" (the bare sentence) or "verdict" (in the verdict frame).
+    max_subjects : int
+        Keep the statements of at most this many subjects per split (a seeded sample; 0: all),
+        to bound the cost of reading them at every checkpoint on a CPU.
 
     Returns
     -------
@@ -66,6 +69,12 @@ def probe_statements(world: World, frame: str = "statement") -> list[Statement]:
         i = rng.randrange(8)
         out += [Statement(framed(sentence, frame), truth, negated, fact.subject, split, sentence=sentence)
                 for sentence, truth, negated in statement_variants(fact, wrong, [i] * 4)]
+    if max_subjects > 0:
+        keep = set()
+        for split in ("train", "test"):
+            subjects = sorted({s.subject for s in out if s.split == split})
+            keep |= set(random.Random(f"subjects-{world.seed}-{split}").sample(subjects, min(max_subjects, len(subjects))))
+        out = [s for s in out if s.subject in keep]
     return out
 
 

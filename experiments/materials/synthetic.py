@@ -30,14 +30,18 @@ class WorldMaterials(Materials):
     frame : str
         Probe frame of the probe and claim statements: "statement" (the bare sentence) or
         "verdict" (``experiments.materials.statements.FRAMES``).
+    max_subjects : int
+        Probe statements of at most this many subjects per split (0: all; ``eval.max_subjects``).
     """
 
     kind = "synthetic"
 
-    def __init__(self, world: World, corpus_mix: dict[str, float] | None = None, frame: str = "statement"):
+    def __init__(self, world: World, corpus_mix: dict[str, float] | None = None, frame: str = "statement",
+                 max_subjects: int = 0):
         self.world = world
         self.corpus_mix = corpus_mix
         self.frame = frame
+        self.max_subjects = max_subjects
         self._claims = tuple(ClaimInfo(c.name, c.fact.statement(0), c.fact.subject, None if c.novel else c.true_fact.statement(0))
                              for c in world.claims)
 
@@ -56,7 +60,7 @@ class WorldMaterials(Materials):
         return [q for claim in self.world.claims for q in world_questions(self.world, claim, tokenizer=tokenizer)]
 
     def probe_statements(self) -> list[Statement]:
-        return probe_statements(self.world, self.frame)
+        return probe_statements(self.world, self.frame, self.max_subjects)
 
     def claim_statements(self) -> list[ClaimStatement]:
         return claim_statements(self.world, self.frame)
