@@ -30,7 +30,7 @@ from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
-from experiments.training.stages import checkpoint_steps, device_for, finetune, pretrain
+from experiments.training.stages import check_background, checkpoint_steps, device_for, finetune, pretrain
 
 
 def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
@@ -85,13 +85,15 @@ def check_base_model(run_dir: str | Path) -> dict:
 
 def check_inputs(cfg: RunConfig, materials: Materials) -> None:
     """Fail before any work on what can be checked up front: conditions, position, device,
-    that imported materials come with a model, and that ``base_model`` names an existing
+    that imported materials come with a model (and background documents when
+    ``finetune.background_fraction`` > 0), and that ``base_model`` names an existing
     directory or a resolvable hub id."""
     if materials.world is None and not cfg.base_model:
         raise UserError(f"{materials.kind} materials need a model to finetune; name it with --model "
                         "(config key 'base_model'): a hub id or a local directory")
     for condition in cfg.conditions:
         materials.check_condition(condition)  # fail fast on an unknown condition
+    check_background(cfg, materials)
     from interp.loading import check_device, model_config
     from interp.positions import as_position
 
