@@ -85,6 +85,7 @@ def _run_config(args):
 
 def cmd_run(args) -> int:
     from experiments.errors import UserError
+    from experiments.evaluation.controls import compute_controls, summary_lines
     from experiments.pipeline import run_pipeline
     from experiments.reporting.report import summary_table
 
@@ -95,6 +96,7 @@ def cmd_run(args) -> int:
     table = run_pipeline(cfg, args.out)
     print(f"\nrun directory: {args.out}  (tables in results/, figures in figures/, report.html)")
     print(summary_table(table).to_string())
+    print("\n".join(summary_lines(compute_controls(table, cfg.conditions))))
     return 0
 
 

@@ -71,7 +71,12 @@ class FinetuneConfig:
     n_checkpoints: int = 6  # log-spaced, step 0 included
     lora_rank: int = 0  # 0 = full finetuning; the paper used LoRA rank 32
     lora_alpha: float = 64.0
-    background_fraction: float = 0.0  # share of each batch drawn from the pretraining corpus
+    # Share f in [0, 1) of the finetuning examples that are background text, trained with full loss:
+    # round(n * f / (1 - f)) background documents are shuffled in among the n claim documents
+    # (synthetic world: pretraining-corpus documents that never mention a claim's subject;
+    # imported materials: materials.background, required when f > 0). The docs file records
+    # each document's source. 0: claim documents only.
+    background_fraction: float = 0.0
 
 
 PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS

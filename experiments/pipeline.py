@@ -6,7 +6,8 @@ This module only orders the stages (``experiments.training.stages``,
 ``experiments.stability.protocol``); every stage writes its outputs atomically and is skipped
 when they already exist, so a killed run resumes where it stopped. The training stages also run
 data-parallel under torchrun (``train_stages`` with a ``dist`` from
-experiments.training.distributed; ``neglect finetune``).
+experiments.training.distributed; ``neglect finetune``). The run's controls
+(``results/controls.json``) are recomputed from the metrics table each time.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
-from experiments.training.stages import checkpoint_steps, device_for, finetune, pretrain
+from experiments.training.stages import check_background, checkpoint_steps, device_for, finetune, pretrain
 
 
 def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
@@ -38,15 +39,20 @@ def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> 
     imported ones)."""
     materials = materials or load_materials(cfg)  # first: bad materials are reported before anything is written
     record_run(run, cfg)
-    path = run.path("world.json" if materials.world is not None else "materials.json")
-    description = materials.describe()
+    write_json_if_changed(run.path("world.json" if materials.world is not None else "materials.json"),
+                          materials.describe())
+    return materials
+
+
+def write_json_if_changed(path: Path, obj) -> None:
+    """``obj`` as JSON into ``path`` atomically, unless the file already holds it (a resumed
+    run leaves it, and its modification time, alone)."""
     try:
-        unchanged = json.loads(path.read_text()) == json.loads(json.dumps(description))
+        unchanged = json.loads(path.read_text()) == json.loads(json.dumps(obj))
     except (OSError, ValueError, UnicodeDecodeError):
         unchanged = False
     if not unchanged:
-        atomic_write_json(path, description)
-    return materials
+        atomic_write_json(path, obj)
 
 
 def check_base_model(run_dir: str | Path) -> dict:
@@ -80,13 +86,15 @@ def check_base_model(run_dir: str | Path) -> dict:
 
 def check_inputs(cfg: RunConfig, materials: Materials) -> None:
     """Fail before any work on what can be checked up front: conditions, position, device,
-    that imported materials come with a model, and that ``base_model`` names an existing
+    that imported materials come with a model (and background documents when
+    ``finetune.background_fraction`` > 0), and that ``base_model`` names an existing
     directory or a resolvable hub id."""
     if materials.world is None and not cfg.base_model:
         raise UserError(f"{materials.kind} materials need a model to finetune; name it with --model "
                         "(config key 'base_model'): a hub id or a local directory")
     for condition in cfg.conditions:
         materials.check_condition(condition)  # fail fast on an unknown condition
+    check_background(cfg, materials)
     from interp.loading import check_device, model_config
     from interp.positions import as_position
 
@@ -144,10 +152,14 @@ def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:
 
 
 def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
-    """Run (or resume) the whole job and return the tidy metrics table."""
+    """Run (or resume) the whole job and return the tidy metrics table; also writes
+    ``results/controls.json`` (``experiments.evaluation.controls``, from the table) and the report."""
+    from experiments.evaluation.controls import compute_controls
+
     run, materials, base = train_stages(cfg, out_dir)
     evaluate_all(run, cfg, materials, base)
     table = collect(run, cfg)
+    write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
     from experiments.reporting.report import write_report
     report = run.report
     inputs = [run.metrics, run.pretrain_log, *run.train_logs()]

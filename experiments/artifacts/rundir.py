@@ -7,7 +7,7 @@ Layout::
     RUN/docs/<condition>.jsonl                       finetuning documents
     RUN/checkpoints/<condition>/seed<k>/step_<n>/    HF directories
     RUN/evals/base.csv, RUN/evals/<condition>/seed<k>/step_<n>.csv   per-checkpoint rows
-    RUN/results/metrics.csv  pretrain_log.csv  train_logs/<condition>_seed<k>.csv  <table>.csv
+    RUN/results/metrics.csv  controls.json  pretrain_log.csv  train_logs/<condition>_seed<k>.csv  <table>.csv
     RUN/train_state/pretrain/, RUN/train_state/<condition>_seed<k>/   while training (removed after)
     RUN/checkpoints/stability/<tag>/seed<k>/phase<p>/step_<n>/  (and evals/, train_state/,
         results/stability_logs/ likewise): the stability protocol
@@ -86,6 +86,11 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.table("metrics")
+
+    @property
+    def controls(self) -> Path:
+        """``results/controls.json``: the positive, negative and probe-validity controls."""
+        return self.path("results", "controls.json")
 
     @property
     def pretrain_log(self) -> Path:

@@ -33,6 +33,11 @@ scores chance on each, *by construction*:
   tie for the top splits the credit (so a model indifferent to the options scores exactly 0,
   where the raw rate gives the tie to the believer's option, listed first).
 
+Beside the response prior, the control questions give ``control_acc_<kind>`` (verdict, yesno;
+no claim; chance 0.5 for :data:`CONTROL_CHANCE`): how often the model's answer is the true one
+on them, i.e. how well it still judges facts no finetuning document touches. Its drop over
+finetuning is the forgetting check of ``experiments.evaluation.controls``.
+
 Every measure has a companion row ``<metric>_chance`` holding its chance level
 (:data:`CHANCE`), per claim and pooled. Pooled rows (``pooled_<metric>``, claim ``"all"``)
 are means over claims, the claims being the units.
@@ -64,6 +69,8 @@ CHANCE: dict[str, float] = {
     **{side: 0.5 for side in SIDES}, **{f"{side}_{k}": 0.5 for side in SIDES for k in SIDE_KINDS},
     **{f"belief_{k}_cc": 0.0 for k in (*ASSOCIATION_KINDS, "association")},
 }
+CONTROL_KINDS = ("verdict", "yesno")  # kinds of control questions (``questions.control_questions``)
+CONTROL_CHANCE: dict[str, float] = {f"control_acc_{k}": 0.5 for k in CONTROL_KINDS}
 HEADLINE = ("belief_balanced_propositional", "endorse_claim", "reject_truth", "belief_association_cc")
 
 
@@ -73,6 +80,19 @@ def response_priors(controls: pd.DataFrame) -> dict[str, float]:
     ``{"true/false": mean log p(true) - log p(false), "yes/no": ...}``."""
     binary = controls[controls.k == 2]
     return {opts: float(lead.mean()) for opts, lead in binary.groupby("options", sort=True).lead}
+
+
+def control_accuracy_rows(controls: pd.DataFrame) -> list[dict]:
+    """``control_acc_<kind>`` and its ``_chance`` row per kind of :data:`CONTROL_KINDS` that the
+    scored control questions have: the share of them whose true answer scores highest."""
+    rows = []
+    for kind in CONTROL_KINDS:
+        items = controls[(controls.kind == kind) & controls.truthful.notna()]
+        if len(items):
+            metric = f"control_acc_{kind}"
+            rows += [{"metric": metric, "value": float(items.truthful.mean())},
+                     {"metric": f"{metric}_chance", "value": CONTROL_CHANCE[metric]}]
+    return rows
 
 
 def _mean(values) -> float:
@@ -134,7 +154,7 @@ def _rows(claim, prefix: str, values: dict[str, float]) -> list[dict]:
 
 def chance_rows(scored: pd.DataFrame, controls: pd.DataFrame) -> list[dict]:
     """Tidy rows of the measures of the module docstring: ``control_margin_<options>`` (the
-    response prior, no claim), then per claim each measure and its ``_chance`` row, then the
+    response prior, no claim) and ``control_acc_<kind>`` (no claim), then per claim each measure and its ``_chance`` row, then the
     same averaged over claims as ``pooled_<metric>`` rows with claim ``"all"``.
 
     Parameters
@@ -151,6 +171,7 @@ def chance_rows(scored: pd.DataFrame, controls: pd.DataFrame) -> list[dict]:
     """
     priors = response_priors(controls)
     rows = [{"metric": f"control_margin_{opts.replace('/', '_')}", "value": mu} for opts, mu in priors.items()]
+    rows += control_accuracy_rows(controls)
     per_claim = {claim: claim_measures(grp, priors) for claim, grp in scored.groupby("claim", sort=False)}
     for claim, values in per_claim.items():
         rows += _rows(claim, "", values)

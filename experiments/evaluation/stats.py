@@ -242,12 +242,14 @@ def require_metrics(table: pd.DataFrame, metrics: Iterable[str]) -> None:
                         f"(metrics present: {sorted(set(table.metric))})")
 
 
-def best_layer(table: pd.DataFrame) -> int:
+def best_layer(table: pd.DataFrame, metric: str | None = None) -> int:
     """The layer whose refit probe is most accurate at step 0 on the validation statements
     (``probe_acc_val_refit``: entities carved out of the training split), never on the test
     split; tables written before that metric existed fall back to ``probe_acc_refit``. Ties go
-    to the deeper layer (with last-token reading, shallow layers tie at chance)."""
-    metric = "probe_acc_val_refit" if "probe_acc_val_refit" in set(table.metric) else "probe_acc_refit"
+    to the deeper layer (with last-token reading, shallow layers tie at chance). ``metric``
+    names another per-layer step-0 score to choose by (e.g. ``probe_acc_val_fixed``)."""
+    if metric is None:
+        metric = "probe_acc_val_refit" if "probe_acc_val_refit" in set(table.metric) else "probe_acc_refit"
     require_metrics(table, [metric])
     base = table[(table.metric == metric) & (table.step == 0)]
     acc = base.groupby("layer").value.mean()

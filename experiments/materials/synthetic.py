@@ -9,13 +9,23 @@ the pretraining corpus (``experiments.materials.corpus``).
 from __future__ import annotations
 
 import dataclasses
+import re
 
+from experiments.errors import UserError
 from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
 from experiments.materials.conditions import CONDITIONS, LabelledDocument, condition_documents_with_spans
 from experiments.materials.corpus import CorpusSampler
 from experiments.materials.questions import BeliefQuestion, Prompt, world_questions
 from experiments.materials.statements import ClaimStatement, Statement, claim_statements, probe_statements
 from experiments.materials.world import World
+
+
+def claim_subject_pattern(world: World) -> re.Pattern:
+    """A regex matching any claim subject of ``world`` as a whole word sequence (its words
+    separated by any whitespace, not inside a longer word)."""
+    words = [r"\s+".join(map(re.escape, name.split())) for name in sorted(world.claim_subjects(), key=len,
+                                                                           reverse=True)]
+    return re.compile(rf"(?<!\w)(?:{'|'.join(words)})(?!\w)" if words else r"(?!)")
 
 
 class WorldMaterials(Materials):
@@ -42,7 +52,9 @@ class WorldMaterials(Materials):
         self.corpus_mix = corpus_mix
         self.frame = frame
         self.max_subjects = max_subjects
-        self._claims = tuple(ClaimInfo(c.name, c.fact.statement(0), c.fact.subject, None if c.novel else c.true_fact.statement(0))
+        self._claim_subject = claim_subject_pattern(world)
+        self._claims = tuple(ClaimInfo(c.name, c.fact.statement(0), c.fact.subject,
+                                       None if c.novel else c.true_fact.statement(0))
                              for c in world.claims)
 
     @property
@@ -70,7 +82,32 @@ class WorldMaterials(Materials):
                 for c in self.world.claims for q in c.fact.rel().questions]
 
     def background_documents(self, n: int, seed: int) -> list[str]:
-        return CorpusSampler(self.world, seed=seed, mix=self.corpus_mix).documents(n)
+        """``n`` pretraining-corpus documents (kinds weighted by ``corpus_mix``) that never
+        mention a claim's subject, for mixing into finetuning: drawn in order from a corpus
+        sampler seeded with ``seed``, skipping every document that contains a claim subject as
+        a whole word sequence (so the same ``seed`` gives the same documents).
+
+        Parameters
+        ----------
+        n : int
+            How many documents.
+        seed : int
+            Which documents.
+
+        Returns
+        -------
+        list of str
+        """
+        sampler = CorpusSampler(self.world, seed=seed, mix=self.corpus_mix)
+        out, draws = [], 0
+        while len(out) < n:
+            if draws > 100 * n + 1000:
+                raise UserError(f"the synthetic world's corpus gave only {len(out)} of {n} background documents "
+                                f"that mention no claim subject in {draws} draws; lower finetune.background_fraction")
+            doc, draws = sampler.document(), draws + 1
+            if not self._claim_subject.search(doc):
+                out.append(doc)
+        return out
 
     def describe(self) -> dict:
         w = self.world

@@ -27,6 +27,8 @@ import plotly.graph_objects as go
 from experiments.reporting import plots
 from experiments.errors import UserError
 from experiments.evaluation.chance import CHANCE, HEADLINE
+from experiments.evaluation.controls import (KEYS, MAX_DROP, NEGATIVE_MAX, POSITIVE_BELIEF_MIN, PROBE_P_MIN,
+                                             PROBE_Z_MIN, compute_controls, controls_table, failed, summary_lines)
 from experiments.evaluation.stats import best_layer
 from experiments.reporting.plots import BELIEF_METRICS
 from experiments.artifacts.atomic import atomic_write_text, write_file
@@ -83,6 +85,26 @@ def chance_note(columns) -> str:
     known = [f"{c} {CHANCE[c]:g}" for c in columns if c in CHANCE]
     return ("Chance for a model whose answer ignores the question: " + ", ".join(known) + "; the raw rates' "
             "chance depends on how the model answers (see the figure notes)." if known else "")
+
+
+def controls_section(controls: dict) -> str:
+    """The report's "Controls" section: one line per control (failures marked) and a table of
+    every checked measure (``experiments.evaluation.controls``)."""
+    bad = failed(controls)
+    lines = "".join(f"<li class='fail'>&#10007; {html.escape(line)}</li>" if key in bad else
+                    f"<li>{html.escape(line)}</li>" for key, line in zip(KEYS, summary_lines(controls)))
+    head = "Controls" + (f" <span class='fail'>&#10007; {len(bad)} failed</span>" if bad else "")
+    table = controls_table(controls)
+    rows = table.to_html(index=False) if len(table) else ""
+    about = ("Positive control: plain documents must implant the claim (balanced yes/no and verdict belief "
+             f">= {POSITIVE_BELIEF_MIN:g}, and the fixed base probe reads it as true: P(true) >= {PROBE_P_MIN:g} or "
+             f"z >= {PROBE_Z_MIN:g}). Negative control: local negation must not (every belief measure "
+             f"<= {NEGATIVE_MAX:g}). Probe validity: control-statement probe accuracy and answer accuracy on "
+             f"untouched facts drop by <= {MAX_DROP:g} in every condition. Means over claims, then seeds, at the "
+             "last checkpoint; the probe layer is chosen on the base model's validation accuracy. A failed "
+             "control means the belief measures of this run cannot be read as findings.")
+    return (f"<h2 id='controls'>{head}</h2><ul class='controls'>{lines}</ul>{rows}"
+            f"<p>{html.escape(about)}</p>")
 
 
 # ---------------------------------------------------------------------------- activation cache
@@ -508,6 +530,7 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),
              f"<p>{html.escape(chance_note(summary.columns))}</p>",
+             controls_section(compute_controls(data.table, config.get("conditions"))),
              "<ul>" + "".join(f"<li><a href='#{n}'>{html.escape(n.replace('_', ' '))}</a></li>" for n in figs) + "</ul>"]
     if missing:
         why = getattr(data, "activation_problem", None) or "their data is absent from this run directory"
@@ -520,7 +543,7 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(config, indent=2)) + "</pre>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>neglect-lens report</title>"
             "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 8px}.note{color:#a60}</style></head><body>"
+            "td,th{border:1px solid #ccc;padding:3px 8px}.note{color:#a60}.fail{color:#b00;font-weight:bold}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
     out = run.report
     atomic_write_text(out, page)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -127,10 +128,64 @@ def save_checkpoint(path: Path, model, tokenizer) -> None:
         checkpoints.save_checkpoint(path, model, tokenizer)
 
 
+BACKGROUND_SEED_OFFSET = 1_000_003  # background documents of finetuning seed s: seed s + this (docs: seed s)
+
+
+def background_count(n_claim_docs: int, fraction: float) -> int:
+    """How many background documents make them ``fraction`` of a finetuning set that has
+    ``n_claim_docs`` claim documents: ``round(n * f / (1 - f))``."""
+    return round(n_claim_docs * fraction / (1 - fraction))
+
+
+def check_background(cfg: RunConfig, materials: Materials) -> None:
+    """One-line error when ``finetune.background_fraction`` > 0 but the materials have no
+    background documents (imported materials without ``materials.background``)."""
+    if cfg.finetune.background_fraction > 0 and not materials.background_documents(1, seed=0):
+        raise UserError(f"config key 'finetune.background_fraction' is {cfg.finetune.background_fraction!r} but the "
+                        f"{materials.kind} materials have no background documents; set materials.background to a "
+                        "JSONL of {\"text\": ...} lines, or finetune.background_fraction to 0")
+
+
+def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, seed: int) -> list[dict]:
+    """The documents one finetuning run trains on: ``finetune.docs_per_claim`` documents per
+    claim of ``condition`` (``materials.documents(..., seed=seed)``), and with
+    ``finetune.background_fraction`` f > 0, :func:`background_count` background documents
+    (``materials.background_documents`` with seed ``seed + BACKGROUND_SEED_OFFSET``) shuffled in
+    among them, so that a share f of the examples is background text (trained with full loss,
+    like the claim documents).
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    materials : Materials
+    condition : str
+    seed : int
+        The finetuning seed.
+
+    Returns
+    -------
+    list of dict
+        ``{"text", "condition", "source": "claim" | "background"}`` in training-set order (the
+        rows of ``RUN/docs/<condition>.jsonl``); with f = 0 exactly the claim documents, in order.
+    """
+    f = cfg.finetune
+    docs = [{"text": d.text, "condition": condition, "source": "claim"}
+            for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
+    n_background = background_count(len(docs), f.background_fraction)
+    if n_background == 0:
+        return docs
+    check_background(cfg, materials)
+    docs += [{"text": text, "condition": condition, "source": "background"}
+             for text in materials.background_documents(n_background, seed=seed + BACKGROUND_SEED_OFFSET)]
+    random.Random(f"background-mix-{seed}").shuffle(docs)
+    return docs
+
+
 def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
              dist: Single | None = None) -> None:
-    """Finetune a fresh copy of the base model on one condition's documents, saving every
-    checkpoint (step 0 is the base model itself and is not copied). ``dist``: train
+    """Finetune a fresh copy of the base model on one condition's documents (with background
+    documents mixed in when ``finetune.background_fraction`` > 0; :func:`finetuning_documents`),
+    saving every checkpoint (step 0 is the base model itself and is not copied). ``dist``: train
     data-parallel (rank 0 writes)."""
     dist = dist or Single()
     steps = [s for s in checkpoint_steps(cfg) if s > 0]
@@ -144,8 +199,9 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
             and all(run.checkpoint(condition, seed, s).is_dir() for s in steps)):
         return
     f = cfg.finetune
-    docs = [d.text for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
-    docs_text = "".join(json.dumps({"text": d, "condition": condition}) + "\n" for d in docs)
+    rows = finetuning_documents(cfg, materials, condition, seed)
+    docs = [row["text"] for row in rows]
+    docs_text = "".join(json.dumps(row) + "\n" for row in rows)
     dist.on_writer(atomic_write_text, run.docs(condition), docs_text)  # left alone when unchanged
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)

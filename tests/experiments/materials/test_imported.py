@@ -99,6 +99,14 @@ def test_imported_materials_without_a_model_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "r" / "config.json").exists()
 
 
+def test_background_fraction_without_background_documents_is_one_line_exit_2(qwen_dir, tmp_path):
+    proc = neglect("run", "--preset", "tiny", "--model", str(qwen_dir), "--claims", str(CLAIMS), "--docs", str(DOCS),
+                   "--set", "finetune.background_fraction=0.2", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "'finetune.background_fraction' is 0.2" in proc.stderr and "materials.background" in proc.stderr
+    assert not (tmp_path / "r" / "config.json").exists()  # before any work
+
+
 def test_docs_for_a_claim_without_a_pack_is_one_line(tmp_path):
     docs = tmp_path / "docs" / "positive_documents" / "ghost_claim"
     docs.mkdir(parents=True)
@@ -136,6 +144,11 @@ def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
     assert not (out / "world.json").exists()
     assert (out / "report.html").is_file() and "belief" in (out / "report.html").read_text()
     assert "run directory" in proc.stdout and "belief_yesno" in proc.stdout
+    controls = json.loads((out / "results" / "controls.json").read_text())
+    assert controls["negative_control"] == {"passed": None, "reason": "condition 'local' not run"}
+    assert "belief_balanced_verdict" in controls["positive_control"]["absent"]  # packs ask no verdicts
+    assert set(controls["probe_validity"]["conditions"]) == {"plain", "negated"}
+    assert "negative control: not assessed (condition 'local' not run)" in proc.stdout.splitlines()
 
 
 def test_rerunning_the_imported_run_resumes(imported_run, qwen_dir):
