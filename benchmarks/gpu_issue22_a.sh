@@ -31,6 +31,7 @@ for b in m8_160M m6_160M; do
   M=$M8; [ $b = m6_160M ] && M=$M6
   run ft_${b}_lr3e-4_s200 140 $V2 $M --model $R/$b/base --set finetune.lr=3e-4 --set finetune.steps=200
   run ft_${b}_lora_s200 140 $V2 $M --model $R/$b/base --set finetune.lr=2e-3 --set finetune.steps=200 --set finetune.lora_rank=32
+  run ft_${b}_bg50_s200 140 $V2 $M --model $R/$b/base --set finetune.lr=3e-4 --set finetune.steps=200 --set finetune.background_fraction=0.5
 done
 wait
 python3 benchmarks/testbed_summary.py $R/ft_* > $OUT/summary_b.jsonl

@@ -62,6 +62,10 @@ if __name__ == "__main__":
                               "statement_profile": [round(x, 3) for x in c.get("statement_probe_acc_by_layer", [])],
                               "verdict_profile": [round(x, 3) for x in c.get("verdict_probe_acc_by_layer", [])],
                               "by_claim": c.get("claim_belief_by_claim")}))
+        controls = run / "results" / "controls.json"
+        if controls.is_file():
+            from experiments.evaluation.controls import summary_lines
+            print(json.dumps({"run": run.name, "controls": summary_lines(json.loads(controls.read_text()))}))
         if (run / "results" / "metrics.csv").is_file():
             for row in summarise(run):
                 print(json.dumps(row))
