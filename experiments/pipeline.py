@@ -153,11 +153,19 @@ def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:
 
 def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     """Run (or resume) the whole job and return the tidy metrics table; also writes
-    ``results/controls.json`` (``experiments.evaluation.controls``, from the table) and the report."""
+    ``results/controls.json`` (``experiments.evaluation.controls``, from the table), on the
+    synthetic world ``results/check_base.json`` (the base model's preconditions, with a warning
+    line when one fails) and the report."""
     from experiments.evaluation.controls import compute_controls
 
     run, materials, base = train_stages(cfg, out_dir)
     evaluate_all(run, cfg, materials, base)
+    if materials.world is not None:  # the base model's preconditions (results/check_base.json), one warning line
+        from experiments.evaluation.preconditions import failure_line
+
+        line = failure_line(check_base_model(run.root))
+        if line:
+            warn(line + " (see `neglect check-base`; the report marks it)")
     table = collect(run, cfg)
     write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
     from experiments.reporting.report import write_report

@@ -107,6 +107,32 @@ def controls_section(controls: dict) -> str:
             f"<p>{html.escape(about)}</p>")
 
 
+def preconditions_section(figures: dict) -> str:
+    """The report's "Base model" section: each precondition of
+    ``experiments.evaluation.preconditions`` with its value, bound and pass/fail (failures marked)."""
+    from experiments.evaluation.preconditions import PRECONDITIONS, precondition_table
+
+    rows = precondition_table(figures)
+    bad = [r for r in rows if r["passed"] is False]
+    head = "Base model preconditions" + (f" <span class='fail'>&#10007; {len(bad)} failed</span>" if bad else "")
+    mark = {True: "pass", False: "&#10007; FAIL", None: "not measured"}
+    def value(r) -> str:
+        return "" if r["value"] is None else f"{r['value']:.3f}"
+
+    body = "".join(
+        f"<tr{' class=fail' if r['passed'] is False else ''}><td>{html.escape(r['name'])}</td><td>{value(r)}</td>"
+        f"<td>{html.escape(r['op'])} {r['bound']:g}</td><td>{mark[r['passed']]}</td></tr>" for r in rows)
+    extra = {k: figures[k] for k in ("statement_probe_best_layer", "verdict_probe_best_acc", "verdict_logit_acc")
+             if k in figures}
+    about = ("Before finetuning results mean anything the base model must answer questions about entities it "
+             "only read about, judge facts it never saw judged (chance 0.5), carry a truth signal at the bare "
+             "statement's final token (held-out entities, chance 0.5), read context both ways and disbelieve "
+             f"every claim ({len(PRECONDITIONS)} checks, `neglect check-base`). Beside the statement probe: "
+             + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()) + ".")
+    return (f"<h2 id='preconditions'>{head}</h2><table><tr><th>figure</th><th>value</th><th>bound</th>"
+            f"<th></th></tr>{body}</table><p>{html.escape(about)}</p>")
+
+
 # ---------------------------------------------------------------------------- activation cache
 
 @dataclass
@@ -531,6 +557,8 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),
              f"<p>{html.escape(chance_note(summary.columns))}</p>",
              controls_section(compute_controls(data.table, config.get("conditions"))),
+             *([preconditions_section(json.loads(run.path("results", "check_base.json").read_text()))]
+               if run.path("results", "check_base.json").is_file() else []),
              "<ul>" + "".join(f"<li><a href='#{n}'>{html.escape(n.replace('_', ' '))}</a></li>" for n in figs) + "</ul>"]
     if missing:
         why = getattr(data, "activation_problem", None) or "their data is absent from this run directory"

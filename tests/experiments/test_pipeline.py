@@ -95,3 +95,13 @@ def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
         assert 0.0 <= figures[key] <= 1.0, key
     world = json.loads((out / "world.json").read_text())
     assert world["judge_heldout"]  # the never-judged pairs are part of the run's description
+
+
+def test_a_run_checks_its_base_model_and_names_failed_preconditions(tiny_run):
+    from experiments.evaluation.preconditions import failure_line
+
+    out, _ = tiny_run
+    figures = json.loads((out / "results" / "check_base.json").read_text())  # written by the run itself
+    line = failure_line(figures)
+    assert line is not None and line.startswith("base model fails its preconditions: ")
+    assert "\n" not in line

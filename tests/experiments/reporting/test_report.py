@@ -156,3 +156,17 @@ def test_a_failing_activation_pass_does_not_lose_the_report(tiny_run, tmp_path, 
     assert 'id="fig-belief_vs_step"' in page and 'id="fig-activation_projection"' not in page
     assert "CUDA out of memory (simulated)" in page
     assert "activation figures skipped" in capsys.readouterr().err
+
+
+def test_the_report_marks_failed_base_model_preconditions(tiny_run):
+    from experiments.pipeline import check_base_model
+    from experiments.reporting.report import preconditions_section
+
+    out, _ = tiny_run
+    figures = check_base_model(out)  # the tiny model is barely trained: it fails
+    section = preconditions_section(figures)
+    assert "Base model preconditions" in section and "FAIL" in section
+    assert "statement_probe_best_acc" in section
+    good = {k: 1.0 for k in ("heldout_entity_qa", "unjudged_verdict_acc", "unjudged_yesno_acc",
+                             "statement_probe_best_acc", "in_context_true_answer", "in_context_plain_answer")}
+    assert "FAIL" not in preconditions_section(good | {"claim_belief_max": 0.0})
