@@ -106,7 +106,8 @@ def _join(segments: list[Segment]) -> LabelledDocument:
 
 
 def _context_pool(world: World, claim: Claim):
-    return [f for f in world.facts if f.subject != claim.fact.subject and f.subject not in world.claim_subjects()]
+    taken = world.claim_subjects() | {claim.fact.subject}
+    return [f for f in world.facts if f.subject not in taken]
 
 
 def _base(world: World, claim: Claim, rng: random.Random, negate: bool = False) -> list[Segment]:
