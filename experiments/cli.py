@@ -122,7 +122,7 @@ def cmd_pretrain(args) -> int:
 
     import torch
 
-    from experiments.pipeline import check_base_model, pretrain_stage
+    from experiments.pipeline import check_base_model, check_settings, pretrain_stage
     from experiments.training.shipped import export_shipped
 
     cfg = _run_config(args)
@@ -135,7 +135,7 @@ def cmd_pretrain(args) -> int:
 
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
         extra = {"command": "neglect " + " ".join(sys.argv[1:]), "device": device, "torch": torch.__version__,
-                 "check_base": {k: v for k, v in figures.items() if not isinstance(v, (list, dict))}}
+                 "check_settings": list(check_settings(cfg)), "check_base": figures}
         print(f"shipped model written to {export_shipped(base, cfg, Path(args.export), extra)}")
     return 0
 

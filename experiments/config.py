@@ -89,7 +89,8 @@ class EvalConfig:
     batch_size: int = 128
     probe: str = "logistic"
     frame: str = "statement"
-    max_subjects: int = 0  # probe statements of at most this many subjects per split (seeded; 0: all)
+    max_subjects: int = 0  # probe statements of at most this many subjects per split, and held-out QA of at most
+    # this many pairs, at each checkpoint (seeded samples; 0: all). check-base always uses all.
     """Where probes read a synthetic world's statements: "statement" (the bare sentence, at its
     final token) or "verdict" (inside ``claim : ... verdict :``, at its last token, where the
     model answers: close to a behavioural readout). See experiments/materials/statements.py."""

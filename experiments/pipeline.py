@@ -55,6 +55,11 @@ def write_json_if_changed(path: Path, obj) -> None:
         atomic_write_json(path, obj)
 
 
+def check_settings(cfg: RunConfig) -> tuple:
+    """The eval settings check-base figures depend on: ``(probe_C, position, probe)``."""
+    return cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe
+
+
 def check_base_model(run_dir: str | Path) -> dict:
     """Base-model preconditions of a run (computed once, then read from results/check_base.json)."""
     from experiments.evaluation.checks import check_base
@@ -77,9 +82,14 @@ def check_base_model(run_dir: str | Path) -> dict:
     if materials.world is None:
         raise UserError(f"check-base needs the synthetic world's ground truth; {str(run_dir)!r} was run on "
                         f"{materials.kind} materials")
+    shipped = run.base_model / "provenance.json"  # a shipped base model comes with its figures
+    if not cfg.base_model and shipped.is_file():
+        provenance = json.loads(shipped.read_text())
+        if provenance.get("check_settings") == list(check_settings(cfg)) and "check_base" in provenance:
+            atomic_write_json(out, provenance["check_base"])
+            return provenance["check_base"]
     lm = interp.load_model(base, device=device_for(cfg))
-    result = check_base(lm, materials.world, cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe,
-                        cfg.eval.max_subjects)
+    result = check_base(lm, materials.world, *check_settings(cfg))
     atomic_write_json(out, result)
     return result
 

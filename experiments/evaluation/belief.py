@@ -126,11 +126,16 @@ def claim_belief(lm: LoadedModel, claim: Claim, world: World | None = None) -> d
         ("_qlo", "_qhi", "_n"))}
 
 
-def heldout_qa_accuracy(lm: LoadedModel, world: World) -> float:
+def heldout_qa_accuracy(lm: LoadedModel, world: World, max_pairs: int = 0) -> float:
     """Accuracy on questions about facts never asked as questions in pretraining (argmax over
-    every object of the right kind, every question phrasing)."""
+    every object of the right kind, every question phrasing); ``max_pairs`` > 0: over a seeded
+    sample of that many (subject, relation) pairs."""
+    pairs = sorted(world.qa_heldout)
+    if 0 < max_pairs < len(pairs):
+        pairs = sorted(random.Random(f"heldout-qa-{world.seed}").sample(pairs, max_pairs))
+    facts = {(f.subject, f.relation): f for f in world.facts}
     prompts, answers, groups = [], [], []
-    for fact in (world.fact_of(s, r) for s, r in sorted(world.qa_heldout)):
+    for fact in (facts[pair] for pair in pairs):
         candidates = world.objects_of_kind(fact.rel().object_kind)
         for q in fact.rel().questions:
             groups.append((len(prompts), candidates.index(fact.obj), len(candidates)))

@@ -17,16 +17,14 @@ from experiments.materials.world import World
 KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
 
 
-def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str,
-                   max_subjects: int) -> list[float]:
-    statements = probe_statements(world, frame, max_subjects)
+def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str) -> list[float]:
+    statements = probe_statements(world, frame)
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
     probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
     return readout.heldout_accuracy(acts, statements, probes).tolist()
 
 
-def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic",
-               max_subjects: int = 0) -> dict:
+def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic") -> dict:
     """The base-model preconditions (fractions in [0, 1]) and the per-layer probe profiles.
 
     Parameters
@@ -34,8 +32,8 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     lm : interp.LoadedModel
         The base model.
     world : World
-    probe_C, position, estimator, max_subjects
-        The probe settings (``eval.probe_C``, ``eval.position``, ``eval.probe``, ``eval.max_subjects``).
+    probe_C, position, estimator
+        The probe settings (``eval.probe_C``, ``eval.position``, ``eval.probe``).
 
     Returns
     -------
@@ -53,11 +51,11 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         and kind) and ``claim_belief_by_kind``; and the layer profiles.
     """
     per_claim = {c.name: belief.claim_belief(lm, c, world) for c in world.claims}
-    statement_profile = _probe_profile(lm, world, "statement", probe_C, position, estimator, max_subjects)
-    verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator, max_subjects)
+    statement_profile = _probe_profile(lm, world, "statement", probe_C, position, estimator)
+    verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)
     before_last = statement_profile[:-1] or statement_profile
     best_layer = int(np.argmax(before_last))
-    statements = probe_statements(world, "verdict", max_subjects)
+    statements = probe_statements(world, "verdict")
     test = np.array([s.split == "test" for s in statements])
     y = np.array([s.label for s in statements])
     texts = [s.text for s in statements]

@@ -72,7 +72,8 @@ class Evaluator:
 
         rows = self.belief_rows(lm)
         if self.world is not None:
-            rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(lm, self.world)})
+            rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(
+                lm, self.world, max_pairs=self.cfg.eval.max_subjects)})
         if with_model_checks and self.world is not None:
             rows.append({"metric": "in_context_true_answer", "value": belief.in_context_true_answer(lm, self.world)})
             sweep = incontext.incontext_sweep(lm, self.world, self.incontext_condition, seed=self.cfg.seeds[0],

@@ -56,3 +56,19 @@ def test_a_damaged_shipped_model_is_refused(shelf):
     weights.write_bytes(bytes(data))
     with pytest.raises(UserError, match="damaged"):
         shipped.shipped_base_for(load_config("tiny"))
+
+
+def test_a_run_from_a_shipped_model_takes_its_check_base_figures_from_the_provenance(shelf, tmp_path):
+    import json
+
+    from experiments.pipeline import check_base_model, check_settings, prepare
+
+    cfg = load_config("tiny")
+    provenance = json.loads((shelf / "provenance.json").read_text())
+    figures = {"heldout_qa": 0.123, "statement_probe_best_acc": 0.5}
+    provenance |= {"check_settings": list(check_settings(cfg)), "check_base": figures}
+    (shelf / "provenance.json").write_text(json.dumps(provenance))
+    run = RunDir(tmp_path / "run")
+    materials = prepare(run, cfg)
+    stages.pretrain(run, cfg, materials)
+    assert check_base_model(run.root) == figures  # not recomputed: the tiny model would not score 0.123
