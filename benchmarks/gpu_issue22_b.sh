@@ -30,17 +30,17 @@ run() {  # name, timeout, args...
 }
 stamp start; watch_dirs & WATCH=$!; PIDS=""
 CHECK=1
-run m6_160M 300 $V2 $P $M6 --set pretrain.steps=2440
-run m8_160M 300 $V2 $P $M8 --set pretrain.steps=2440
+run m6_160M 270 $V2 $P $M6 --set pretrain.steps=2440
+run m8_160M 270 $V2 $P $M8 --set pretrain.steps=2440
 wait $PIDS; PIDS=""
 python3 benchmarks/testbed_summary.py $R/m6_160M $R/m8_160M > $OUT/summary_a.jsonl 2>> $OUT/summary_errors.txt
 stamp "phase A summarised"
 B=m6_160M; [ -d $R/$B/base ] || B=m8_160M; M=$M6; [ $B = m8_160M ] && M=$M8
 if [ -d $R/$B/base ]; then
   CHECK=
-  run ft_lr3e-4_s200 120 $V2 $M --model $R/$B/base --set finetune.lr=3e-4 --set finetune.steps=200
-  run ft_bg50_s300 120 $V2 $M --model $R/$B/base --set finetune.lr=3e-4 --set finetune.steps=300 --set finetune.background_fraction=0.5
-  run ft_lora_s200 120 $V2 $M --model $R/$B/base --set finetune.lr=2e-3 --set finetune.steps=200 --set finetune.lora_rank=32
+  run ft_lr3e-4_s200 100 $V2 $M --model $R/$B/base --set finetune.lr=3e-4 --set finetune.steps=200
+  run ft_bg50_s300 100 $V2 $M --model $R/$B/base --set finetune.lr=3e-4 --set finetune.steps=300 --set finetune.background_fraction=0.5
+  run ft_lora_s200 100 $V2 $M --model $R/$B/base --set finetune.lr=2e-3 --set finetune.steps=200 --set finetune.lora_rank=32
   wait $PIDS
   python3 benchmarks/testbed_summary.py $R/ft_* > $OUT/summary_b.jsonl 2>> $OUT/summary_errors.txt
   stamp "phase B summarised (base $B)"
