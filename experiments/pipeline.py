@@ -66,18 +66,18 @@ def check_base_model(run_dir: str | Path) -> dict:
 
     run = RunDir(run_dir)
     out = run.path("results", "check_base.json")
+    cfg = load_run_config(run_dir)
+    base = cfg.base_model or run.base_model
+    if not cfg.base_model and not run.base_model.exists():
+        raise UserError(f"{str(run_dir)!r} has no base model yet; run `neglect run --out {run_dir}` first")
+    if not cfg.base_model and hf_dir_problem(run.base_model):  # figures of a model no longer there are not given
+        raise UserError(f"base model {str(run.base_model)!r} is damaged ({hf_dir_problem(run.base_model)}); "
+                        f"rerun `neglect run --out {run_dir}` to rebuild it")
     if out.is_file():
         try:
             return json.loads(out.read_text())
         except (ValueError, UnicodeDecodeError):
             warn(f"{str(out)!r} is damaged; recomputing it")
-    cfg = load_run_config(run_dir)
-    base = cfg.base_model or run.base_model
-    if not cfg.base_model and not run.base_model.exists():
-        raise UserError(f"{str(run_dir)!r} has no base model yet; run `neglect run --out {run_dir}` first")
-    if not cfg.base_model and hf_dir_problem(run.base_model):
-        raise UserError(f"base model {str(run.base_model)!r} is damaged ({hf_dir_problem(run.base_model)}); "
-                        f"rerun `neglect run --out {run_dir}` to rebuild it")
     materials = load_materials(cfg)
     if materials.world is None:
         raise UserError(f"check-base needs the synthetic world's ground truth; {str(run_dir)!r} was run on "
