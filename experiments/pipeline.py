@@ -4,7 +4,9 @@ checkpoint -> tidy tables -> report; and the stability protocol on top of the sa
 This module only orders the stages (``experiments.training.stages``,
 ``experiments.evaluation.evaluator``, ``experiments.evaluation.tables``,
 ``experiments.stability.protocol``); every stage writes its outputs atomically and is skipped
-when they already exist, so a killed run resumes where it stopped. The training stages also run
+when they already exist, so a killed run resumes where it stopped. With ``jobs`` > 1 the
+finetuning runs and then the checkpoint evaluations run in that many worker processes
+(``experiments.training.parallel``). The training stages also run
 data-parallel under torchrun (``train_stages`` with a ``dist`` from
 experiments.training.distributed; ``neglect finetune``). The run's controls
 (``results/controls.json``) are recomputed from the metrics table each time.
@@ -30,7 +32,8 @@ from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
-from experiments.training.stages import check_background, checkpoint_steps, device_for, finetune, pretrain
+from experiments.training.stages import (check_background, checkpoint_steps, device_for, finetune, finetune_in_workers,
+                                         pretrain)
 
 
 def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
@@ -133,6 +136,12 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *,
     dist.on_writer(setup)
     torch.manual_seed(0)
     base = pretrain(run, cfg, materials, dist=dist)
+    if cfg.jobs > 1 and dist.world_size == 1:
+        finetune_in_workers(run, cfg, materials, base)
+        return run, materials, base
+    if cfg.jobs > 1 and dist.is_writer:
+        warn(f"config key 'jobs' ({cfg.jobs}) is ignored under torchrun: each finetuning run is data-parallel "
+             "over its processes")
     for seed in cfg.seeds:
         for condition in cfg.conditions:
             finetune(run, cfg, materials, base, condition, seed, dist=dist)
