@@ -32,6 +32,7 @@ from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
+from experiments.training.parallel import shared_workers
 from experiments.training.stages import (check_background, checkpoint_steps, device_for, finetune, finetune_in_workers,
                                          pretrain)
 
@@ -165,8 +166,9 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     ``results/controls.json`` (``experiments.evaluation.controls``, from the table) and the report."""
     from experiments.evaluation.controls import compute_controls
 
-    run, materials, base = train_stages(cfg, out_dir)
-    evaluate_all(run, cfg, materials, base)
+    with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
+        run, materials, base = train_stages(cfg, out_dir)
+        evaluate_all(run, cfg, materials, base)
     table = collect(run, cfg)
     write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
     from experiments.reporting.report import write_report
@@ -196,9 +198,10 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     from experiments.stability.stats import per_seed_stats, summarise_seeds
 
     cfg = validate(cfg)
-    run, materials, base = train_stages(cfg, out_dir)
-    proto = Protocol(cfg, run, materials, base)
-    evaluate_all(run, cfg, materials, base)
+    with shared_workers():
+        run, materials, base = train_stages(cfg, out_dir)
+        proto = Protocol(cfg, run, materials, base)
+        evaluate_all(run, cfg, materials, base)
     collect(run, cfg)
     proto.base_rows()
     work = [(w, s) for w in cfg.stability.weights for s in cfg.seeds]

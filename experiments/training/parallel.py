@@ -21,6 +21,10 @@ the cores) mostly idle. Used by ``experiments.training.stages.finetune_in_worker
   outputs atomically and is skipped when they exist, so a rerun resumes after any of these, as
   after a kill of the whole run. Workers die with the parent (Linux: ``PR_SET_PDEATHSIG``).
 - **Progress.** Workers run with ``TQDM_DISABLE=1``; the parent shows one bar over the units.
+- **One start-up per run.** Starting a worker costs seconds (it imports torch and transformers).
+  Inside a ``shared_workers()`` block (``run_pipeline``), the calls of ``run_units`` with the
+  same ``jobs`` reuse one pool: the finetuning and the evaluation stages pay it once. Workers
+  ignore SIGINT: Ctrl-C stops the parent, which ends them.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from experiments.errors import UserError
 
@@ -70,7 +75,15 @@ def _die_with_parent(parent: int) -> None:
 def _init_worker(threads: int, parent: int, progress_bars: bool) -> None:
     """Runs first in every worker, before torch is imported there."""
     _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent handles it
     os.environ["TQDM_DISABLE"] = "1"  # read when tqdm is imported; the parent shows the bar
+    import threading
+
+    from tqdm.std import tqdm
+
+    # tqdm's default lock holds a named semaphore, which a terminated worker would leave behind
+    # (a "leaked semaphore" warning when the run ends); a worker's bars need no inter-process lock.
+    tqdm.set_lock(threading.RLock())
     os.environ["OMP_NUM_THREADS"] = str(threads)
     from experiments.training.threads import configure_threads
 
@@ -98,6 +111,44 @@ def _terminate(pool: cf.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+_SHARED: dict = {}  # inside a shared_workers() block: "pool" -> (jobs, executor) once started
+
+
+@contextmanager
+def shared_workers() -> Iterator[None]:
+    """Within the block, ``run_units`` calls with the same ``jobs`` share one pool of ``jobs``
+    workers (started by the first call, ended with the block); nested blocks are one block."""
+    if _SHARED:
+        yield
+        return
+    _SHARED["pool"] = None
+    try:
+        yield
+    finally:
+        started = _SHARED.pop("pool", None)
+        _SHARED.clear()
+        if started is not None:
+            started[1].shutdown(wait=True)
+
+
+def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_init_worker,
+                                  initargs=(worker_threads(workers), os.getpid(), _progress_bars_enabled()))
+
+
+def _pool_for(jobs: int, n_units: int) -> tuple[cf.ProcessPoolExecutor, bool]:
+    """(pool, shared): the open block's pool of ``jobs`` workers, else a new one for these units."""
+    if not _SHARED:
+        return _new_pool(pool_size(jobs, n_units)), False
+    started = _SHARED.get("pool")
+    if started is None or started[0] != jobs:
+        if started is not None:
+            started[1].shutdown(wait=True)
+        _SHARED["pool"] = started = (jobs, _new_pool(jobs))  # workers start as units arrive, at most jobs
+    return started[1], True
+
+
 def run_units(fn: Callable, units: Sequence[tuple], jobs: int, *, desc: str) -> None:
     """Call ``fn(*unit)`` for every unit in up to ``jobs`` spawned worker processes and return
     when all are done (their return values are dropped: units write their own outputs).
@@ -118,14 +169,11 @@ def run_units(fn: Callable, units: Sequence[tuple], jobs: int, *, desc: str) -> 
 
     if not units:
         return
-    workers = pool_size(jobs, len(units))
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_init_worker,
-                                  initargs=(worker_threads(workers), os.getpid(), _progress_bars_enabled()))
+    pool, shared = _pool_for(jobs, len(units))
     try:
         futures = [pool.submit(fn, *unit) for unit in units]
-        for future in tqdm(cf.as_completed(futures), total=len(futures), desc=f"{desc} ({workers} workers)",
-                           leave=False):
+        for future in tqdm(cf.as_completed(futures), total=len(futures),
+                           desc=f"{desc} ({pool_size(jobs, len(units))} workers)", leave=False):
             try:
                 future.result()
             except cf.process.BrokenProcessPool as exc:
@@ -133,6 +181,9 @@ def run_units(fn: Callable, units: Sequence[tuple], jobs: int, *, desc: str) -> 
                                 "the same command to resume (finished units are kept), with a smaller 'jobs' if "
                                 "memory is short") from exc
     except BaseException:
+        if shared:
+            _SHARED["pool"] = None
         _terminate(pool)
         raise
-    pool.shutdown(wait=True)
+    if not shared:
+        pool.shutdown(wait=True)

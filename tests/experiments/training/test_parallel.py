@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -17,6 +19,7 @@ from experiments.config import load_config
 from experiments.errors import UserError
 from experiments.pipeline import run_pipeline
 from experiments.training import parallel
+from tests.paths import REPO
 
 
 # Units for run_units: module-level, so that a spawned worker can import them by name.
@@ -32,7 +35,7 @@ def record_worker(path: str) -> None:
     import torch
 
     with open(path, "w") as f:
-        f.write(f"{torch.get_num_threads()} {os.environ.get('TQDM_DISABLE')} {os.getppid()}")
+        f.write(f"{torch.get_num_threads()} {os.environ.get('TQDM_DISABLE')} {os.getppid()} {os.getpid()}")
 
 
 def test_worker_threads_divide_the_cores_unless_omp_num_threads_says(monkeypatch):
@@ -49,13 +52,18 @@ def test_jobs_must_be_at_least_one():
         load_config("tiny", overrides=["jobs=0"])
 
 
-def test_workers_are_spawned_with_their_thread_count(tmp_path, monkeypatch):
+def test_workers_are_spawned_with_their_thread_count_and_shared_within_a_block(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    paths = [str(tmp_path / f"w{i}.txt") for i in range(2)]
-    parallel.run_units(record_worker, [(p,) for p in paths], 2, desc="test units")
-    for p in paths:
-        threads, tqdm_disabled, parent = open(p).read().split()
+    paths = [[str(tmp_path / f"call{c}-unit{i}.txt") for i in range(2)] for c in range(2)]
+    with parallel.shared_workers():
+        for call in paths:
+            parallel.run_units(record_worker, [(p,) for p in call], 2, desc="test units")
+    pids = []
+    for p in paths[0] + paths[1]:
+        threads, tqdm_disabled, parent, pid = open(p).read().split()
         assert (threads, tqdm_disabled, int(parent)) == ("1", "1", os.getpid())
+        pids.append(pid)
+    assert set(pids[2:]) <= set(pids[:2])  # the second call ran in the first call's workers
 
 
 def test_a_failing_worker_raises_its_own_error_and_stops_the_others():
@@ -69,22 +77,23 @@ def test_a_failing_worker_raises_its_own_error_and_stops_the_others():
     assert (info.value.errno, info.value.filename) == (errno.ENOSPC, "/run/evals/base.csv")
 
 
-def test_parallel_run_gives_the_serial_tables_and_resumes_after_a_worker_is_killed(tiny_run, tmp_path, monkeypatch,
-                                                                                     capsys):
-    """One run directory: a jobs=2 run whose worker finetuning 'negated' is SIGKILLed at its
-    2nd training state (one line, exit 2), then the same command resumes it; its tables are
-    byte for byte those of the one-process session run (same seeds, one thread each)."""
+def test_parallel_run_gives_the_serial_tables_and_resumes_after_a_worker_is_killed(tiny_run, tmp_path, monkeypatch):
+    """One run directory: a jobs=2 `neglect run` whose worker finetuning 'negated' is SIGKILLed
+    at its 2nd training state (exit 2, stderr one line: nothing from the workers either), then
+    the same command resumes it; its tables are byte for byte those of the one-process session
+    run (same seeds, one thread each)."""
     ref, _ = tiny_run
     out = tmp_path / "par"
     argv = ["run", "--preset", "tiny", "--set", "jobs=2", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": "", KILL_ENV: "train_state/negated_seed0/step-@2"}  # only workers write there
+    proc = subprocess.run([sys.executable, "-m", "experiments", *argv], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith("neglect: error: a worker process died while running finetuning runs (killed, or "
+                                  "out of memory?); rerun the same command")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv(KILL_ENV, "train_state/negated_seed0/step-@2")  # inherited by the spawned workers only
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("neglect: error:")]
-    assert errors == [errors[0]] and "a worker process died while running finetuning runs" in errors[0]
-    monkeypatch.delenv(KILL_ENV)
     assert main(argv) == 0
     assert (out / "results" / "metrics.csv").read_bytes() == (ref / "results" / "metrics.csv").read_bytes()
     for name in ("results/incontext.csv", "evals/base.csv", "docs/negated.jsonl"):
