@@ -156,12 +156,14 @@ class RunConfig:
     base_model: str | None = None  # hub id or local dir: skip pretraining and finetune this model
     device: str | None = None  # default: cuda if available, else cpu
     jobs: int = 1
-    """Worker processes for the run's independent units: the finetuning runs (condition x seed),
-    then the checkpoint evaluations, up to ``jobs`` at a time (experiments/training/parallel.py;
-    spawned processes sharing the device, each with about cores / jobs CPU threads). For small
-    models on one GPU, or several CPU cores. 1: one unit after another in this process. The
-    tables do not depend on it (the same seeds; on CPU only the thread count can change float
-    sums), so a run may resume with another value. Ignored under torchrun (data-parallel)."""
+    """Worker processes for a run's independent units: the finetuning runs (condition x seed),
+    then the checkpoint tables and in-context controls, up to ``jobs`` at a time
+    (experiments/training/parallel.py: spawned processes sharing the device, each with its own
+    copy of the model and about cores / jobs CPU threads). Meant for small models on one GPU;
+    each worker's start-up (imports) costs seconds, so not for the tiny preset on 2 CPU cores.
+    1: one unit after another in this process. The tables do not depend on it (every unit
+    seeds itself; on CPU a worker's thread count may change float sums), so a run may resume
+    with another value. Ignored under torchrun (training there is data-parallel)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
