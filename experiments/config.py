@@ -156,6 +156,15 @@ class RunConfig:
     seeds: tuple[int, ...] = (0,)
     base_model: str | None = None  # hub id or local dir: skip pretraining and finetune this model
     device: str | None = None  # default: cuda if available, else cpu
+    jobs: int = 1
+    """Worker processes for a run's independent units: the finetuning runs (condition x seed),
+    then the checkpoint tables and in-context controls, up to ``jobs`` at a time
+    (experiments/training/parallel.py: spawned processes sharing the device, each with its own
+    copy of the model and about cores / jobs CPU threads). Meant for small models on one GPU;
+    each worker's start-up (imports) costs seconds, so not for the tiny preset on 2 CPU cores.
+    1: one unit after another in this process. The tables do not depend on it (every unit
+    seeds itself; on CPU a worker's thread count may change float sums), so a run may resume
+    with another value. Ignored under torchrun (training there is data-parallel)."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -333,6 +342,8 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
             continue
         if value < bound or (strict and value == bound):
             raise UserError(f"config key {dotted!r} must be {'>' if strict else '>='} {bound}; got {value!r}")
+    if cfg.jobs < 1:
+        raise UserError(f"config key 'jobs' must be >= 1; got {cfg.jobs!r}")
     if cfg.model.d_model % cfg.model.n_heads:
         raise UserError(f"config key 'model.n_heads' must divide model.d_model ({cfg.model.d_model}); "
                         f"got {cfg.model.n_heads}")

@@ -4,7 +4,9 @@ checkpoint -> tidy tables -> report; and the stability protocol on top of the sa
 This module only orders the stages (``experiments.training.stages``,
 ``experiments.evaluation.evaluator``, ``experiments.evaluation.tables``,
 ``experiments.stability.protocol``); every stage writes its outputs atomically and is skipped
-when they already exist, so a killed run resumes where it stopped. The training stages also run
+when they already exist, so a killed run resumes where it stopped. With ``jobs`` > 1 the
+finetuning runs and then the checkpoint evaluations run in that many worker processes
+(``experiments.training.parallel``). The training stages also run
 data-parallel under torchrun (``train_stages`` with a ``dist`` from
 experiments.training.distributed; ``neglect finetune``). The run's controls
 (``results/controls.json``) are recomputed from the metrics table each time.
@@ -30,7 +32,9 @@ from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
-from experiments.training.stages import check_background, checkpoint_steps, device_for, finetune, pretrain
+from experiments.training.parallel import shared_workers
+from experiments.training.stages import (check_background, checkpoint_steps, device_for, finetune, finetune_in_workers,
+                                         pretrain)
 
 
 def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
@@ -143,6 +147,12 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *,
     dist.on_writer(setup)
     torch.manual_seed(0)
     base = pretrain(run, cfg, materials, dist=dist)
+    if cfg.jobs > 1 and dist.world_size == 1:
+        finetune_in_workers(run, cfg, materials, base)
+        return run, materials, base
+    if cfg.jobs > 1 and dist.is_writer:
+        warn(f"config key 'jobs' ({cfg.jobs}) is ignored under torchrun: each finetuning run is data-parallel "
+             "over its processes")
     for seed in cfg.seeds:
         for condition in cfg.conditions:
             finetune(run, cfg, materials, base, condition, seed, dist=dist)
@@ -168,8 +178,9 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     line when one fails) and the report."""
     from experiments.evaluation.controls import compute_controls
 
-    run, materials, base = train_stages(cfg, out_dir)
-    evaluate_all(run, cfg, materials, base)
+    with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
+        run, materials, base = train_stages(cfg, out_dir)
+        evaluate_all(run, cfg, materials, base)
     if materials.world is not None:  # the base model's preconditions (results/check_base.json), one warning line
         from experiments.evaluation.preconditions import failure_line
 
@@ -205,9 +216,10 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     from experiments.stability.stats import per_seed_stats, summarise_seeds
 
     cfg = validate(cfg)
-    run, materials, base = train_stages(cfg, out_dir)
-    proto = Protocol(cfg, run, materials, base)
-    evaluate_all(run, cfg, materials, base)
+    with shared_workers():
+        run, materials, base = train_stages(cfg, out_dir)
+        proto = Protocol(cfg, run, materials, base)
+        evaluate_all(run, cfg, materials, base)
     collect(run, cfg)
     proto.base_rows()
     work = [(w, s) for w in cfg.stability.weights for s in cfg.seeds]

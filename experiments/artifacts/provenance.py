@@ -1,6 +1,7 @@
 """What a run directory records about how it was made: its config and the library versions."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -54,8 +55,9 @@ def record_run(run: RunDir, cfg: RunConfig) -> None:
     if config_path.is_file():
         previous = read_json_artefact(config_path, "the run's config")
         # Compared as configs, not dicts: keys added to the config since the run began
-        # count as their defaults.
-        if build_config(previous) != cfg:
+        # count as their defaults. ``jobs`` (how many worker processes) leaves the results
+        # alone, so a run may resume with another value.
+        if dataclasses.replace(build_config(previous), jobs=cfg.jobs) != cfg:
             raise UserError(f"run directory {str(run.root)!r} holds a run with a different config; "
                             "use another --out or delete it")
     else:

@@ -2,7 +2,8 @@
 
 ``Evaluator`` scores one checkpoint; ``evaluate_all`` walks the base model and every saved
 checkpoint of a run, writing one table per checkpoint (the resume points), the in-context
-control, and (when a judge is configured) judged free-text answers.
+control, and (when a judge is configured) judged free-text answers. With ``jobs`` > 1 the
+per-checkpoint tables are made in worker processes (``evaluate_unit``).
 """
 from __future__ import annotations
 
@@ -86,21 +87,110 @@ class Evaluator:
         return pd.DataFrame(rows)
 
 
+class _WorkerState:
+    """What a worker process of ``evaluate_all`` re-creates from the config, once: the
+    materials, the base model and an ``Evaluator`` whose fixed probes it fits on the base model
+    itself (the same activations and the same deterministic fit as in one process: the same
+    numbers)."""
+
+    def __init__(self, cfg: RunConfig, base: Path | str):
+        from experiments.materials import load_materials
+
+        self.cfg, self.base, self.device = cfg, base, device_for(cfg)
+        self.materials = load_materials(cfg)
+        self.base_lm = interp.load_model(base, device=self.device)
+        self._evaluator: Evaluator | None = None
+
+    @property
+    def evaluator(self) -> Evaluator:
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.cfg, self.materials)
+            self._evaluator.fit_fixed(self.base_lm)
+        return self._evaluator
+
+    def model(self, run: RunDir, condition: str | None, seed: int, step: int):
+        if condition is None or step == 0:
+            return self.base_lm
+        return interp.load_model(run.checkpoint(condition, seed, step), device=self.device)
+
+
+_WORKER: dict = {}  # in a worker process: (cfg, base) -> its _WorkerState
+
+
+def incontext_path(run: RunDir, condition: str, seed: int, step: int) -> Path:
+    """The in-context control of one condition x seed on one model (the base model: step 0)."""
+    return run.path("evals", "incontext", condition, f"seed{seed}", f"step_{step:06d}.csv")
+
+
+def evaluate_unit(cfg: RunConfig, root: str, base: Path | str, kind: str, condition: str | None, seed: int,
+                  step: int) -> None:
+    """One table of ``evaluate_all`` in a worker process (``cfg.jobs`` > 1): ``kind`` "checkpoint"
+    is one checkpoint's table (``condition`` None: the base model's, with the model checks),
+    "incontext" the in-context control of ``condition`` x ``seed`` on the model at ``step``."""
+    key = (cfg, str(base))
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = _WorkerState(cfg, base)
+    state, run = _WORKER[key], RunDir(root)
+    lm = state.model(run, condition, seed, step)
+    if kind == "incontext":
+        from experiments.evaluation.incontext import incontext_sweep
+
+        frame = incontext_sweep(lm, state.materials.world, condition, seed=seed,
+                                batch_size=cfg.eval.batch_size).assign(step=step)
+        atomic_write_csv(incontext_path(run, condition, seed, step), frame)
+    elif condition is None:
+        atomic_write_csv(run.eval_file(None), state.evaluator.evaluate(lm, with_model_checks=True))
+    else:
+        atomic_write_csv(run.eval_file(condition, seed, step), state.evaluator.evaluate(lm))
+
+
+def _units_to_do(run: RunDir, cfg: RunConfig, materials: Materials) -> list[tuple]:
+    """``evaluate_unit``'s units whose table is missing or damaged: the base model's table and
+    the in-context controls on it first (the longest), then every checkpoint's, then the
+    in-context controls on the last checkpoints."""
+    last = checkpoint_steps(cfg)[-1]
+    pairs = [(c, s) for s in cfg.seeds for c in cfg.conditions] if materials.world is not None else []
+    units = [("checkpoint", None, 0, 0)]
+    units += [("incontext", c, s, 0) for c, s in pairs]
+    units += [("checkpoint", c, s, st) for s in cfg.seeds for c in cfg.conditions for st in checkpoint_steps(cfg)
+              if st > 0]
+    units += [("incontext", c, s, last) for c, s in pairs if last > 0]
+    return [u for u in units if read_csv_or_none(
+        run.eval_file(u[1], u[2], u[3]) if u[0] == "checkpoint" else incontext_path(run, *u[1:])) is None]
+
+
 def evaluate_all(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str) -> None:
     """Evaluate the base model (step 0 of every condition) and every saved checkpoint; on the
-    synthetic world also the in-context control; with a judge configured, judged answers."""
+    synthetic world also the in-context control; with a judge configured, judged answers.
+    With ``cfg.jobs`` > 1 the tables of the base model and of the checkpoints are made in up
+    to that many worker processes (``evaluate_unit``; ``experiments.training.parallel``)."""
+    from experiments.training.parallel import pool_size, run_units
+
     device = device_for(cfg)
     world = materials.world
-    ev = Evaluator(cfg, materials)
-    base_lm = interp.load_model(base, device=device)
-    ev.fit_fixed(base_lm)
-    if read_csv_or_none(run.eval_file(None)) is None:
-        atomic_write_csv(run.eval_file(None), ev.evaluate(base_lm, with_model_checks=True))
-    todo = [(c, s, st) for s in cfg.seeds for c in cfg.conditions for st in checkpoint_steps(cfg) if st > 0
-            and read_csv_or_none(run.eval_file(c, s, st)) is None]
-    for condition, seed, step in tqdm(todo, desc="evaluate checkpoints", leave=False):
-        lm = interp.load_model(run.checkpoint(condition, seed, step), device=device)
-        atomic_write_csv(run.eval_file(condition, seed, step), ev.evaluate(lm))
+    units = _units_to_do(run, cfg, materials) if cfg.jobs > 1 else []
+    base_lm = None
+    if pool_size(cfg.jobs, len(units)) > 1:  # the tables below are then all there, read back
+        run_units(evaluate_unit, [(cfg, str(run.root), base, *unit) for unit in units], cfg.jobs,
+                  desc="evaluations")
+    else:
+        ev = Evaluator(cfg, materials)
+        base_lm = interp.load_model(base, device=device)
+        ev.fit_fixed(base_lm)
+        if read_csv_or_none(run.eval_file(None)) is None:
+            atomic_write_csv(run.eval_file(None), ev.evaluate(base_lm, with_model_checks=True))
+        todo = [(c, s, st) for s in cfg.seeds for c in cfg.conditions for st in checkpoint_steps(cfg) if st > 0
+                and read_csv_or_none(run.eval_file(c, s, st)) is None]
+        for condition, seed, step in tqdm(todo, desc="evaluate checkpoints", leave=False):
+            lm = interp.load_model(run.checkpoint(condition, seed, step), device=device)
+            atomic_write_csv(run.eval_file(condition, seed, step), ev.evaluate(lm))
+
+    def base_model():
+        nonlocal base_lm
+        if base_lm is None:
+            base_lm = interp.load_model(base, device=device)
+        return base_lm
     # The in-context control for every condition x seed (documents of that condition drawn with
     # that seed), on the base model (step 0) and on the last checkpoint of the same condition
     # and seed; one file per unit under evals/incontext/ (resume points), all in results/.
@@ -110,10 +200,11 @@ def evaluate_all(run: RunDir, cfg: RunConfig, materials: Materials, base: Path |
     for seed in cfg.seeds if world is not None else ():
         for condition in cfg.conditions:
             for step in sorted({0, checkpoint_steps(cfg)[-1]}):
-                path = run.path("evals", "incontext", condition, f"seed{seed}", f"step_{step:06d}.csv")
+                path = incontext_path(run, condition, seed, step)
                 frame = read_csv_or_none(path)
                 if frame is None:
-                    lm = base_lm if step == 0 else interp.load_model(run.checkpoint(condition, seed, step), device=device)
+                    lm = base_model() if step == 0 else interp.load_model(run.checkpoint(condition, seed, step),
+                                                                          device=device)
                     frame = incontext_sweep(lm, world, condition, seed=seed,
                                             batch_size=cfg.eval.batch_size).assign(step=step)
                     atomic_write_csv(path, frame)
@@ -134,8 +225,8 @@ def evaluate_all(run: RunDir, cfg: RunConfig, materials: Materials, base: Path |
             if audit.is_file():
                 frame = pd.read_json(audit, lines=True)
             else:
-                lm = base_lm if condition is None else interp.load_model(run.checkpoint(condition, seed, step),
-                                                                          device=device)
+                lm = base_model() if condition is None else interp.load_model(run.checkpoint(condition, seed, step),
+                                                                              device=device)
                 frame = judge.judge_belief(lm, materials.open_questions(), client, audit)
             judged.append(frame.assign(condition=condition or "(base model)", seed=seed, step=step))
         atomic_write_csv(run.path("results", "judge.csv"), pd.concat(judged, ignore_index=True))

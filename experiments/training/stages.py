@@ -181,28 +181,47 @@ def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, s
     return docs
 
 
+def _damaged_checkpoints(run: RunDir, cfg: RunConfig, condition: str, seed: int) -> dict[int, str]:
+    """step -> why, for the saved checkpoints of one finetuning run that fail their checksums."""
+    damaged = {s: hf_dir_problem(run.checkpoint(condition, seed, s)) for s in checkpoint_steps(cfg)
+               if s > 0 and run.checkpoint(condition, seed, s).exists()}
+    return {s: why for s, why in damaged.items() if why is not None}
+
+
+def finetune_done(run: RunDir, cfg: RunConfig, condition: str, seed: int, damaged: dict | None = None) -> bool:
+    """Whether one finetuning run is finished: its training log and every checkpoint are there
+    and intact (``finetune`` then returns at once)."""
+    damaged = _damaged_checkpoints(run, cfg, condition, seed) if damaged is None else damaged
+    return (not damaged and read_csv_or_none(run.train_log(condition, seed)) is not None
+            and all(run.checkpoint(condition, seed, s).is_dir() for s in checkpoint_steps(cfg) if s > 0))
+
+
+def documents_text(rows: list[dict]) -> str:
+    """``RUN/docs/<condition>.jsonl``: the rows of :func:`finetuning_documents`, one JSON a line."""
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
 def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
-             dist: Single | None = None) -> None:
+             dist: Single | None = None, write_docs: bool = True) -> None:
     """Finetune a fresh copy of the base model on one condition's documents (with background
     documents mixed in when ``finetune.background_fraction`` > 0; :func:`finetuning_documents`),
     saving every checkpoint (step 0 is the base model itself and is not copied). ``dist``: train
-    data-parallel (rank 0 writes)."""
+    data-parallel (rank 0 writes). ``write_docs``: write them to ``RUN/docs/<condition>.jsonl``
+    (one file per condition: with several seeds, the last seed's; ``finetune_in_workers`` writes
+    it in the parent instead)."""
     dist = dist or Single()
     steps = [s for s in checkpoint_steps(cfg) if s > 0]
     log_path = run.train_log(condition, seed)
-    damaged = {s: hf_dir_problem(run.checkpoint(condition, seed, s)) for s in steps
-               if run.checkpoint(condition, seed, s).exists()}
-    damaged = {s: why for s, why in damaged.items() if why is not None}
+    damaged = _damaged_checkpoints(run, cfg, condition, seed)
     for s, why in damaged.items():
         warn(f"checkpoint {str(run.checkpoint(condition, seed, s))!r} is damaged ({why}); finetuning again")
-    if (not damaged and read_csv_or_none(log_path) is not None
-            and all(run.checkpoint(condition, seed, s).is_dir() for s in steps)):
+    if finetune_done(run, cfg, condition, seed, damaged):
         return
     f = cfg.finetune
     rows = finetuning_documents(cfg, materials, condition, seed)
     docs = [row["text"] for row in rows]
-    docs_text = "".join(json.dumps(row) + "\n" for row in rows)
-    dist.on_writer(atomic_write_text, run.docs(condition), docs_text)  # left alone when unchanged
+    if write_docs:
+        dist.on_writer(atomic_write_text, run.docs(condition), documents_text(rows))  # left alone when unchanged
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
@@ -223,3 +242,39 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     dist.on_writer(finish)
 
 
+
+
+_WORKER_MATERIALS: dict = {}  # in a worker process: the materials of the config it last served
+
+
+def finetune_unit(cfg: RunConfig, root: str, base: Path | str, condition: str, seed: int) -> None:
+    """One finetuning run in a worker process (``finetune_in_workers``): the materials are
+    loaded again from the config (once per worker), the docs file is left to the parent."""
+    if cfg not in _WORKER_MATERIALS:
+        from experiments.materials import load_materials
+
+        _WORKER_MATERIALS.clear()
+        _WORKER_MATERIALS[cfg] = load_materials(cfg)
+    finetune(RunDir(root), cfg, _WORKER_MATERIALS[cfg], base, condition, seed, write_docs=False)
+
+
+def finetune_in_workers(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str) -> None:
+    """Every finetuning run (condition x seed) not finished yet, up to ``cfg.jobs`` at a time in
+    worker processes (``experiments.training.parallel``); in this process when one or none is left.
+
+    The runs are independent (each seeds itself and writes its own checkpoints, log and state);
+    the one file they share, ``RUN/docs/<condition>.jsonl``, is written here with what the
+    serial order leaves in it (the documents of the last seed still to train)."""
+    from experiments.training.parallel import pool_size, run_units
+
+    todo = [(condition, seed) for seed in cfg.seeds for condition in cfg.conditions
+            if not finetune_done(run, cfg, condition, seed)]
+    if pool_size(cfg.jobs, len(todo)) == 1:
+        for condition, seed in todo:
+            finetune(run, cfg, materials, base, condition, seed)
+        return
+    last_seed = {condition: seed for condition, seed in todo}
+    for condition, seed in last_seed.items():
+        atomic_write_text(run.docs(condition), documents_text(finetuning_documents(cfg, materials, condition, seed)))
+    run_units(finetune_unit, [(cfg, str(run.root), base, condition, seed) for condition, seed in todo], cfg.jobs,
+              desc="finetuning runs")
