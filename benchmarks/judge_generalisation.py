@@ -1,0 +1,71 @@
+"""Does the base model's truth judgement generalise to entities it never saw judged?
+
+    python benchmarks/judge_generalisation.py --preset testbed [--set key=value ...] --out DIR [--base DIR]
+
+Pretrains the preset's base model into DIR (or reads ``--base``), then prints verdict and yes/no
+accuracy (and the share of "true"/"yes" answers) on a seeded sample of facts the corpus judges
+and of facts it never judges (held-out entities), plus how names without facts are judged. A
+model that answers every unjudged question "no" shows up as accuracy 0.5 with a "yes" share near 0:
+it treats a name it never saw judged as unknown rather than looking its facts up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import numpy as np
+
+
+def accuracy(lm, world, facts, rng, n: int = 150) -> dict:
+    from experiments.evaluation.scoring import option_logprobs
+    from experiments.materials.corpus import verdict_prompt
+    from experiments.materials.statements import statement_variants
+
+    verdicts, yesno = [], []
+    for f in rng.sample(facts, min(n, len(facts))):
+        wrong = world.wrong_object(f, rng)
+        verdicts += [(verdict_prompt(s), t) for s, t, _ in statement_variants(f, wrong, [rng.randrange(8)] * 4)]
+        yesno += [(f.rel().yesno.format(s=f.subject, o=f.obj), True), (f.rel().yesno.format(s=f.subject, o=wrong), False)]
+    out = {}
+    for name, items, options in (("verdict", verdicts, ("true", "false")), ("yesno", yesno, ("yes", "no"))):
+        scores = option_logprobs(lm, [p for p, _ in items], [options] * len(items))
+        first = np.array([int(s.argmax()) == 0 for s in scores])
+        truth = np.array([t for _, t in items])
+        out[f"{name}_acc"] = round(float((first == truth).mean()), 3)
+        out[f"{name}_first_share"] = round(float(first.mean()), 3)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--preset", default="testbed")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--out", required=True)
+    p.add_argument("--base")
+    args = p.parse_args()
+    import interp
+    from experiments.config import load_config
+    from experiments.pipeline import pretrain_stage
+    from experiments.training.stages import device_for
+
+    cfg = load_config(args.preset, None, args.set + ['pretrain.shipped="off"'])
+    start = time.perf_counter()
+    base = args.base or pretrain_stage(cfg, args.out)
+    took = time.perf_counter() - start
+    from experiments.materials import load_materials
+
+    world = load_materials(cfg).world
+    lm = interp.load_model(base, device=device_for(cfg))
+    rng = random.Random(0)
+    never = world.never_judged()
+    judged = [f for f in world.facts if (f.subject, f.relation) not in never]
+    held = [f for f in world.facts if (f.subject, f.relation) in world.judge_heldout]
+    row = {"set": args.set, "pretrain_s": round(took, 1), "judged": accuracy(lm, world, judged, rng),
+           "never_judged": accuracy(lm, world, held, rng)}
+    print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
