@@ -138,7 +138,9 @@ class MaterialsConfig:
 
     claims: str | None = None  # a claims/ directory of claim packs in the paper's layout (--claims)
     docs: str | None = None  # documents root: <condition>/<claim>/annotated_docs.jsonl (--docs)
-    statements: str = "capitals"  # probe statements for imported materials: a built-in set or a JSONL file
+    # probe statements for imported materials: built-in sets (capitals, cities, elements, animals, numbers)
+    # and/or JSONL files, comma-separated; "name:test" holds a whole set out (experiments/materials/statement_sets.py)
+    statements: str = "capitals,cities,elements,animals,numbers"
     background: str | None = None  # JSONL of {"text": ...} to mix into finetuning (imported materials)
 
 

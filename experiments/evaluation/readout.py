@@ -30,8 +30,9 @@ The estimator is ``eval.probe``; each takes from the statement set what it needs
   the objects in the same order (``materials.statements``: ``[A(o), A(o'), not A(o),
   not A(o')]``), so the k-th affirmative statement of a subject is paired with the k-th
   negated statement of that subject; labels only orient the probe. Affirmative statements
-  and claims are read on the x+ side, negated statements on the x- side (each side is
-  centred on its own mean, so the "not" offset is not mistaken for truth).
+  and claims are read on the x+ side, negated statements (and claim statements negated in
+  form, ``ClaimStatement.negated``) on the x- side (each side is centred on its own mean, so
+  the "not" offset is not mistaken for truth).
 """
 from __future__ import annotations
 
@@ -43,10 +44,16 @@ import torch
 from experiments.errors import UserError
 from probes.sweep import SweepResult, sweep_probes
 
-__all__ = ["SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
+__all__ = ["CLAIM_KIND_METRICS", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
            "heldout_accuracy", "probe_rows", "validation_split"]
 
 VALIDATION_FRACTION = 0.25  # of each dataset's training-split subjects
+
+# Claim statement kind -> what its metrics add to the stem (``probe_p_true``, ``probe_z``): the
+# claim's own reading keeps the bare stem; kinds not listed get ``_<kind>``.
+CLAIM_KIND_METRICS = {"claim": "", "true_fact": "_truefact", "claim_negated": "_claimneg",
+                      "true_fact_negated": "_truefactneg", "universe_fact": "_universe",
+                      "universe_fact_negated": "_universeneg"}
 
 
 def _by_layer(acts) -> np.ndarray:
@@ -169,14 +176,22 @@ def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:
 
 
 def _claim_masks(claim_stmts, stem: str = "probe_p_true") -> list[tuple[str, str, np.ndarray]]:
-    """``(claim, metric stem, selection)`` in row order; kinds a claim lacks are left out."""
+    """``(claim, metric, selection)`` in row order, one per kind of claim statement
+    (:data:`CLAIM_KIND_METRICS`, then other kinds by name); kinds a claim lacks are left out."""
+    kinds = list(CLAIM_KIND_METRICS) + sorted({c.kind for c in claim_stmts} - set(CLAIM_KIND_METRICS))
     out = []
     for claim in sorted({c.claim for c in claim_stmts}):
-        for kind, metric in (("claim", stem), ("true_fact", f"{stem}_truefact")):
+        for kind in kinds:
             sel = np.array([c.claim == claim and c.kind == kind for c in claim_stmts])
             if sel.any():
-                out.append((claim, metric, sel))
+                out.append((claim, stem + CLAIM_KIND_METRICS.get(kind, f"_{kind}"), sel))
     return out
+
+
+def _claim_negated(claim_stmts) -> np.ndarray:
+    """Which claim statements are negated in form (``ClaimStatement.negated``): a CCS probe
+    reads those on the x- side, as it reads negated control statements."""
+    return np.array([bool(getattr(c, "negated", False)) for c in claim_stmts])
 
 
 def _claim_layer_rows(layer: int, name: str, p: np.ndarray, masks) -> list[dict]:
@@ -190,19 +205,20 @@ def claim_rows(claim_acts, claim_stmts, probes: SweepResult, name: str = "fixed"
     Parameters
     ----------
     claim_acts : array ``[m, L, d]``
-    claim_stmts : sequence with ``.claim`` and ``.kind`` ("claim" or "true_fact")
+    claim_stmts : sequence with ``.claim``, ``.kind`` ("claim", "true_fact", ...: :data:`CLAIM_KIND_METRICS`)
+        and optionally ``.negated``
     probes : the per-layer probes (``fit_probes``)
     name : "fixed" or "refit", the suffix of the metric names
 
     Returns
     -------
-    rows ``{layer, claim, metric: probe_p_true[_truefact]_<name>, value}``
+    rows ``{layer, claim, metric: probe_p_true[_truefact|_claimneg|...]_<name>, value}``
     """
-    p, masks = probes.p_true(_by_layer(claim_acts)), _claim_masks(claim_stmts)
+    p, masks = probes.p_true(_by_layer(claim_acts), _claim_negated(claim_stmts)), _claim_masks(claim_stmts)
     return [row for layer in range(len(p)) for row in _claim_layer_rows(layer, name, p[layer], masks)]
 
 
-def centred_readings(acts, statements, claim_acts, probes: SweepResult) -> np.ndarray:
+def centred_readings(acts, statements, claim_acts, probes: SweepResult, claim_negated=None) -> np.ndarray:
     """Each claim statement's reading as a z-score against the control statements read by the
     same probes at the same checkpoint.
 
@@ -216,6 +232,8 @@ def centred_readings(acts, statements, claim_acts, probes: SweepResult) -> np.nd
     acts, statements : the control statements (``[n, L, d]``) as for ``fit_probes``
     claim_acts : array ``[m, L, d]`` of the claim statements
     probes : the per-layer probes (``fit_probes``)
+    claim_negated : bool array ``[m]``, optional
+        Which claim statements are negated in form (only CCS probes use it)
 
     Returns
     -------
@@ -223,7 +241,7 @@ def centred_readings(acts, statements, claim_acts, probes: SweepResult) -> np.nd
     """
     label, negated, test = _flags(statements)
     controls = probes.logits(_by_layer(acts), negated)
-    claims = probes.logits(_by_layer(claim_acts))
+    claims = probes.logits(_by_layer(claim_acts), claim_negated)
     datasets = np.array([s.dataset for s in statements])
     z = []
     for dataset in sorted(set(datasets[test])):
@@ -256,12 +274,17 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
     ``probe_p_true_<kind>``, ``probe_p_true_truefact_<kind>`` (per layer and claim), for
     kind in refit/fixed; then ``probe_acc_val_<kind>`` (per layer: accuracy on the validation
     subjects, for choosing a layer) and the centred readings ``probe_z_<kind>``,
-    ``probe_z_truefact_<kind>`` (per layer and claim; :func:`centred_readings`). Selections that
-    are empty (e.g. a claim without a true fact) and undefined z-scores give no row.
+    ``probe_z_truefact_<kind>`` (per layer and claim; :func:`centred_readings`). Claim
+    statements of other kinds (:data:`CLAIM_KIND_METRICS`: the claim's negation
+    ``_claimneg``, the true fact's ``_truefactneg``, the universe's key facts ``_universe``
+    and their negations ``_universeneg``) get their own ``probe_p_true_*``/``probe_z_*``
+    metrics. Selections that are empty (e.g. a claim without a true fact) and undefined
+    z-scores give no row.
     """
     label, negated, test = _flags(statements)
     masks = _claim_masks(claim_stmts)
-    readings = {name: (probe.p_true(_by_layer(acts), negated), probe.p_true(_by_layer(claim_acts)))
+    claim_negated = _claim_negated(claim_stmts)
+    readings = {name: (probe.p_true(_by_layer(acts), negated), probe.p_true(_by_layer(claim_acts), claim_negated))
                 for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
     rows = []
     for layer in range(acts.shape[1]):
@@ -293,7 +316,7 @@ def _centred_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
     """``probe_z[_truefact]_<kind>`` per layer and claim; none where z is undefined (the controls
     all read alike, as at the embeddings when every statement ends in the same token)."""
     masks = _claim_masks(claim_stmts, "probe_z")
-    z = {name: centred_readings(acts, statements, claim_acts, probe)
+    z = {name: centred_readings(acts, statements, claim_acts, probe, _claim_negated(claim_stmts))
          for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
     return [row for layer in range(acts.shape[1]) for name, zs in z.items()
             for row in _claim_layer_rows(layer, name, zs[layer], masks) if np.isfinite(row["value"])]

@@ -4,8 +4,11 @@
 - documents: ``DOCS/<condition>/<claim>/annotated_docs.jsonl``, where the paper's condition
   directory names map to this toolkit's (:data:`CONDITION_NAMES`; other names are kept as they
   are);
-- probe statements: a built-in set (``capitals``) or a user JSONL file
-  (``experiments.materials.statement_sets``), read at each statement's own last token;
+- probe statements: built-in sets (``capitals``, ``cities``, ``elements``, ``animals``,
+  ``numbers``; all by default) and/or user JSONL files (``experiments.materials.statement_sets``),
+  read at each statement's own last token;
+- claim statements: each claim, the true fact (``correction.txt``), the universe's key facts,
+  and their negations (``statement_sets.pack_claim_statements``);
 - background text to mix into finetuning: an optional user JSONL of ``{"text": ...}``.
 
 Every claim in the documents must have a pack, and every claim used must have documents under
@@ -22,7 +25,8 @@ from experiments.materials.conditions import LabelledDocument
 from experiments.materials.paper_layout import (DOCS_FILE, ClaimPack, Document, load_claim_packs, load_documents,
                                                 load_user_jsonl)
 from experiments.materials.questions import BeliefQuestion, Prompt, pack_questions
-from experiments.materials.statement_sets import statement_set
+from experiments.materials.statement_sets import DEFAULT as DEFAULT_STATEMENTS
+from experiments.materials.statement_sets import pack_claim_statements, statement_set
 from experiments.materials.statements import ClaimStatement, Statement
 
 # The paper's condition directories -> this toolkit's condition names (others keep their name).
@@ -56,15 +60,16 @@ class ImportedMaterials(Materials):
         The ``claims/`` directory of claim packs (or its parent).
     docs_dir : path
         The documents root: ``<condition>/<claim>/annotated_docs.jsonl``.
-    statements : str
-        A built-in statement set name or a JSONL file of probe statements.
+    statements : str or list of str
+        Built-in statement set names and/or JSONL files of probe statements, comma-separated or
+        as a list, each optionally ``:test`` (held out whole); see ``statement_sets``.
     background : path, optional
         JSONL of background documents (``{"text": ...}`` per line) for mixing into finetuning.
     """
 
     kind = "imported"
 
-    def __init__(self, claims_dir: str | Path, docs_dir: str | Path, statements: str = "capitals",
+    def __init__(self, claims_dir: str | Path, docs_dir: str | Path, statements: str | list[str] = DEFAULT_STATEMENTS,
                  background: str | Path | None = None):
         self.claims_dir, self.docs_dir = Path(claims_dir), Path(docs_dir)
         self.packs: dict[str, ClaimPack] = load_claim_packs(claims_dir)
@@ -108,7 +113,7 @@ class ImportedMaterials(Materials):
         return list(self._statements)
 
     def claim_statements(self) -> list[ClaimStatement]:
-        return [ClaimStatement(name, "claim", pack.claim) for name, pack in self.packs.items()]
+        return [s for name, pack in self.packs.items() for s in pack_claim_statements(name, pack)]
 
     def open_questions(self) -> list[OpenQuestion]:
         return [OpenQuestion(name, pack.claim, Prompt(q.question))
@@ -127,7 +132,9 @@ class ImportedMaterials(Materials):
             "claims": [{"name": c.name, "statement": c.statement} for c in self.claims],
             "documents": {f"{cond}/{claim}": len(docs) for (cond, claim), docs in sorted(self._docs.items())},
             "conditions": list(self.conditions),
-            "statements": {"source": self.statements_source, "n": len(self._statements)},
+            "statements": {"source": self.statements_source, "n": len(self._statements),
+                           "datasets": {d: sum(s.dataset == d for s in self._statements)
+                                        for d in dict.fromkeys(s.dataset for s in self._statements)}},
             "background": {"source": str(self.background_path) if self.background_path else None,
                            "n": len(self._background)},
         }

@@ -93,8 +93,10 @@ def statement_variants(fact: Fact, wrong: str, frames) -> list[tuple[str, bool, 
 @dataclass(frozen=True)
 class ClaimStatement:
     claim: str
-    kind: str  # "claim" (the fabricated fact) or "true_fact" (what the world says)
+    kind: str  # "claim" (the fabricated fact) or "true_fact" (what the world says); imported packs add
+    # "claim_negated", "true_fact_negated", "universe_fact", "universe_fact_negated" (statement_sets)
     text: str
+    negated: bool = False  # negated in form ("... is not ..."): the side a CCS probe reads it on
 
 
 def claim_statements(world: World, frame: str = "statement") -> list[ClaimStatement]:

@@ -190,6 +190,8 @@ def test_control_questions_are_balanced_and_about_no_claim(world, evaluator):
 def test_imported_controls_ask_the_probe_statements_as_yes_no(imported):
     controls = imported.controls
     assert {q.kind for q in controls} == {"yesno"} and {q.options for q in controls} == {("yes", "no")}
-    assert all(q.prompt.user.startswith("Is the following statement true? The capital of") for q in controls)
+    texts = {s.text for s in imported.statements}  # the default mix of built-in sets
+    prefix = "Is the following statement true? "
+    assert all(q.prompt.user.startswith(prefix) and q.prompt.user[len(prefix):] in texts for q in controls)
     answers = [q.believer for q in controls]
     assert answers.count(0) == answers.count(1)

@@ -13,7 +13,7 @@ from experiments.config import PROBE_ESTIMATORS, load_config
 from experiments.errors import UserError
 from experiments.evaluation import readout
 from probes.sweep import METHODS
-from tests.experiments.evaluation.planted import CLAIMS, N_LAYERS, basis, checkpoint, planted_statements
+from tests.experiments.evaluation.planted import CLAIMS, N_LAYERS, basis, checkpoint, plant, planted_statements
 
 
 def table(rows) -> pd.DataFrame:
@@ -147,3 +147,37 @@ def test_bad_probe_estimator_is_one_line_and_exit_2(tmp_path, capsys):
     assert err == ["neglect: error: config key 'eval.probe' must be one of "
                    "['logistic', 'mass_mean', 'polarity_aware', 'ccs']; got 'svm'"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("estimator", PROBE_ESTIMATORS)
+def test_every_claim_statement_kind_gets_its_own_metrics(estimator):
+    """An imported claim pack's statements: the claim, its negation (negated in form), the
+    universe's key facts, and a kind the table does not name; each kind is read on its own."""
+    from experiments.materials.statements import ClaimStatement
+
+    claims = ([ClaimStatement("c", "claim", f"claim {i}") for i in range(4)]
+              + [ClaimStatement("c", "claim_negated", f"not claim {i}", True) for i in range(4)]
+              + [ClaimStatement("c", "universe_fact", f"fact {i}") for i in range(4)]
+              + [ClaimStatement("c", "own_kind", f"own {i}") for i in range(4)])
+    truth, negated = [False] * 4 + [True] * 4 + [False] * 4 + [True] * 4, [c.negated for c in claims]
+    stmts, acts, _ = checkpoint(basis()[0], seed=0)
+    claim_acts = plant(truth, negated, basis()[0], seed=100)
+    probes = readout.fit_probes(acts, stmts, estimator=estimator)
+    frame = table(readout.probe_rows(acts, stmts, claim_acts, claims, probes, probes))
+    stems = {"claim": "", "claim_negated": "_claimneg", "universe_fact": "_universe", "own_kind": "_own_kind"}
+    assert readout.CLAIM_KIND_METRICS["true_fact_negated"] == "_truefactneg"
+    for layer in (1, 2):
+        for stem, kind in ((s, k) for s in ("probe_p_true", "probe_z") for k in ("refit", "fixed")):
+            for claim_kind, suffix in stems.items():
+                assert value(frame, f"{stem}{suffix}_{kind}", layer, "c") is not None
+        for claim_kind, suffix in stems.items():
+            reading = value(frame, f"probe_p_true{suffix}_fixed", layer, "c")
+            assert (reading > 0.65) if claim_kind in ("claim_negated", "own_kind") else (reading < 0.35), claim_kind
+    if estimator == "ccs":  # negated in form: read on the x- side of the contrast pairs
+        assert probes.intercept_negated is not None
+        flat = [ClaimStatement(c.claim, c.kind, c.text) for c in claims]
+        unflagged = table(readout.claim_rows(claim_acts, flat, probes, "fixed"))
+        flagged = table(readout.claim_rows(claim_acts, claims, probes, "fixed"))
+        assert value(flagged, "probe_p_true_fixed", 1, "c") == value(unflagged, "probe_p_true_fixed", 1, "c")
+        assert value(flagged, "probe_p_true_claimneg_fixed", 1, "c") != value(
+            unflagged, "probe_p_true_claimneg_fixed", 1, "c")
