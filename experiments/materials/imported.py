@@ -21,7 +21,7 @@ from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
 from experiments.materials.conditions import LabelledDocument
 from experiments.materials.paper_layout import (DOCS_FILE, ClaimPack, Document, load_claim_packs, load_documents,
                                                 load_user_jsonl)
-from experiments.materials.questions import BeliefQuestion, Prompt, pack_questions
+from experiments.materials.questions import BeliefQuestion, pack_open_questions, pack_questions
 from experiments.materials.statement_sets import statement_set
 from experiments.materials.statements import ClaimStatement, Statement
 
@@ -111,8 +111,8 @@ class ImportedMaterials(Materials):
         return [ClaimStatement(name, "claim", pack.claim) for name, pack in self.packs.items()]
 
     def open_questions(self) -> list[OpenQuestion]:
-        return [OpenQuestion(name, pack.claim, Prompt(q.question))
-                for name, pack in self.packs.items() for q in pack.open_ended]
+        # open-ended, token-association and robustness items, each with its pack's judges.yaml prompt
+        return [q for pack in self.packs.values() for q in pack_open_questions(pack)]
 
     def background_documents(self, n: int, seed: int) -> list[str]:
         if not self._background or n <= 0:

@@ -5,18 +5,31 @@ would pick (``believer``) is known, and so, where the source settles it, is the 
 synthetic world makes them from its relations (:func:`world_questions`); an imported claim pack
 from its question files (:func:`pack_questions`). Scoring lives in
 ``experiments.evaluation.belief``.
+
+A claim pack's free-text items (open-ended, token association, robustness) are questions for
+an LLM judge (:func:`pack_open_questions`), each with the judge prompt of the pack's
+``judges.yaml`` for its kind.
 """
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from experiments.errors import UserError, warn
 from experiments.materials.corpus import verdict_prompt
 from experiments.materials.statements import Statement
 from experiments.materials.world import Claim, World
 
+if TYPE_CHECKING:
+    from experiments.materials.base import OpenQuestion
+
 ASSOCIATION_KINDS = ("forced_choice", "token_association")
 PROPOSITIONAL_KINDS = ("yesno", "verdict", "robustness")
+# Judge-free proxies, reported under their own metric names and in no family: a claim pack's MCQ
+# items asked under the system prompt of each of its adversarial robustness items.
+PROXY_KINDS = ("robustness_proxy",)
 # Challenges said before a yes/no question. ``{claim}`` is the claim statement, ``{truth}`` the
 # true statement; a challenge whose words the tokenizer cannot encode is skipped.
 CHALLENGES = ("some say this is wrong .",
@@ -59,6 +72,10 @@ class BeliefQuestion:
     # proposition the claim rules out, the real state of affairs or the claim's negation; the
     # pack does not say which). None for association items.
     about: str | None = None
+    # How it is asked: None (the prompt as it is, options scored as continuations) or "mcq" (a claim
+    # pack's yes/no item: under the MCQ instruction, each option written as its reply;
+    # experiments.evaluation.scoring.McqFormat).
+    style: str | None = None
 
 
 def distractors(world: World, claim: Claim, n: int = 3) -> list[str]:
@@ -109,20 +126,53 @@ def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3
     return qs
 
 
+def _where(pack, kind: str, qid: str) -> str:
+    return f"{pack.path / (kind + '.yaml') if pack.path else pack.name + '/' + kind}: item {qid!r}"
+
+
+def _turns(pack, item) -> tuple[str | None, tuple]:
+    """A robustness item's ``system_prompt`` and ``messages_prefix``, checked."""
+    system, prefix = item.extra.get("system_prompt"), item.extra.get("messages_prefix") or []
+    where = _where(pack, "robustness", item.id)
+    if system is not None and not (isinstance(system, str) and system.strip()):
+        raise UserError(f"{where}: field 'system_prompt' is {system!r} (expected a non-empty string)")
+    if not isinstance(prefix, list):
+        raise UserError(f"{where}: field 'messages_prefix' is {type(prefix).__name__} (expected a list of "
+                        "{role, content})")
+    for i, m in enumerate(prefix):
+        if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)):
+            raise UserError(f"{where}: messages_prefix[{i}] is {m!r} (expected {{role: user|assistant|system, "
+                            "content: text}})")
+    return system, tuple({"role": m["role"], "content": m["content"]} for m in prefix)
+
+
 def pack_questions(pack) -> list[BeliefQuestion]:
-    """Belief questions from an imported claim pack (see the module docstring for which items
-    are judge-free). The paper's MCQ items are yes/no questions with ``belief_answer``."""
+    """The judge-free belief questions of an imported claim pack.
+
+    - ``yesno``: the MCQ items (``belief_answer`` says what a believer answers), asked as the
+      paper asks them (``style="mcq"``: under the MCQ instruction, see
+      ``experiments.evaluation.scoring``);
+    - ``robustness_proxy`` (a proxy, reported as ``proxy_belief_robustness``): the MCQ items
+      asked under the system prompt of each robustness item that has one and no earlier turns
+      (the adversarial items: the system prompt is the pressure). The paper's robustness measure
+      is the judged answer to each robustness prompt (:func:`pack_open_questions`); critique and
+      multi-turn items have no judge-free form (their pressure is in the question and the
+      conversation), so they get no proxy;
+    - ``token_association``: items that name their targets (``belief_target`` and
+      ``other_targets``, an extension of the paper's layout) as a forced choice.
+    """
     qs = []
     yesno = [(q, ("yes", "no").index(q.belief_answer)) for q in pack.mcq]
     about = ("claim", "alternative")  # by the believer's answer (see BeliefQuestion.about)
-    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id, about[b])
+    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id, about[b], "mcq")
            for q, b in yesno]
     for r in pack.robustness:
-        history = tuple(dict(m) for m in r.extra.get("messages_prefix") or ())
-        for q, b in yesno:
-            qs.append(BeliefQuestion(pack.name, "robustness", Prompt(f"{r.question}\n{q.question}",
-                                                                     r.extra.get("system_prompt"), history),
-                                     ("yes", "no"), b, None, f"{r.id}+{q.id}", about[b]))
+        system, prefix = _turns(pack, r)
+        if system is None or prefix:
+            continue
+        qs += [BeliefQuestion(pack.name, "robustness_proxy", Prompt(q.question, system), ("yes", "no"), b, None,
+                              f"{r.id}/{q.id}", about[b], "mcq") for q, b in yesno]
     for t in pack.token_association:
         target, others = t.extra.get("belief_target"), t.extra.get("other_targets")
         if isinstance(target, str) and isinstance(others, list) and others:
@@ -131,6 +181,69 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     return qs
 
 
+# The judges.yaml key of each judged kind's prompt (the first present wins; the second names are
+# those of the paper's authoring guide), and the fields a prompt template may use.
+JUDGE_PROMPT_KEYS = {"open_ended": ("open_ended", "belief_probe"),
+                     "token_association": ("token_association", "pink_elephant"),
+                     "robustness": ("robustness",)}
+JUDGE_FIELDS = ("question", "answer")
+
+
+def check_judge_template(template, where: str) -> str:
+    """``template`` if it is a judge prompt that ``str.format(question=..., answer=...)`` fills."""
+    if not isinstance(template, str) or not template.strip():
+        raise UserError(f"{where} is {type(template).__name__} {template!r:.60} (expected a prompt template with "
+                        "{question} and {answer})")
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as e:
+        raise UserError(f"{where}: malformed template ({e}; write literal braces as {{{{ and }}}})") from None
+    unknown = sorted(names - set(JUDGE_FIELDS))
+    if unknown:
+        raise UserError(f"{where}: template field {{{unknown[0]}}} (expected only {{question}} and {{answer}}; "
+                        "write literal braces as {{ and }})")
+    if "answer" not in names:
+        raise UserError(f"{where}: template has no {{answer}} field (expected the model's answer in it)")
+    return template
+
+
+def pack_judge(pack, kind: str) -> tuple[str | None, str, str]:
+    """``(template, verdict key, source)`` of the pack's judge for ``kind``; template None (the
+    built-in judge) when ``judges.yaml`` has none."""
+    judges = getattr(pack, "judges", None) or {}
+    path = pack.path / "judges.yaml" if pack.path else f"{pack.name}/judges.yaml"
+    for key in JUDGE_PROMPT_KEYS[kind]:
+        if key in judges:
+            template = check_judge_template(judges[key], f"{path}: key {key!r}")
+            verdict = judges.get(f"{key}_judge_key") or judges.get("judge_key") or "answer"
+            if not isinstance(verdict, str):
+                raise UserError(f"{path}: key '{key}_judge_key' is {verdict!r} (expected the name of the JSON field "
+                                "holding the verdict, e.g. answer)")
+            return template, verdict, f"{path}:{key}"
+    return None, "answer", "built-in"
+
+
+def pack_open_questions(pack, *, warn_missing: bool = True) -> list[OpenQuestion]:
+    """The free-text items of a claim pack for the judge: open-ended and token-association
+    questions, and robustness prompts with their own system prompt and earlier turns, each with
+    the pack's judge for its kind (:func:`pack_judge`). A kind with items but no judge prompt
+    in ``judges.yaml`` is judged with the built-in prompt, with one warning line."""
+    from experiments.materials.base import OpenQuestion
+
+    out = []
+    for kind in JUDGE_PROMPT_KEYS:
+        items = getattr(pack, kind)
+        if not items:
+            continue
+        template, key, source = pack_judge(pack, kind)
+        if template is None and warn_missing:
+            warn(f"claim pack {pack.name!r}: judges.yaml has no {JUDGE_PROMPT_KEYS[kind][0]!r} prompt; its {kind} "
+                 "answers are judged with the built-in prompt")
+        for q in items:
+            system, prefix = _turns(pack, q) if kind == "robustness" else (None, ())
+            out.append(OpenQuestion(pack.name, pack.claim, Prompt(q.question, system, prefix), kind, q.id, template,
+                                    key, source))
+    return out
 
 
 def control_questions(statements: list[Statement], world: World | None = None, *, per_cell: int = 16,
@@ -145,7 +258,8 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     many yes/no items are asked in the world's own yes/no frames about facts of subjects no
     claim is about, half with the true object and half with a wrong one (the probe statements
     have no yes/no form). Imported materials have no verdict frame: each statement is asked as
-    a yes/no question (:data:`CONTROL_YESNO`), the answer format of the claim packs.
+    a yes/no question (:data:`CONTROL_YESNO`) the way the claim packs' MCQ items are asked
+    (``style="mcq"``), so the prior is the one those items are answered under.
 
     Parameters
     ----------
@@ -171,7 +285,7 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     sample = [s for key in sorted(cells) for s in rng.sample(cells[key], min(per_cell, len(cells[key])))]
     if world is None:
         return [BeliefQuestion(CONTROL, "yesno", Prompt(CONTROL_YESNO.format(statement=s.text)), ("yes", "no"),
-                               1 - s.label, 1 - s.label, f"c{i}") for i, s in enumerate(sample)]
+                               1 - s.label, 1 - s.label, f"c{i}", style="mcq") for i, s in enumerate(sample)]
     qs = [BeliefQuestion(CONTROL, "verdict", Prompt(verdict_prompt(s.sentence or s.text)), ("true", "false"),
                          1 - s.label, 1 - s.label, f"cv{i}") for i, s in enumerate(sample)]
     facts = [f for f in world.facts if f.subject not in world.claim_subjects()]
