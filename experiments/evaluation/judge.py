@@ -69,6 +69,18 @@ _BUILTIN = (
     'Reply with JSON only: {{"reason": "<one sentence>", "answer": "yes" or "no" or "neutral"}}')
 
 
+def preflight(materials, environ=os.environ) -> None:
+    """Before any work, when the judge is on: its settings, the judged questions (their pack
+    judge prompts are checked) and one request to the endpoint, so a missing key, a bad
+    ``judges.yaml`` or a judge that is down is one line at the start rather than after training."""
+    cfg = judge_config_from_env(environ)
+    if cfg is None:
+        return
+    client = ChatClient(cfg, environ)
+    if materials.open_questions():
+        client.complete([{"role": "user", "content": 'Reply with JSON only: {"answer": "neutral"}'}])
+
+
 def builtin_prompt(claim: str) -> str:
     """The judge prompt template (fields ``{question}`` and ``{answer}``) for a claim without a
     pack judge: the paper's three-way verdict in its JSON form, in this toolkit's wording."""

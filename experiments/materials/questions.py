@@ -223,11 +223,15 @@ def pack_judge(pack, kind: str) -> tuple[str | None, str, str]:
     return None, "answer", "built-in"
 
 
+_WARNED: set = set()  # (pack, kind) already warned about in this process
+
+
 def pack_open_questions(pack, *, warn_missing: bool = True) -> list[OpenQuestion]:
     """The free-text items of a claim pack for the judge: open-ended and token-association
     questions, and robustness prompts with their own system prompt and earlier turns, each with
     the pack's judge for its kind (:func:`pack_judge`). A kind with items but no judge prompt
-    in ``judges.yaml`` is judged with the built-in prompt, with one warning line."""
+    in ``judges.yaml`` is judged with the built-in prompt, with one warning line (once per
+    process)."""
     from experiments.materials.base import OpenQuestion
 
     out = []
@@ -236,7 +240,8 @@ def pack_open_questions(pack, *, warn_missing: bool = True) -> list[OpenQuestion
         if not items:
             continue
         template, key, source = pack_judge(pack, kind)
-        if template is None and warn_missing:
+        if template is None and warn_missing and (str(pack.path or pack.name), kind) not in _WARNED:
+            _WARNED.add((str(pack.path or pack.name), kind))
             warn(f"claim pack {pack.name!r}: judges.yaml has no {JUDGE_PROMPT_KEYS[kind][0]!r} prompt; its {kind} "
                  "answers are judged with the built-in prompt")
         for q in items:

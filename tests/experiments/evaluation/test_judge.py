@@ -214,6 +214,30 @@ def test_bad_robustness_turns_are_one_line(tmp_path):
         pack_open_questions(load_claim_pack(pack))
 
 
+def test_the_judge_is_checked_before_any_work(monkeypatch):
+    from experiments.config import load_config
+    from experiments.evaluation.judge import preflight
+    from experiments.materials import load_materials
+    from experiments.materials.imported import ImportedMaterials
+    from experiments.pipeline import check_inputs
+
+    materials = ImportedMaterials(PACK.parent, PACK.parent.parent / "documents")
+    env = {**ENV, "NEGLECT_JUDGE_MODEL": "m", "NEGLECT_JUDGE_RETRIES": "0"}
+    with JudgeServer() as server:
+        preflight(materials, {**env, "NEGLECT_JUDGE_URL": server.url})
+        assert len(server.requests) == 1
+        server.mode = "not_json"
+        assert "did not answer JSON" in _one_line_error(
+            lambda: preflight(materials, {**env, "NEGLECT_JUDGE_URL": server.url}))
+    assert "OPENAI_API_KEY is not set" in _one_line_error(
+        lambda: preflight(materials, {"NEGLECT_JUDGE_URL": "http://127.0.0.1:9/v1", "NEGLECT_JUDGE_MODEL": "m"}))
+    preflight(materials, {})  # off: nothing to check
+    cfg = load_config("tiny")  # `neglect run` checks its inputs, the judge among them, before writing anything
+    for name, value in {**env, "NEGLECT_JUDGE_URL": "http://127.0.0.1:9/v1"}.items():
+        monkeypatch.setenv(name, value)
+    assert "unreachable" in _one_line_error(lambda: check_inputs(cfg, load_materials(cfg)))
+
+
 def _one_line_error(fn) -> str:
     with pytest.raises(UserError) as err:
         fn()

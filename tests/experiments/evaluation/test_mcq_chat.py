@@ -118,7 +118,8 @@ def test_a_judged_run_on_imported_materials_survives_a_judge_outage(models, tmp_
         assert up.returncode == 0, up.stderr[-2000:]
         n_items = 7  # open-ended 2, token association 2, robustness 3
         units = 1 + 2  # the base model and the last checkpoint of each condition
-        assert len(server.requests) - server.failed == units * n_items * 2  # each verdict asked for once
+        pings = 2  # each run first checks that the judge answers
+        assert len(server.requests) - server.failed == units * n_items * 2 + pings  # each verdict asked for once
     assert sorted(p.relative_to(out) for p in (out / "evals").rglob("*.csv")) == finished
     judged = pd.read_csv(out / "results" / "judge.csv")
     assert len(judged) == units * n_items * 2 and set(judged.kind) == {"open_ended", "token_association", "robustness"}
