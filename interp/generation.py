@@ -94,8 +94,8 @@ def sample(lm: LoadedModel, prompts, *, n: int = 1, temperature: float = 1.0, to
     ``generate`` (key-value cache, left padding), decoded without special tokens.
 
     Prompts are tokenized as :func:`generate` tokenizes them. Only the settings given here
-    apply (the checkpoint's ``generation_config`` sampling defaults, such as its ``top_k`` or
-    repetition penalty, do not), so answers depend on the arguments alone. ``temperature`` 0
+    apply (the checkpoint's ``generation_config`` sampling defaults, such as its ``top_k``,
+    ``min_p`` or repetition penalty, do not), so answers depend on the arguments alone. ``temperature`` 0
     is greedy decoding (then the ``n`` answers are equal). An answer ends at an EOS token
     (the tokenizer's or the model's generation EOS ids) or after ``max_new_tokens`` tokens.
 
@@ -148,30 +148,42 @@ def sample(lm: LoadedModel, prompts, *, n: int = 1, temperature: float = 1.0, to
     pad = tok.pad_token_id if tok.pad_token_id is not None else (ends[0] if ends else 0)
     greedy = temperature == 0
     per_row = 1 if greedy else n  # greedy answers are computed once and repeated
+    # Every sampling and penalty setting is given, so none is filled in from the checkpoint's generation_config.
+    # (Greedy decoding reads none of the sampling ones; transformers' notes that the checkpoint's are unused are
+    # silenced below.)
+    neutral = dict(num_beams=1, min_length=0, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    if not greedy:
+        neutral.update(temperature=float(temperature), top_p=float(top_p), top_k=0, min_p=0.0, typical_p=1.0,
+                       epsilon_cutoff=0.0, eta_cutoff=0.0)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_return_sequences=per_row,
-                              pad_token_id=pad, eos_token_id=ends or None, bos_token_id=None,
-                              **({} if greedy else {"temperature": float(temperature), "top_p": float(top_p),
-                                                    "top_k": 0}))
+                              pad_token_id=pad, eos_token_id=ends or None, bos_token_id=None, **neutral)
     out: list[list[str]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(seqs[i]))
     step = batch_size or 16
     devices = [lm.device.index or 0] if lm.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.inference_mode():
-        torch.manual_seed(seed)
-        for start in range(0, len(order), step):
-            rows = order[start:start + step]
-            width = max(len(seqs[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):  # left padding: every row's answer starts in the same column
-                ids[r, width - len(seqs[i]):] = torch.tensor(seqs[i])
-                mask[r, width - len(seqs[i]):] = 1
-            made = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                                     generation_config=config)
-            made = made[:, width:].tolist()
-            for r, i in enumerate(rows):
-                for answer in made[r * per_row:(r + 1) * per_row]:
-                    cut = next((k for k, t in enumerate(answer) if t in ends), len(answer))
-                    out[i].append(tok.decode(answer[:cut], skip_special_tokens=True).strip())
-                out[i] *= n // per_row
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed)
+            for start in range(0, len(order), step):
+                rows = order[start:start + step]
+                width = max(len(seqs[i]) for i in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, i in enumerate(rows):  # left padding: every row's answer starts in the same column
+                    ids[r, width - len(seqs[i]):] = torch.tensor(seqs[i])
+                    mask[r, width - len(seqs[i]):] = 1
+                made = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                         generation_config=config)
+                made = made[:, width:].tolist()
+                for r, i in enumerate(rows):
+                    for answer in made[r * per_row:(r + 1) * per_row]:
+                        cut = next((k for k, t in enumerate(answer) if t in ends), len(answer))
+                        out[i].append(tok.decode(answer[:cut], skip_special_tokens=True).strip())
+                    out[i] *= n // per_row
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return out

@@ -48,3 +48,15 @@ def test_bad_input_is_one_line(tiny_dirs):
     raises_one_line(f"with max_new_tokens=4 .* context of {CONTEXT}", interp.sample, lm,
                     [" ".join(["cat"] * (CONTEXT - 3))], max_new_tokens=4)
     raises_one_line("encoder-only", interp.sample, interp.load_model(tiny_dirs["bert"]), ["the cat"])
+
+
+def test_the_checkpoints_generation_defaults_do_not_apply(tiny_dirs, capfd):
+    plain = load(tiny_dirs, "llama")
+    tuned = load(tiny_dirs, "llama")
+    for name, value in dict(do_sample=True, temperature=0.3, top_k=2, top_p=0.5, min_p=0.3,
+                            repetition_penalty=5.0, no_repeat_ngram_size=1).items():
+        setattr(tuned.model.generation_config, name, value)
+    for kw in (dict(temperature=1.2, top_p=1.0), dict(temperature=0)):
+        assert (interp.sample(tuned, PROMPTS, n=2, max_new_tokens=6, seed=1, **kw)
+                == interp.sample(plain, PROMPTS, n=2, max_new_tokens=6, seed=1, **kw))
+    assert capfd.readouterr().err == ""  # no notes about unused flags
