@@ -324,6 +324,7 @@ def judge_unit(questions: list[OpenQuestion], client: ChatClient, audit: str | P
     if {_key(r) for r in answers} != wanted:  # none yet, or for other questions or settings
         answers = sample_answers(load(), questions, sampling, seed)
         files.answers.parent.mkdir(parents=True, exist_ok=True)
+        files.verdicts.unlink(missing_ok=True)  # verdicts on other answers
         atomic_write_text(files.answers, "".join(json.dumps(r) + "\n" for r in answers))
     done = {_key(r): r for r in _read_jsonl(files.verdicts) if _key(r) in wanted}
     todo = [r for r in answers if _key(r) not in done]
