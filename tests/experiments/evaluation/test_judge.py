@@ -128,6 +128,18 @@ def test_a_judge_that_goes_down_loses_nothing_and_the_rerun_resumes(qwen, questi
     assert again.label.tolist() == frame.label.tolist()
 
 
+def test_other_sampling_settings_sample_and_judge_anew(qwen, questions, tmp_path):
+    audit = tmp_path / "u.jsonl"
+    with JudgeServer(rule) as server:
+        server.fail_after = 1
+        with pytest.raises(UserError, match="1 of 2 verdicts"):
+            judge_unit(questions[:1], client_for(server.url), audit, lambda: qwen, SAMPLING)
+        server.fail_after = None
+        more = Sampling(n=3, temperature=1.0, max_new_tokens=6)
+        frame = judge_unit(questions[:1], client_for(server.url), audit, lambda: qwen, more)
+        assert len(frame) == 3 and len(server.requests) - server.failed == 1 + 3  # the old verdict is not reused
+
+
 def test_transient_failures_are_retried(questions, qwen, tmp_path):
     with JudgeServer(rule) as server:
         server.fail_after = 0
