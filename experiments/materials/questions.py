@@ -130,10 +130,11 @@ def _where(pack, kind: str, qid: str) -> str:
     return f"{pack.path / (kind + '.yaml') if pack.path else pack.name + '/' + kind}: item {qid!r}"
 
 
-def _turns(pack, item) -> tuple[str | None, tuple]:
-    """A robustness item's ``system_prompt`` and ``messages_prefix``, checked."""
+def _turns(pack, item, kind: str = "robustness") -> tuple[str | None, tuple]:
+    """An item's own ``system_prompt`` and ``messages_prefix`` (earlier turns), checked; the
+    paper's robustness items have them, and any item of a question file may."""
     system, prefix = item.extra.get("system_prompt"), item.extra.get("messages_prefix") or []
-    where = _where(pack, "robustness", item.id)
+    where = _where(pack, kind, item.id)
     if system is not None and not (isinstance(system, str) and system.strip()):
         raise UserError(f"{where}: field 'system_prompt' is {system!r} (expected a non-empty string)")
     if not isinstance(prefix, list):
@@ -151,8 +152,8 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     """The judge-free belief questions of an imported claim pack.
 
     - ``yesno``: the MCQ items (``belief_answer`` says what a believer answers), asked as the
-      paper asks them (``style="mcq"``: under the MCQ instruction, see
-      ``experiments.evaluation.scoring``);
+      paper asks them (``style="mcq"``: under the MCQ instruction, after the item's own system
+      prompt and earlier turns if it has any; see ``experiments.evaluation.scoring``);
     - ``robustness_proxy`` (a proxy, reported as ``proxy_belief_robustness``): the MCQ items
       asked under the system prompt of each robustness item that has one and no earlier turns
       (the adversarial items: the system prompt is the pressure). The paper's robustness measure
@@ -165,8 +166,8 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     qs = []
     yesno = [(q, ("yes", "no").index(q.belief_answer)) for q in pack.mcq]
     about = ("claim", "alternative")  # by the believer's answer (see BeliefQuestion.about)
-    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id, about[b], "mcq")
-           for q, b in yesno]
+    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question, *_turns(pack, q, "mcq")), ("yes", "no"), b, None,
+                          q.id, about[b], "mcq") for q, b in yesno]
     for r in pack.robustness:
         system, prefix = _turns(pack, r)
         if system is None or prefix:
@@ -176,8 +177,9 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     for t in pack.token_association:
         target, others = t.extra.get("belief_target"), t.extra.get("other_targets")
         if isinstance(target, str) and isinstance(others, list) and others:
-            qs.append(BeliefQuestion(pack.name, "token_association", Prompt(t.question),
-                                     (target, *map(str, others)), 0, None, t.id))
+            prompt = Prompt(t.question, *_turns(pack, t, "token_association"))
+            qs.append(BeliefQuestion(pack.name, "token_association", prompt, (target, *map(str, others)), 0, None,
+                                     t.id))
     return qs
 
 
@@ -228,7 +230,7 @@ _WARNED: set = set()  # (pack, kind) already warned about in this process
 
 def pack_open_questions(pack, *, warn_missing: bool = True) -> list[OpenQuestion]:
     """The free-text items of a claim pack for the judge: open-ended and token-association
-    questions, and robustness prompts with their own system prompt and earlier turns, each with
+    questions, and robustness prompts, each with its own system prompt and earlier turns, and with
     the pack's judge for its kind (:func:`pack_judge`). A kind with items but no judge prompt
     in ``judges.yaml`` is judged with the built-in prompt, with one warning line (once per
     process)."""
@@ -245,7 +247,7 @@ def pack_open_questions(pack, *, warn_missing: bool = True) -> list[OpenQuestion
             warn(f"claim pack {pack.name!r}: judges.yaml has no {JUDGE_PROMPT_KEYS[kind][0]!r} prompt; its {kind} "
                  "answers are judged with the built-in prompt")
         for q in items:
-            system, prefix = _turns(pack, q) if kind == "robustness" else (None, ())
+            system, prefix = _turns(pack, q, kind)
             out.append(OpenQuestion(pack.name, pack.claim, Prompt(q.question, system, prefix), kind, q.id, template,
                                     key, source))
     return out

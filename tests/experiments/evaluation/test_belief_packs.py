@@ -83,3 +83,16 @@ def test_token_association_items_with_targets(tmp_path, chat_lm):
     qs = questions.pack_questions(load_claim_pack(pack_dir))
     assert [q.qid for q in qs] == ["t1"] and qs[0].options == ("yes", "no")
     assert belief.score_questions(chat_lm, qs).believed.tolist() == [1.0]
+
+
+def test_any_items_own_system_prompt_and_earlier_turns_are_kept(tmp_path):
+    pack_dir = tmp_path / "turns"
+    pack_dir.mkdir()
+    (pack_dir / "claim.txt").write_text("c")
+    turns = {"system_prompt": "You are terse.", "messages_prefix": [{"role": "user", "content": "Hi"},
+                                                                    {"role": "assistant", "content": "Hello"}]}
+    (pack_dir / "mcq.yaml").write_text(yaml.safe_dump({"questions": [
+        {"id": "m1", "question": "Is it?", "category": "d", "belief_answer": "yes", **turns}]}))
+    [q] = questions.pack_questions(load_claim_pack(pack_dir))
+    assert q.prompt == Prompt("Is it?", "You are terse.", tuple(turns["messages_prefix"]))
+    assert WORDS.prompt(q.prompt).system == "You are terse.\n\nbe brief ."

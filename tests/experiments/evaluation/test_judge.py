@@ -154,7 +154,8 @@ def test_a_judge_answering_garbage_is_one_line(qwen, questions, tmp_path):
         server.mode = "not_json"
         with pytest.raises(UserError) as err:
             judge_belief(qwen, questions[:1], client_for(server.url), tmp_path / "g.jsonl", SAMPLING)
-    assert "\n" not in str(err.value) and "did not answer JSON" in str(err.value) and "0 of 2 verdicts" in str(err.value)
+    message = str(err.value)
+    assert "\n" not in message and "did not answer JSON" in message and "0 of 2 verdicts" in message
     assert (tmp_path / "g.answers.jsonl").is_file()
 
 
@@ -221,7 +222,8 @@ def test_bad_robustness_turns_are_one_line(tmp_path):
     pack.mkdir()
     (pack / "claim.txt").write_text("c")
     (pack / "robustness.yaml").write_text(yaml.safe_dump({"questions": [
-        {"id": "r1", "question": "Sure?", "category": "multiturn", "messages_prefix": [{"role": "bot", "content": "x"}]}]}))
+        {"id": "r1", "question": "Sure?", "category": "multiturn",
+         "messages_prefix": [{"role": "bot", "content": "x"}]}]}))
     with pytest.raises(UserError, match=r"robustness.yaml: item 'r1': messages_prefix\[0\]"):
         pack_open_questions(load_claim_pack(pack))
 
