@@ -22,9 +22,11 @@ written anywhere. ``NEGLECT_JUDGE_TEMPERATURE`` (default 0; some reasoning model
 
 Every answer and verdict is saved for audit, per evaluated model (a unit): ``judge/<unit>.jsonl``
 once the unit is complete; before that ``judge/<unit>.answers.jsonl`` (the sampled answers,
-written once) and ``judge/<unit>.verdicts.jsonl`` (each verdict appended as it arrives). A judge
-that is down or answers something that is not a chat completion stops the run with one line
-saying how much is saved; the rerun samples nothing again and asks only for the missing verdicts.
+written once) and ``judge/<unit>.verdicts.jsonl`` (each verdict appended as it arrives). The
+judge is tried once before any work (:func:`preflight`, from ``neglect run``'s input checks). A
+judge that is down or answers something that is not a chat completion stops the run with one
+line saying how much is saved; the rerun samples nothing again and asks only for the missing
+verdicts. Replies without a readable verdict count as "parse_error", with one warning line.
 """
 from __future__ import annotations
 
