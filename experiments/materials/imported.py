@@ -21,7 +21,8 @@ from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
 from experiments.materials.conditions import LabelledDocument
 from experiments.materials.paper_layout import (DOCS_FILE, ClaimPack, Document, load_claim_packs, load_documents,
                                                 load_user_jsonl)
-from experiments.materials.questions import BeliefQuestion, pack_open_questions, pack_questions
+from experiments.materials.pack_judges import pack_open_questions
+from experiments.materials.questions import BeliefQuestion, pack_questions
 from experiments.materials.statement_sets import statement_set
 from experiments.materials.statements import ClaimStatement, Statement
 

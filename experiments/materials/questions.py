@@ -7,23 +7,18 @@ from its question files (:func:`pack_questions`). Scoring lives in
 ``experiments.evaluation.belief``.
 
 A claim pack's free-text items (open-ended, token association, robustness) are questions for
-an LLM judge (:func:`pack_open_questions`), each with the judge prompt of the pack's
-``judges.yaml`` for its kind.
+an LLM judge (``experiments.materials.pack_judges.pack_open_questions``), each with the judge
+prompt of the pack's ``judges.yaml`` for its kind.
 """
 from __future__ import annotations
 
 import random
-import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from experiments.errors import UserError, warn
+from experiments.errors import UserError
 from experiments.materials.corpus import verdict_prompt
 from experiments.materials.statements import Statement
 from experiments.materials.world import Claim, World
-
-if TYPE_CHECKING:
-    from experiments.materials.base import OpenQuestion
 
 ASSOCIATION_KINDS = ("forced_choice", "token_association")
 PROPOSITIONAL_KINDS = ("yesno", "verdict", "robustness")
@@ -130,7 +125,7 @@ def _where(pack, kind: str, qid: str) -> str:
     return f"{pack.path / (kind + '.yaml') if pack.path else pack.name + '/' + kind}: item {qid!r}"
 
 
-def _turns(pack, item, kind: str = "robustness") -> tuple[str | None, tuple]:
+def item_turns(pack, item, kind: str = "robustness") -> tuple[str | None, tuple]:
     """An item's own ``system_prompt`` and ``messages_prefix`` (earlier turns), checked; the
     paper's robustness items have them, and any item of a question file may."""
     system, prefix = item.extra.get("system_prompt"), item.extra.get("messages_prefix") or []
@@ -157,7 +152,7 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     - ``robustness_proxy`` (a proxy, reported as ``proxy_belief_robustness``): the MCQ items
       asked under the system prompt of each robustness item that has one and no earlier turns
       (the adversarial items: the system prompt is the pressure). The paper's robustness measure
-      is the judged answer to each robustness prompt (:func:`pack_open_questions`); critique and
+      is the judged answer to each robustness prompt (``pack_judges.pack_open_questions``); critique and
       multi-turn items have no judge-free form (their pressure is in the question and the
       conversation), so they get no proxy;
     - ``token_association``: items that name their targets (``belief_target`` and
@@ -166,10 +161,10 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     qs = []
     yesno = [(q, ("yes", "no").index(q.belief_answer)) for q in pack.mcq]
     about = ("claim", "alternative")  # by the believer's answer (see BeliefQuestion.about)
-    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question, *_turns(pack, q, "mcq")), ("yes", "no"), b, None,
+    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question, *item_turns(pack, q, "mcq")), ("yes", "no"), b, None,
                           q.id, about[b], "mcq") for q, b in yesno]
     for r in pack.robustness:
-        system, prefix = _turns(pack, r)
+        system, prefix = item_turns(pack, r)
         if system is None or prefix:
             continue
         qs += [BeliefQuestion(pack.name, "robustness_proxy", Prompt(q.question, system), ("yes", "no"), b, None,
@@ -177,80 +172,10 @@ def pack_questions(pack) -> list[BeliefQuestion]:
     for t in pack.token_association:
         target, others = t.extra.get("belief_target"), t.extra.get("other_targets")
         if isinstance(target, str) and isinstance(others, list) and others:
-            prompt = Prompt(t.question, *_turns(pack, t, "token_association"))
+            prompt = Prompt(t.question, *item_turns(pack, t, "token_association"))
             qs.append(BeliefQuestion(pack.name, "token_association", prompt, (target, *map(str, others)), 0, None,
                                      t.id))
     return qs
-
-
-# The judges.yaml key of each judged kind's prompt (the first present wins; the second names are
-# those of the paper's authoring guide), and the fields a prompt template may use.
-JUDGE_PROMPT_KEYS = {"open_ended": ("open_ended", "belief_probe"),
-                     "token_association": ("token_association", "pink_elephant"),
-                     "robustness": ("robustness",)}
-JUDGE_FIELDS = ("question", "answer")
-
-
-def check_judge_template(template, where: str) -> str:
-    """``template`` if it is a judge prompt that ``str.format(question=..., answer=...)`` fills."""
-    if not isinstance(template, str) or not template.strip():
-        raise UserError(f"{where} is {type(template).__name__} {template!r:.60} (expected a prompt template with "
-                        "{question} and {answer})")
-    try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as e:
-        raise UserError(f"{where}: malformed template ({e}; write literal braces as {{{{ and }}}})") from None
-    unknown = sorted(names - set(JUDGE_FIELDS))
-    if unknown:
-        raise UserError(f"{where}: template field {{{unknown[0]}}} (expected only {{question}} and {{answer}}; "
-                        "write literal braces as {{ and }})")
-    if "answer" not in names:
-        raise UserError(f"{where}: template has no {{answer}} field (expected the model's answer in it)")
-    return template
-
-
-def pack_judge(pack, kind: str) -> tuple[str | None, str, str]:
-    """``(template, verdict key, source)`` of the pack's judge for ``kind``; template None (the
-    built-in judge) when ``judges.yaml`` has none."""
-    judges = getattr(pack, "judges", None) or {}
-    path = pack.path / "judges.yaml" if pack.path else f"{pack.name}/judges.yaml"
-    for key in JUDGE_PROMPT_KEYS[kind]:
-        if key in judges:
-            template = check_judge_template(judges[key], f"{path}: key {key!r}")
-            verdict = judges.get(f"{key}_judge_key") or judges.get("judge_key") or "answer"
-            if not isinstance(verdict, str):
-                raise UserError(f"{path}: key '{key}_judge_key' is {verdict!r} (expected the name of the JSON field "
-                                "holding the verdict, e.g. answer)")
-            return template, verdict, f"{path}:{key}"
-    return None, "answer", "built-in"
-
-
-_WARNED: set = set()  # (pack, kind) already warned about in this process
-
-
-def pack_open_questions(pack, *, warn_missing: bool = True) -> list[OpenQuestion]:
-    """The free-text items of a claim pack for the judge: open-ended and token-association
-    questions, and robustness prompts, each with its own system prompt and earlier turns, and with
-    the pack's judge for its kind (:func:`pack_judge`). A kind with items but no judge prompt
-    in ``judges.yaml`` is judged with the built-in prompt, with one warning line (once per
-    process)."""
-    from experiments.materials.base import OpenQuestion
-
-    out = []
-    for kind in JUDGE_PROMPT_KEYS:
-        items = getattr(pack, kind)
-        if not items:
-            continue
-        template, key, source = pack_judge(pack, kind)
-        if template is None and warn_missing and (str(pack.path or pack.name), kind) not in _WARNED:
-            _WARNED.add((str(pack.path or pack.name), kind))
-            warn(f"claim pack {pack.name!r}: judges.yaml has no {JUDGE_PROMPT_KEYS[kind][0]!r} prompt; its {kind} "
-                 "answers are judged with the built-in prompt")
-        for q in items:
-            system, prefix = _turns(pack, q, kind)
-            out.append(OpenQuestion(pack.name, pack.claim, Prompt(q.question, system, prefix), kind, q.id, template,
-                                    key, source))
-    return out
 
 
 def control_questions(statements: list[Statement], world: World | None = None, *, per_cell: int = 16,

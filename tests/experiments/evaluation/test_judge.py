@@ -16,7 +16,7 @@ from experiments.evaluation.judge import (NO_ANSWER, ChatClient, JudgeConfig, Sa
                                           judge_config_from_env, judge_unit, judged_rows, parse_verdict, split_thinking)
 from experiments.evaluation.scoring import render
 from experiments.materials.paper_layout import load_claim_pack
-from experiments.materials.questions import pack_open_questions
+from experiments.materials.pack_judges import pack_open_questions
 from tests.experiments.evaluation.judge_server import JudgeServer
 from tests.hub_models import corpus_texts, save_qwen2
 from tests.paths import FIXTURES
