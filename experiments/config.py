@@ -98,6 +98,20 @@ class EvalConfig:
     "logistic" (L2 logistic regression, ``probe_C``), "mass_mean" (difference of class means),
     "polarity_aware" (TTPD: fit on affirmative and negated statements, reads the general truth
     direction) or "ccs" (unsupervised, on contrast pairs of each statement and its negation)."""
+    # Claim packs' MCQ items, scored judge-free (experiments/evaluation/scoring.py): the system instruction they are
+    # asked under (the chat template renders it, thinking off) and how an option is written as the reply
+    # ("{option}" is replaced by yes/no); the log-probability of each reply decides.
+    mcq_instruction: str = ('Reply to the question with "yes" or "no" and nothing else, written as JSON: '
+                            '{"answer": "yes"} or {"answer": "no"}.')
+    mcq_answer: str = '{"answer": "{option}"}'
+    # Sampled answers for the optional LLM judge (experiments/evaluation/judge.py): answers per question, sampling
+    # temperature (0: greedy) and nucleus mass, longest answer in tokens (less where the context is shorter), and
+    # whether a chat template with a thinking switch (enable_thinking) renders the prompt with thinking on.
+    n_samples: int = 5
+    temperature: float = 0.7
+    top_p: float = 0.8
+    answer_tokens: int = 512
+    thinking: bool = False
 
 
 @dataclass(frozen=True)
@@ -330,6 +344,10 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "eval.probe_C": (0, True),
     "eval.batch_size": (1, False),
     "eval.max_subjects": (0, False),
+    "eval.n_samples": (1, False),
+    "eval.temperature": (0, False),
+    "eval.top_p": (0, True),
+    "eval.answer_tokens": (1, False),
     **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown")},
 }
 
@@ -354,6 +372,11 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
                         f"got {cfg.finetune.background_fraction!r}")
     if cfg.eval.frame not in ("statement", "verdict"):
         raise UserError(f"config key 'eval.frame' must be one of ['statement', 'verdict']; got {cfg.eval.frame!r}")
+    if cfg.eval.top_p > 1:
+        raise UserError(f"config key 'eval.top_p' must be in (0, 1]; got {cfg.eval.top_p!r}")
+    if "{option}" not in cfg.eval.mcq_answer:
+        raise UserError(f"config key 'eval.mcq_answer' must contain {{option}} (where yes/no goes); "
+                        f"got {cfg.eval.mcq_answer!r}")
     if cfg.eval.probe not in PROBE_ESTIMATORS:
         raise UserError(f"config key 'eval.probe' must be one of {list(PROBE_ESTIMATORS)}; got {cfg.eval.probe!r}")
     for name, values in (("seeds", cfg.seeds), ("conditions", cfg.conditions)):

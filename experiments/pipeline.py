@@ -101,8 +101,8 @@ def check_base_model(run_dir: str | Path) -> dict:
 def check_inputs(cfg: RunConfig, materials: Materials) -> None:
     """Fail before any work on what can be checked up front: conditions, position, device,
     that imported materials come with a model (and background documents when
-    ``finetune.background_fraction`` > 0), and that ``base_model`` names an existing
-    directory or a resolvable hub id."""
+    ``finetune.background_fraction`` > 0), that ``base_model`` names an existing
+    directory or a resolvable hub id, and (when it is on) that the judge answers."""
     if materials.world is None and not cfg.base_model:
         raise UserError(f"{materials.kind} materials need a model to finetune; name it with --model "
                         "(config key 'base_model'): a hub id or a local directory")
@@ -117,6 +117,9 @@ def check_inputs(cfg: RunConfig, materials: Materials) -> None:
         check_device(cfg.device)
     if cfg.base_model:
         model_config(cfg.base_model)
+    from experiments.evaluation.judge import preflight
+
+    preflight(materials)  # the optional judge: settings, pack judge prompts, one request
 
 
 def _remove_stale_temps(root: Path) -> None:

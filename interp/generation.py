@@ -86,3 +86,104 @@ def generate(lm: LoadedModel, prompts, *, max_new_tokens: int = 24, stop: str | 
                         still.append(live[r])
             live = sorted(still)
     return [tok.decode(ids, skip_special_tokens=True).strip() for ids in new]
+
+
+def sample(lm: LoadedModel, prompts, *, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+           max_new_tokens: int = 256, seed: int = 0, batch_size: int | None = None) -> list[list[str]]:
+    """``n`` sampled continuations of each model-ready prompt, through the model's own
+    ``generate`` (key-value cache, left padding), decoded without special tokens.
+
+    Prompts are tokenized as :func:`generate` tokenizes them. Only the settings given here
+    apply (the checkpoint's ``generation_config`` sampling defaults, such as its ``top_k``,
+    ``min_p`` or repetition penalty, do not), so answers depend on the arguments alone. ``temperature`` 0
+    is greedy decoding (then the ``n`` answers are equal). An answer ends at an EOS token
+    (the tokenizer's or the model's generation EOS ids) or after ``max_new_tokens`` tokens.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+        A causal LM from :func:`interp.load_model` whose model has ``generate`` (any HF
+        ``...ForCausalLM``).
+    prompts : list of str
+        Each prompt plus ``max_new_tokens`` must fit the model's context.
+    n : int
+        Answers per prompt.
+    temperature, top_p : float
+        Sampling temperature (0: greedy) and nucleus mass (1: off).
+    max_new_tokens : int
+        Longest answer in tokens.
+    seed : int
+        Seeds the sampler (the global RNG state is restored afterwards).
+    batch_size : int, optional
+        Prompts per ``generate`` call (each expands to ``n`` rows); default 16.
+
+    Returns
+    -------
+    list of list of str
+        ``n`` stripped answers per prompt.
+    """
+    check_causal(lm)
+    prompts = check_texts(prompts)
+    for name, value, low in (("n", n, 1), ("max_new_tokens", max_new_tokens, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InterpInputError(f"bad {name} {value!r}; expected an int >= {low}")
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise InterpInputError(f"bad temperature {temperature!r}; expected a number >= 0")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise InterpInputError(f"bad top_p {top_p!r}; expected a number in (0, 1]")
+    if not callable(getattr(lm.model, "generate", None)):
+        raise InterpInputError(f"model {lm.name!r} has no generate method; sampling needs a Hugging Face causal LM")
+    from transformers import GenerationConfig
+
+    tok = lm.tokenizer
+    seqs = prompt_ids(tok, prompts)
+    limit = lm.max_context
+    for i, ids in enumerate(seqs):
+        if not ids:
+            raise InterpInputError(f"prompt {i} ({prompts[i][:60]!r}) tokenizes to no tokens")
+        if limit is not None and len(ids) + max_new_tokens > limit:
+            raise InterpInputError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that is "
+                                   f"longer than the model's context of {limit}: {prompts[i][-60:]!r}")
+    ends = sorted(end_ids(lm))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (ends[0] if ends else 0)
+    greedy = temperature == 0
+    per_row = 1 if greedy else n  # greedy answers are computed once and repeated
+    # Every sampling and penalty setting is given, so none is filled in from the checkpoint's generation_config.
+    # (Greedy decoding reads none of the sampling ones; transformers' notes that the checkpoint's are unused are
+    # silenced below.)
+    neutral = dict(num_beams=1, min_length=0, repetition_penalty=1.0, no_repeat_ngram_size=0)
+    if not greedy:
+        neutral.update(temperature=float(temperature), top_p=float(top_p), top_k=0, min_p=0.0, typical_p=1.0,
+                       epsilon_cutoff=0.0, eta_cutoff=0.0)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_return_sequences=per_row,
+                              pad_token_id=pad, eos_token_id=ends or None, bos_token_id=None, **neutral)
+    out: list[list[str]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(seqs[i]))
+    step = batch_size or 16
+    devices = [lm.device.index or 0] if lm.device.type == "cuda" else []
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed)
+            for start in range(0, len(order), step):
+                rows = order[start:start + step]
+                width = max(len(seqs[i]) for i in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, i in enumerate(rows):  # left padding: every row's answer starts in the same column
+                    ids[r, width - len(seqs[i]):] = torch.tensor(seqs[i])
+                    mask[r, width - len(seqs[i]):] = 1
+                made = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                                         generation_config=config)
+                made = made[:, width:].tolist()
+                for r, i in enumerate(rows):
+                    for answer in made[r * per_row:(r + 1) * per_row]:
+                        cut = next((k for k, t in enumerate(answer) if t in ends), len(answer))
+                        out[i].append(tok.decode(answer[:cut], skip_special_tokens=True).strip())
+                    out[i] *= n // per_row
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return out

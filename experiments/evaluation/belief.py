@@ -16,9 +16,14 @@ association while yes/no and verdict answers stayed "false"):
   the true statement) and ``robustness`` (a yes/no question after a challenge).
 
 Imported claim packs (``experiments.materials.paper_layout.ClaimPack``) give ``yesno`` questions from their
-MCQ items (``belief_answer``), ``robustness`` questions from each robustness item placed before
-each MCQ question, and ``token_association`` questions from items that name their targets
-(``belief_target`` and ``other_targets``); open-ended items need a judge (``experiments.evaluation.judge``).
+MCQ items (``belief_answer``), asked under the paper's MCQ instruction through the chat template
+with thinking off (``experiments.evaluation.scoring.McqFormat``), and ``token_association``
+questions from items that name their targets (``belief_target`` and ``other_targets``). Their
+open-ended, token-association and robustness items are the judge's
+(``experiments.evaluation.judge``): sampled answers labelled with the pack's ``judges.yaml``.
+The one judge-free stand-in, labelled as such, is ``proxy_belief_robustness``: the MCQ items
+asked under the system prompt of each adversarial robustness item (kind ``robustness_proxy``;
+in no family).
 """
 from __future__ import annotations
 
@@ -28,25 +33,34 @@ import numpy as np
 import pandas as pd
 
 from experiments.materials.conditions import CONDITIONS
-from experiments.evaluation.scoring import option_logprobs, render
+from experiments.evaluation.scoring import McqFormat, option_logprobs, render
 from experiments.materials.questions import ASSOCIATION_KINDS, PROPOSITIONAL_KINDS, BeliefQuestion, world_questions
 from experiments.materials.world import Claim, World
 from interp import LoadedModel, continuation_logprobs
 from probes.metrics import bootstrap
 
 KIND_METRICS = {"forced_choice": "belief_forced_choice_distractors", "token_association": "belief_token_association",
-                "yesno": "belief_yesno", "verdict": "belief_verdict", "robustness": "belief_robustness"}
+                "yesno": "belief_yesno", "verdict": "belief_verdict", "robustness": "belief_robustness",
+                "robustness_proxy": "proxy_belief_robustness"}
 FAMILY_METRICS = {"belief_association": ASSOCIATION_KINDS, "belief_propositional": PROPOSITIONAL_KINDS}
 
 
 
 # ---------------------------------------------------------------------------- scoring
 
-def score_questions(lm: LoadedModel, questions: list[BeliefQuestion], batch_size: int = 128) -> pd.DataFrame:
+def score_questions(lm: LoadedModel, questions: list[BeliefQuestion], batch_size: int = 128,
+                    mcq: McqFormat | None = None) -> pd.DataFrame:
     """One row per question (see :func:`question_table`), from ``lm``'s log-probabilities of
-    each question's options."""
-    prompts = [render(lm.tokenizer, q.prompt) for q in questions]
-    return question_table(questions, option_logprobs(lm, prompts, [q.options for q in questions], batch_size))
+    each question's options, read after the rendered prompt (thinking off). Questions of
+    ``style`` "mcq" are asked under ``mcq`` (default: :class:`McqFormat`'s defaults, those of
+    ``eval.mcq_instruction`` and ``eval.mcq_answer``), each option scored as its written reply."""
+    mcq = mcq or McqFormat()
+    prompts, replies = [], []
+    for q in questions:
+        asked = q.style == "mcq"
+        prompts.append(render(lm.tokenizer, mcq.prompt(q.prompt) if asked else q.prompt, thinking=False))
+        replies.append(tuple(mcq.reply(o) for o in q.options) if asked else q.options)
+    return question_table(questions, option_logprobs(lm, prompts, replies, batch_size))
 
 
 SCORE_COLUMNS = ["claim", "kind", "qid", "believed", "truthful", "margin", "about", "options", "believer", "k",

@@ -2,8 +2,8 @@
 
 ``Evaluator`` scores one checkpoint; ``evaluate_all`` walks the base model and every saved
 checkpoint of a run, writing one table per checkpoint (the resume points), the in-context
-control, and (when a judge is configured) judged free-text answers. With ``jobs`` > 1 the
-per-checkpoint tables are made in worker processes (``evaluate_unit``).
+control, and (when a judge is configured) judged free-text answers (``judge_all``). With ``jobs`` > 1
+the per-checkpoint tables are made in worker processes (``evaluate_unit``).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from experiments.artifacts.checksums import read_csv_or_none
 from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.evaluation import belief, chance, readout
+from experiments.evaluation.scoring import McqFormat
 from experiments.materials.base import Materials
 from experiments.materials.questions import control_questions
 from experiments.training.stages import checkpoint_steps, device_for
@@ -61,8 +62,9 @@ class Evaluator:
         """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``),
         then the measures on which a constant responder scores chance (``experiments.evaluation.chance``)."""
         questions = self.materials.belief_questions(tokenizer=lm.tokenizer)
-        scored = belief.score_questions(lm, questions, self.cfg.eval.batch_size)
-        controls = belief.score_questions(lm, self.controls, self.cfg.eval.batch_size)
+        mcq = McqFormat.from_config(self.cfg.eval)
+        scored = belief.score_questions(lm, questions, self.cfg.eval.batch_size, mcq)
+        controls = belief.score_questions(lm, self.controls, self.cfg.eval.batch_size, mcq)
         return belief.belief_rows(scored) + chance.chance_rows(scored, controls)
 
     def evaluate(self, lm, *, with_model_checks: bool = False) -> pd.DataFrame:
@@ -211,22 +213,36 @@ def evaluate_all(run: RunDir, cfg: RunConfig, materials: Materials, base: Path |
                 frames.append(frame)
     if frames:
         atomic_write_csv(run.path("results", "incontext.csv"), pd.concat(frames, ignore_index=True))
-    # Optional: free-text answers judged by an LLM (off unless NEGLECT_JUDGE_URL is set; see
-    # experiments/judge.py), on the base model and each condition x seed's last checkpoint.
+    judge_all(run, cfg, materials, base_model)
+
+
+def judge_all(run: RunDir, cfg: RunConfig, materials: Materials, load_base) -> None:
+    """Optional: sampled free-text answers judged by an LLM (off unless NEGLECT_JUDGE_URL is set;
+    see ``experiments.evaluation.judge``), on the base model (``load_base()`` gives it) and each
+    condition x seed's last checkpoint. Writes ``results/judge.csv`` (every judged answer) and
+    ``results/judge_metrics.csv`` (rates per unit and claim)."""
     from experiments.evaluation import judge
 
     judge_cfg = judge.judge_config_from_env()
-    if judge_cfg is not None:
-        client, judged = judge.ChatClient(judge_cfg), []
-        last = checkpoint_steps(cfg)[-1]
-        units = [(None, 0, 0)] + [(c, s, last) for s in cfg.seeds for c in cfg.conditions]
-        for condition, seed, step in tqdm(units, desc="judge", leave=False):
-            audit = run.path("judge", "base.jsonl" if condition is None else f"{condition}_seed{seed}_step{step}.jsonl")
-            if audit.is_file():
-                frame = pd.read_json(audit, lines=True)
-            else:
-                lm = base_model() if condition is None else interp.load_model(run.checkpoint(condition, seed, step),
-                                                                              device=device)
-                frame = judge.judge_belief(lm, materials.open_questions(), client, audit)
-            judged.append(frame.assign(condition=condition or "(base model)", seed=seed, step=step))
-        atomic_write_csv(run.path("results", "judge.csv"), pd.concat(judged, ignore_index=True))
+    if judge_cfg is None:
+        return
+    client, judged, metrics = judge.ChatClient(judge_cfg), [], []
+    questions = materials.open_questions()
+    if not questions:
+        return
+    sampling = judge.Sampling.from_config(cfg.eval)
+    last = checkpoint_steps(cfg)[-1]
+    units = [(None, 0, 0)] + [(c, s, last) for s in cfg.seeds for c in cfg.conditions]
+    for condition, seed, step in tqdm(units, desc="judge", leave=False):
+        name = "base" if condition is None else f"{condition}_seed{seed}_step{step}"
+
+        def load(condition=condition, seed=seed, step=step):
+            return load_base() if condition is None else interp.load_model(run.checkpoint(condition, seed, step),
+                                                                        device=device_for(cfg))
+        frame = judge.judge_unit(questions, client, run.path("judge", f"{name}.jsonl"), load, sampling,
+                                 seed=judge.unit_seed(name), name=name)
+        ids = dict(condition=condition or "(base model)", seed=seed, step=step)
+        judged.append(frame.assign(**ids))
+        metrics.append(pd.DataFrame(judge.judged_rows(frame)).assign(**ids))
+    atomic_write_csv(run.path("results", "judge.csv"), pd.concat(judged, ignore_index=True))
+    atomic_write_csv(run.path("results", "judge_metrics.csv"), pd.concat(metrics, ignore_index=True))

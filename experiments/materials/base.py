@@ -45,11 +45,24 @@ class ClaimInfo:
 
 class OpenQuestion(NamedTuple):
     """A free-text question about a claim, for an LLM judge (``experiments.evaluation.judge``):
-    the claim's name, its statement (what the judge checks the answer against) and the prompt."""
+    the claim's name, its statement (what the judge checks the answer against) and the prompt
+    (with the item's own system prompt and earlier turns, if any).
+
+    ``kind`` is the question file it comes from ("open_ended", "token_association",
+    "robustness"), ``qid`` its id. ``judge_prompt`` is the judge's prompt template, with
+    ``{question}`` and ``{answer}`` fields (a claim pack's ``judges.yaml``), and ``judge_key``
+    the JSON field of the judge's reply that holds the verdict (yes, no or neutral); without a
+    ``judge_prompt`` the judge's built-in prompt is used. ``judge_source`` says where the
+    prompt came from."""
 
     claim: str
     statement: str
     prompt: Prompt
+    kind: str = "open_ended"
+    qid: str = ""
+    judge_prompt: str | None = None
+    judge_key: str = "answer"
+    judge_source: str = "built-in"
 
 
 class Materials(ABC):

@@ -24,6 +24,7 @@ from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
 from experiments.materials.conditions import LabelledDocument
 from experiments.materials.paper_layout import (DOCS_FILE, ClaimPack, Document, load_claim_packs, load_documents,
                                                 load_user_jsonl)
+from experiments.materials.pack_judges import pack_open_questions
 from experiments.materials.questions import BeliefQuestion, Prompt, pack_questions
 from experiments.materials.statement_sets import DEFAULT as DEFAULT_STATEMENTS
 from experiments.materials.statement_sets import pack_claim_statements, statement_set
@@ -116,8 +117,8 @@ class ImportedMaterials(Materials):
         return [s for name, pack in self.packs.items() for s in pack_claim_statements(name, pack)]
 
     def open_questions(self) -> list[OpenQuestion]:
-        return [OpenQuestion(name, pack.claim, Prompt(q.question))
-                for name, pack in self.packs.items() for q in pack.open_ended]
+        # open-ended, token-association and robustness items, each with its pack's judges.yaml prompt
+        return [q for pack in self.packs.values() for q in pack_open_questions(pack)]
 
     def background_documents(self, n: int, seed: int) -> list[str]:
         if not self._background or n <= 0:

@@ -53,6 +53,8 @@ class ClaimPack:
     robustness: tuple[Question, ...] = ()
     universe_context: Any = None  # universe_context.yaml as parsed, if present
     path: Path | None = None
+    # --- judges.yaml (belief judging, experiments/evaluation/judge.py): the mapping as parsed, {} when absent
+    judges: dict = field(default_factory=dict, hash=False)
 
     def questions(self) -> dict[str, tuple[Question, ...]]:
         """Question kind (``mcq``, ``open_ended``, ...) -> its questions."""
@@ -205,7 +207,13 @@ def load_claim_pack(directory: str | Path) -> ClaimPack:
                         f"{', '.join(k + '.yaml' for k in QUESTION_FILES)})")
     upath = directory / "universe_context.yaml"
     universe = _safe_load(upath, "YAML describing the claim's universe") if upath.exists() else None
-    return ClaimPack(directory.name, claim, universe_context=universe, path=directory, **found)
+    # --- judges.yaml
+    jpath = directory / "judges.yaml"
+    judges = _safe_load(jpath, "a mapping of judge prompts") if jpath.exists() else {}
+    if not isinstance(judges, dict):
+        raise UserError(f"{jpath}: top level is {_type_name(judges)} (expected a mapping of judge prompts, "
+                        "e.g. open_ended: ..., judge_key: answer)")
+    return ClaimPack(directory.name, claim, universe_context=universe, path=directory, judges=judges, **found)
 
 
 def _subdirs(path: Path) -> list[Path]:

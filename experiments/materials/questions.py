@@ -5,18 +5,26 @@ would pick (``believer``) is known, and so, where the source settles it, is the 
 synthetic world makes them from its relations (:func:`world_questions`); an imported claim pack
 from its question files (:func:`pack_questions`). Scoring lives in
 ``experiments.evaluation.belief``.
+
+A claim pack's free-text items (open-ended, token association, robustness) are questions for
+an LLM judge (``experiments.materials.pack_judges.pack_open_questions``), each with the judge
+prompt of the pack's ``judges.yaml`` for its kind.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from experiments.errors import UserError
 from experiments.materials.corpus import verdict_prompt
 from experiments.materials.statements import Statement
 from experiments.materials.world import Claim, World
 
 ASSOCIATION_KINDS = ("forced_choice", "token_association")
 PROPOSITIONAL_KINDS = ("yesno", "verdict", "robustness")
+# Judge-free proxies, reported under their own metric names and in no family: a claim pack's MCQ
+# items asked under the system prompt of each of its adversarial robustness items.
+PROXY_KINDS = ("robustness_proxy",)
 # Challenges said before a yes/no question. ``{claim}`` is the claim statement, ``{truth}`` the
 # true statement; a challenge whose words the tokenizer cannot encode is skipped.
 CHALLENGES = ("some say this is wrong .",
@@ -59,6 +67,10 @@ class BeliefQuestion:
     # proposition the claim rules out, the real state of affairs or the claim's negation; the
     # pack does not say which). None for association items.
     about: str | None = None
+    # How it is asked: None (the prompt as it is, options scored as continuations) or "mcq" (a claim
+    # pack's yes/no item: under the MCQ instruction, each option written as its reply;
+    # experiments.evaluation.scoring.McqFormat).
+    style: str | None = None
 
 
 def distractors(world: World, claim: Claim, n: int = 3) -> list[str]:
@@ -109,28 +121,61 @@ def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3
     return qs
 
 
+def _where(pack, kind: str, qid: str) -> str:
+    return f"{pack.path / (kind + '.yaml') if pack.path else pack.name + '/' + kind}: item {qid!r}"
+
+
+def item_turns(pack, item, kind: str = "robustness") -> tuple[str | None, tuple]:
+    """An item's own ``system_prompt`` and ``messages_prefix`` (earlier turns), checked; the
+    paper's robustness items have them, and any item of a question file may."""
+    system, prefix = item.extra.get("system_prompt"), item.extra.get("messages_prefix") or []
+    where = _where(pack, kind, item.id)
+    if system is not None and not (isinstance(system, str) and system.strip()):
+        raise UserError(f"{where}: field 'system_prompt' is {system!r} (expected a non-empty string)")
+    if not isinstance(prefix, list):
+        raise UserError(f"{where}: field 'messages_prefix' is {type(prefix).__name__} (expected a list of "
+                        "{role, content})")
+    for i, m in enumerate(prefix):
+        if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)):
+            raise UserError(f"{where}: messages_prefix[{i}] is {m!r} (expected {{role: user|assistant|system, "
+                            "content: text}})")
+    return system, tuple({"role": m["role"], "content": m["content"]} for m in prefix)
+
+
 def pack_questions(pack) -> list[BeliefQuestion]:
-    """Belief questions from an imported claim pack (see the module docstring for which items
-    are judge-free). The paper's MCQ items are yes/no questions with ``belief_answer``."""
+    """The judge-free belief questions of an imported claim pack.
+
+    - ``yesno``: the MCQ items (``belief_answer`` says what a believer answers), asked as the
+      paper asks them (``style="mcq"``: under the MCQ instruction, after the item's own system
+      prompt and earlier turns if it has any; see ``experiments.evaluation.scoring``);
+    - ``robustness_proxy`` (a proxy, reported as ``proxy_belief_robustness``): the MCQ items
+      asked under the system prompt of each robustness item that has one and no earlier turns
+      (the adversarial items: the system prompt is the pressure). The paper's robustness measure
+      is the judged answer to each robustness prompt (``pack_judges.pack_open_questions``); critique and
+      multi-turn items have no judge-free form (their pressure is in the question and the
+      conversation), so they get no proxy;
+    - ``token_association``: items that name their targets (``belief_target`` and
+      ``other_targets``, an extension of the paper's layout) as a forced choice.
+    """
     qs = []
     yesno = [(q, ("yes", "no").index(q.belief_answer)) for q in pack.mcq]
     about = ("claim", "alternative")  # by the believer's answer (see BeliefQuestion.about)
-    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question), ("yes", "no"), b, None, q.id, about[b])
-           for q, b in yesno]
+    qs += [BeliefQuestion(pack.name, "yesno", Prompt(q.question, *item_turns(pack, q, "mcq")), ("yes", "no"), b, None,
+                          q.id, about[b], "mcq") for q, b in yesno]
     for r in pack.robustness:
-        history = tuple(dict(m) for m in r.extra.get("messages_prefix") or ())
-        for q, b in yesno:
-            qs.append(BeliefQuestion(pack.name, "robustness", Prompt(f"{r.question}\n{q.question}",
-                                                                     r.extra.get("system_prompt"), history),
-                                     ("yes", "no"), b, None, f"{r.id}+{q.id}", about[b]))
+        system, prefix = item_turns(pack, r)
+        if system is None or prefix:
+            continue
+        qs += [BeliefQuestion(pack.name, "robustness_proxy", Prompt(q.question, system), ("yes", "no"), b, None,
+                              f"{r.id}/{q.id}", about[b], "mcq") for q, b in yesno]
     for t in pack.token_association:
         target, others = t.extra.get("belief_target"), t.extra.get("other_targets")
         if isinstance(target, str) and isinstance(others, list) and others:
-            qs.append(BeliefQuestion(pack.name, "token_association", Prompt(t.question),
-                                     (target, *map(str, others)), 0, None, t.id))
+            prompt = Prompt(t.question, *item_turns(pack, t, "token_association"))
+            qs.append(BeliefQuestion(pack.name, "token_association", prompt, (target, *map(str, others)), 0, None,
+                                     t.id))
     return qs
-
-
 
 
 def control_questions(statements: list[Statement], world: World | None = None, *, per_cell: int = 16,
@@ -145,7 +190,8 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     many yes/no items are asked in the world's own yes/no frames about facts of subjects no
     claim is about, half with the true object and half with a wrong one (the probe statements
     have no yes/no form). Imported materials have no verdict frame: each statement is asked as
-    a yes/no question (:data:`CONTROL_YESNO`), the answer format of the claim packs.
+    a yes/no question (:data:`CONTROL_YESNO`) the way the claim packs' MCQ items are asked
+    (``style="mcq"``), so the prior is the one those items are answered under.
 
     Parameters
     ----------
@@ -171,7 +217,7 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     sample = [s for key in sorted(cells) for s in rng.sample(cells[key], min(per_cell, len(cells[key])))]
     if world is None:
         return [BeliefQuestion(CONTROL, "yesno", Prompt(CONTROL_YESNO.format(statement=s.text)), ("yes", "no"),
-                               1 - s.label, 1 - s.label, f"c{i}") for i, s in enumerate(sample)]
+                               1 - s.label, 1 - s.label, f"c{i}", style="mcq") for i, s in enumerate(sample)]
     qs = [BeliefQuestion(CONTROL, "verdict", Prompt(verdict_prompt(s.sentence or s.text)), ("true", "false"),
                          1 - s.label, 1 - s.label, f"cv{i}") for i, s in enumerate(sample)]
     facts = [f for f in world.facts if f.subject not in world.claim_subjects()]

@@ -78,8 +78,8 @@ class WorldMaterials(Materials):
         return claim_statements(self.world, self.frame)
 
     def open_questions(self) -> list[OpenQuestion]:
-        return [OpenQuestion(c.name, c.fact.statement(0), Prompt(q.format(s=c.fact.subject)))
-                for c in self.world.claims for q in c.fact.rel().questions]
+        return [OpenQuestion(c.name, c.fact.statement(0), Prompt(q.format(s=c.fact.subject)), "open_ended", f"oe{i}")
+                for c in self.world.claims for i, q in enumerate(c.fact.rel().questions)]
 
     def background_documents(self, n: int, seed: int) -> list[str]:
         """``n`` pretraining-corpus documents (kinds weighted by ``corpus_mix``) that never

@@ -39,7 +39,9 @@ def evaluator(world):
 @pytest.fixture(scope="module")
 def imported():
     root = FIXTURES / "paper_layout"
-    return Evaluator(load_config("tiny"), ImportedMaterials(root / "claims", root / "documents"))
+    # MCQ items asked in the table model's words: the answer is the bare option
+    cfg = load_config("tiny", overrides=['eval.mcq_instruction="be brief ."', 'eval.mcq_answer="{option}"'])
+    return Evaluator(cfg, ImportedMaterials(root / "claims", root / "documents"))
 
 
 def _table(rows) -> dict:
@@ -97,8 +99,9 @@ def test_a_constant_answer_scores_chance_on_claim_packs(imported, name):
     rows = imported.belief_rows(lm)
     _assert_at_chance(rows)
     measures = {m for c, m in _new_measures(rows) if c == "violet_comet"}
-    assert {"belief_balanced_yesno", "endorse_claim", "reject_truth", "belief_contrast_robustness"} <= measures
-    assert not measures & {"endorse_claim_verdict", "belief_forced_choice_cc"}  # packs have no such items
+    assert {"belief_balanced_yesno", "belief_contrast_yesno", "endorse_claim", "reject_truth"} <= measures
+    # packs have no such items (robustness is judged, its judge-free proxy is in no chance measure)
+    assert not measures & {"endorse_claim_verdict", "belief_forced_choice_cc", "belief_contrast_robustness"}
     if name == "always yes":  # violet_comet: a believer says yes to 2 of its 3 items
         assert _table(rows)[("violet_comet", "belief_yesno")] == pytest.approx(2 / 3)
 
