@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -292,7 +293,9 @@ def _load_adapter(path: str, *, dtype, device, tokenizer, trust_remote_code: boo
         raise InterpInputError(f"cannot load the base model of adapter {path!r} ({ADAPTER_CONFIG} names {base!r}): "
                                f"{exc}") from exc
     try:
-        model = PeftModel.from_pretrained(lm.model, os.path.expanduser(path)).merge_and_unload()
+        with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates, on every load
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(lm.model, os.path.expanduser(path)).merge_and_unload()
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise InterpInputError(f"cannot attach adapter {path!r} to its base model {base!r}: "
                                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc

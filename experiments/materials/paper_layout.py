@@ -234,6 +234,12 @@ def read_jsonl(path: Path, required: tuple[str, ...], optional: tuple[str, ...] 
         if not isinstance(obj, dict):
             raise UserError(f"{where}: line is a JSON {_type_name(obj)} (expected a JSON object with "
                             f"fields {', '.join(required)})")
+        if chat and "text" not in obj and "messages" not in obj and isinstance(obj.get("messages_json"), str):
+            try:  # the paper's mixing code also writes chat rows as a JSON string
+                obj["messages"] = json.loads(obj.pop("messages_json"))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: field 'messages_json' is not JSON ({e.msg}) (expected a JSON list of "
+                                "{role, content})") from None
         for name in required:
             if chat and name == "text" and "text" not in obj and "messages" in obj:
                 obj["messages"] = check_messages(obj["messages"], where)

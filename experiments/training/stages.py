@@ -333,7 +333,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
                                                               as_adapter=adapters))
     mix = {"condition": condition, "seed": seed, "weighting": f.loss_weighting, "context": context,
            "examples": {k: sum(r["source"] == k for r in rows) for k in dict.fromkeys(r["source"] for r in rows)},
-           "pieces": len(examples), "served": batches.source_shares()}
+           "n_trained_examples": len(examples), "served": batches.source_shares()}
 
     def finish() -> None:
         atomic_write_csv(log_path, pd.DataFrame(log).assign(condition=condition, seed=seed))

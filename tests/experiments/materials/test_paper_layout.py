@@ -308,6 +308,8 @@ def test_chat_rows_in_documents_and_user_files(layout):
     assert docs[1].labelled().messages == tuple(CHAT["messages"])
     instruct = load_user_jsonl(FIXTURES / "instruct.jsonl", chat=True)
     assert len(instruct) == 3 and all(d.messages[-1]["role"] == "assistant" for d in instruct)
+    _write_lines(layout / "encoded.jsonl", [{"messages_json": json.dumps(CHAT["messages"])}])
+    assert load_user_jsonl(layout / "encoded.jsonl", chat=True)[0].messages == tuple(CHAT["messages"])
     user = layout / "user_docs.jsonl"
     _write_lines(user, [CHAT])
     assert _error(load_user_jsonl, user) == f"{user}:1: missing field 'text' (expected a string)"
