@@ -73,7 +73,7 @@ def killed_chain(tmp_path_factory):
     artefact snapshots."""
     out = tmp_path_factory.mktemp("killed") / "run"
     snapshots = []
-    before = None
+    before, prev_where = None, None
     for spec, where in KILL_POINTS + [(None, "final run")]:
         proc = neglect_run(out, spec)
         if before is not None:
