@@ -118,6 +118,8 @@ class FinetuneConfig:
 
 
 PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS
+LR_SCHEDULES = ("linear", "cosine", "constant")  # experiments.training.schedules.lr_at
+LOSS_WEIGHTINGS = ("token", "example")  # experiments.training.batches.MixedBatches
 
 
 @dataclass(frozen=True)
@@ -416,13 +418,11 @@ def _one_of(key: str, value, allowed) -> None:
 def check_finetune(f: FinetuneConfig) -> None:
     """The finetuning keys with a fixed set of values or a joint range."""
     from experiments.materials.conditions import LABELS
-    from experiments.training.batches import WEIGHTINGS
-    from experiments.training.schedules import LR_SCHEDULES
 
     if f.background_fraction + f.instruct_fraction >= 1:
         raise UserError(f"config keys 'finetune.background_fraction' + 'finetune.instruct_fraction' must be < 1 "
                         f"(claim documents need a share); got {f.background_fraction!r} + {f.instruct_fraction!r}")
-    _one_of("finetune.loss_weighting", f.loss_weighting, WEIGHTINGS)
+    _one_of("finetune.loss_weighting", f.loss_weighting, LOSS_WEIGHTINGS)
     _one_of("finetune.long_documents", f.long_documents, ("refuse", "split"))
     _one_of("finetune.checkpoint_format", f.checkpoint_format, ("auto", "adapter", "merged"))
     _one_of("finetune.schedule", f.schedule, LR_SCHEDULES)

@@ -14,9 +14,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from experiments.config import LOSS_WEIGHTINGS as WEIGHTINGS
 from experiments.errors import UserError
-
-WEIGHTINGS = ("token", "example")
 
 
 @dataclass(frozen=True)

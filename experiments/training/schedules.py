@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-LR_SCHEDULES = ("linear", "cosine", "constant")
+from experiments.config import LR_SCHEDULES
 
 
 def lr_at(step: int, cfg) -> float:
