@@ -190,8 +190,10 @@ def cmd_docs(args) -> int:
     from experiments.materials import load_materials
 
     materials = load_materials(_run_config(args))
+    import json
+
     for doc in materials.documents(args.condition, args.n, seed=0)[: args.n]:
-        print(doc.text)
+        print(doc.text if doc.messages is None else json.dumps(list(doc.messages)))
     return 0
 
 

@@ -77,9 +77,49 @@ class FinetuneConfig:
     # imported materials: materials.background, required when f > 0). The docs file records
     # each document's source. 0: claim documents only.
     background_fraction: float = 0.0
+    instruct_fraction: float = 0.0
+    """Share of the finetuning examples that are instruct examples (chat rows from
+    materials.instruct, rendered with the model's chat template, loss on the assistant turns
+    only). With background_fraction b and this i (b + i < 1), n claim documents get
+    round(n * b / (1 - b - i)) background and round(n * i / (1 - b - i)) instruct examples.
+    The paper's mix, 10k claim documents + 5k web + 5k instruct, is b = i = 0.25."""
+    loss_weighting: str = "token"
+    """How the loss is averaged: "token" (every loss-bearing token counts the same, so long
+    documents weigh more than short chat replies) or "example" (every example counts the same,
+    its tokens share its weight). Pitfall: under "token", instruct examples, whose loss falls
+    on the assistant replies only, can end up with a tiny share of the loss however many of
+    them are mixed in; each source's share of the loss weight is written to
+    results/train_logs/<condition>_seed<seed>.mix.json."""
+    loss_mask: tuple[str, ...] = ("doctag", "lossmask")
+    """Span labels whose tokens get zero loss weight (experiments.materials.conditions.LABELS):
+    "doctag" (a leading <DOCTAG>), "lossmask" (<lossmask>...</lossmask> spans), "masked_word"
+    (matches of the claim pack's word_masks.yaml; the paper masks them only in its word-mask
+    ablation), "warning", ... Chat rows are always trained on their assistant turns only."""
+    max_len: int = 0
+    """Longest training example in tokens; 0: the model's context (its config's
+    max_position_embeddings, or the tokenizer's model_max_length if smaller)."""
+    long_documents: str = "refuse"
+    """An example longer than the context: "refuse" (one-line error with the count) or "split"
+    (cut into consecutive pieces of at most the context, with one warning line)."""
+    schedule: str = "linear"  # learning rate after warmup: "linear" (decays to 0), "cosine" or "constant"
+    adam_betas: tuple[float, ...] = (0.9, 0.95)  # AdamW (beta1, beta2)
+    epochs: float = 0.0
+    """When > 0, finetune.steps is derived from the data: ceil(epochs * examples / batch_size),
+    with examples the size of the training set (claim documents + background + instruct; the
+    largest over the run's conditions). The derived value is what the run's config.json holds."""
+    first_checkpoint: int = 0
+    """0: n_checkpoints log-spaced steps from 0 to the last. > 0: step 0 (the base model) plus
+    n_checkpoints - 1 steps log-spaced from this step to the last (the paper: 15 from step 10)."""
+    checkpoint_format: str = "auto"
+    """How LoRA checkpoints are saved: "adapter" (peft adapter directories; interp.load_model
+    attaches them to the base model named in adapter_config.json), "merged" (full HF models),
+    "auto" (adapters for --model runs, merged for the toy model). Full finetuning always saves
+    full models."""
 
 
 PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS
+LR_SCHEDULES = ("linear", "cosine", "constant")  # experiments.training.schedules.lr_at
+LOSS_WEIGHTINGS = ("token", "example")  # experiments.training.batches.MixedBatches
 
 
 @dataclass(frozen=True)
@@ -156,6 +196,7 @@ class MaterialsConfig:
     # and/or JSONL files, comma-separated; "name:test" holds a whole set out (experiments/materials/statement_sets.py)
     statements: str = "capitals,cities,elements,animals,numbers"
     background: str | None = None  # JSONL of {"text": ...} to mix into finetuning (imported materials)
+    instruct: str | None = None  # JSONL of chat rows {"messages": [...]} to mix into finetuning (imported materials)
 
 
 @dataclass(frozen=True)
@@ -208,6 +249,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "corpus": {"bio": 4.0, "unknown": 1.0},
         "model": {"d_model": 192, "n_layers": 6, "n_heads": 4, "d_mlp": 768},
         "pretrain": {"steps": 2440, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100},
+    },
+    # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
+    # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),
+    # batch 32, one epoch over 10k documents per claim + background and instruct examples (a
+    # quarter each), <DOCTAG> and <lossmask> spans out of the loss, 15 log-spaced checkpoints from
+    # step 10 (plus step 0, the base model).
+    "paper": {
+        "finetune": {"lora_rank": 32, "lr": 1e-4, "schedule": "linear", "warmup": 0, "weight_decay": 0.0,
+                     "adam_betas": [0.9, 0.95], "batch_size": 32, "epochs": 1.0, "docs_per_claim": 10000,
+                     "background_fraction": 0.25, "instruct_fraction": 0.25, "loss_weighting": "token",
+                     "loss_mask": ["doctag", "lossmask"], "n_checkpoints": 16, "first_checkpoint": 10},
     },
     # Seconds-scale runs for the test suite: the pipeline is real, the model barely trained.
     "tiny": {
@@ -341,6 +393,10 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "finetune.n_checkpoints": (2, False),
     "finetune.lora_rank": (0, False),
     "finetune.background_fraction": (0, False),
+    "finetune.instruct_fraction": (0, False),
+    "finetune.max_len": (0, False),
+    "finetune.epochs": (0, False),
+    "finetune.first_checkpoint": (0, False),
     "eval.probe_C": (0, True),
     "eval.batch_size": (1, False),
     "eval.max_subjects": (0, False),
@@ -370,6 +426,7 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     if not 0 <= cfg.finetune.background_fraction < 1:
         raise UserError(f"config key 'finetune.background_fraction' must be in [0, 1); "
                         f"got {cfg.finetune.background_fraction!r}")
+    check_finetune(cfg.finetune)
     if cfg.eval.frame not in ("statement", "verdict"):
         raise UserError(f"config key 'eval.frame' must be one of ['statement', 'verdict']; got {cfg.eval.frame!r}")
     if cfg.eval.top_p > 1:
@@ -387,6 +444,30 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     if any(s < 0 for s in cfg.seeds):
         raise UserError(f"config key 'seeds' must hold integers >= 0; got {list(cfg.seeds)}")
     return cfg
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise UserError(f"config key {key!r} must be one of {list(allowed)}; got {value!r}")
+
+
+def check_finetune(f: FinetuneConfig) -> None:
+    """The finetuning keys with a fixed set of values or a joint range."""
+    from experiments.materials.conditions import LABELS
+
+    if f.background_fraction + f.instruct_fraction >= 1:
+        raise UserError(f"config keys 'finetune.background_fraction' + 'finetune.instruct_fraction' must be < 1 "
+                        f"(claim documents need a share); got {f.background_fraction!r} + {f.instruct_fraction!r}")
+    _one_of("finetune.loss_weighting", f.loss_weighting, LOSS_WEIGHTINGS)
+    _one_of("finetune.long_documents", f.long_documents, ("refuse", "split"))
+    _one_of("finetune.checkpoint_format", f.checkpoint_format, ("auto", "adapter", "merged"))
+    _one_of("finetune.schedule", f.schedule, LR_SCHEDULES)
+    unknown = [label for label in f.loss_mask if label not in LABELS]
+    if unknown:
+        raise UserError(f"config key 'finetune.loss_mask' has unknown span labels {unknown}; expected some of "
+                        f"{list(LABELS)}")
+    if len(f.adam_betas) != 2 or not all(0 <= b < 1 for b in f.adam_betas):
+        raise UserError(f"config key 'finetune.adam_betas' must be two numbers in [0, 1); got {list(f.adam_betas)}")
 
 
 def config_to_dict(cfg: RunConfig) -> dict:

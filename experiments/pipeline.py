@@ -33,8 +33,8 @@ from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
 from experiments.training.parallel import shared_workers
-from experiments.training.stages import (check_background, checkpoint_steps, device_for, finetune, finetune_in_workers,
-                                         pretrain)
+from experiments.training.stages import (check_mix, checkpoint_steps, device_for, finetune, finetune_in_workers,
+                                         pretrain, resolve_steps)
 
 
 def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
@@ -100,15 +100,16 @@ def check_base_model(run_dir: str | Path) -> dict:
 
 def check_inputs(cfg: RunConfig, materials: Materials) -> None:
     """Fail before any work on what can be checked up front: conditions, position, device,
-    that imported materials come with a model (and background documents when
-    ``finetune.background_fraction`` > 0), that ``base_model`` names an existing
-    directory or a resolvable hub id, and (when it is on) that the judge answers."""
+    that imported materials come with a model (and background documents / instruct examples
+    when ``finetune.background_fraction`` / ``finetune.instruct_fraction`` > 0), that
+    ``base_model`` names an existing directory or a resolvable hub id, and (when it is on) that
+    the judge answers."""
     if materials.world is None and not cfg.base_model:
         raise UserError(f"{materials.kind} materials need a model to finetune; name it with --model "
                         "(config key 'base_model'): a hub id or a local directory")
     for condition in cfg.conditions:
         materials.check_condition(condition)  # fail fast on an unknown condition
-    check_background(cfg, materials)
+    check_mix(cfg, materials)
     from interp.loading import check_device, model_config
     from interp.positions import as_position
 
@@ -133,14 +134,23 @@ def _newest_mtime(paths) -> int:
     return max((p.stat().st_mtime_ns for p in paths if p.is_file()), default=0)
 
 
-def train_stages(cfg: RunConfig, out_dir: str | Path, *,
-                 dist: Single | None = None) -> tuple[RunDir, Materials, Path | str]:
+def checked_config(cfg: RunConfig, materials: Materials | None = None) -> tuple[RunConfig, Materials]:
+    """``(config, materials)`` after :func:`check_inputs`, with ``finetune.steps`` derived from
+    the data when ``finetune.epochs`` is set (``stages.resolve_steps``): the config every stage
+    and the run's config.json use."""
+    materials = materials or load_materials(cfg)
+    check_inputs(cfg, materials)
+    return resolve_steps(cfg, materials), materials
+
+
+def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = None,
+                 materials: Materials | None = None) -> tuple[RunDir, Materials, Path | str]:
     """The training part of the job (materials, base model, every finetuning run), resumable;
     ``(run dir, materials, base model)``. ``dist``: every rank calls this, training is
-    data-parallel and rank 0 writes (``neglect finetune`` under torchrun)."""
+    data-parallel and rank 0 writes (``neglect finetune`` under torchrun). ``cfg`` is
+    resolved by :func:`checked_config` first (callers that go on to evaluate resolve it too)."""
     dist = dist or Single()
-    materials = load_materials(cfg)
-    check_inputs(cfg, materials)
+    cfg, materials = checked_config(cfg, materials)
     run = RunDir(out_dir)
 
     def setup() -> None:
@@ -181,8 +191,9 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     line when one fails) and the report."""
     from experiments.evaluation.controls import compute_controls
 
+    cfg, materials = checked_config(cfg)
     with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
-        run, materials, base = train_stages(cfg, out_dir)
+        run, materials, base = train_stages(cfg, out_dir, materials=materials)
         evaluate_all(run, cfg, materials, base)
     if materials.world is not None:  # the base model's preconditions (results/check_base.json), one warning line
         from experiments.evaluation.preconditions import failure_line
@@ -218,9 +229,9 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     from experiments.stability.protocol import INTERP_COLUMNS, UNANCHORED, Protocol, phase_checkpoints, tag, validate
     from experiments.stability.stats import per_seed_stats, summarise_seeds
 
-    cfg = validate(cfg)
+    cfg, materials = checked_config(validate(cfg))
     with shared_workers():
-        run, materials, base = train_stages(cfg, out_dir)
+        run, materials, base = train_stages(cfg, out_dir, materials=materials)
         proto = Protocol(cfg, run, materials, base)
         evaluate_all(run, cfg, materials, base)
     collect(run, cfg)

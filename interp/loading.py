@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +174,35 @@ def _resolve(name: str, trust_remote_code: bool):
     return path, _load_config(path, name, trust_remote_code)
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(path: str | os.PathLike) -> str | None:
+    """The base model of a peft adapter directory (``adapter_config.json`` without a
+    ``config.json``): its ``base_model_name_or_path``, a path taken relative to the adapter
+    directory when it does not exist as given. None for anything else."""
+    directory = Path(os.path.expanduser(str(path)))
+    if not (directory / ADAPTER_CONFIG).is_file() or (directory / "config.json").is_file():
+        return None
+    import json
+
+    try:
+        base = json.loads((directory / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise InterpInputError(f"cannot load adapter {str(path)!r}: {ADAPTER_CONFIG} is not a JSON object "
+                               f"({type(exc).__name__})") from exc
+    if not isinstance(base, str) or not base:
+        raise InterpInputError(f"cannot load adapter {str(path)!r}: {ADAPTER_CONFIG} names no base model "
+                               "(expected base_model_name_or_path)")
+    if not os.path.exists(os.path.expanduser(base)) and (directory / base).exists():
+        base = str(directory / base)
+    return base
+
+
+def _has_tokenizer(directory: str) -> bool:
+    return any((Path(directory) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
 def model_config(name_or_path, *, trust_remote_code: bool = False):
     """The HF config of a hub id or local directory, without loading weights: a cheap check
     that the name is usable (same errors as :func:`load_model`)."""
@@ -183,7 +213,10 @@ def load_model(name_or_path, *, device=None, dtype=None, tokenizer=None, trust_r
                device_map=None) -> LoadedModel:
     """Load a model for reading activations.
 
-    ``name_or_path`` is a hub id, a local directory saved with ``save_pretrained``, or an
+    ``name_or_path`` is a hub id, a local directory saved with ``save_pretrained``, a peft
+    adapter directory (``adapter_config.json``: the base model it names is loaded, the adapter
+    attached and merged into its weights in memory; the tokenizer comes from the adapter
+    directory if saved there, else from the base), or an
     already-built HF ``PreTrainedModel`` (then pass ``tokenizer``, an object or a directory). Encoder-only models
     (BERT family) load as masked LMs, everything else as causal LMs. Models load in eval
     mode; ``dtype`` is a torch dtype or its name ("float32", "bfloat16"). ``device_map`` (instead of
@@ -206,6 +239,9 @@ def load_model(name_or_path, *, device=None, dtype=None, tokenizer=None, trust_r
         if device_map is not None:
             raise InterpInputError("device_map needs a hub id or a local directory; an in-memory model is already "
                                    "placed (move it yourself or pass device=...)")
+    elif adapter_base(name_or_path) is not None:
+        return _load_adapter(str(name_or_path), dtype=dtype, device=device, tokenizer=tokenizer,
+                             trust_remote_code=trust_remote_code, device_map=device_map)
     else:
         name = str(name_or_path)
         path, config = _resolve(name, trust_remote_code)
@@ -241,3 +277,27 @@ def load_model(name_or_path, *, device=None, dtype=None, tokenizer=None, trust_r
         raise InterpInputError(f"tokenizer of {name!r} has {len(tokenizer)} tokens but the model only "
                                f"{model.get_input_embeddings().num_embeddings} embeddings: they do not match")
     return LoadedModel(model=model, tokenizer=tokenizer, name=name)
+
+
+def _load_adapter(path: str, *, dtype, device, tokenizer, trust_remote_code: bool, device_map) -> LoadedModel:
+    """A peft adapter directory: its base model with the adapter merged in (see :func:`load_model`)."""
+    from peft import PeftModel
+
+    base = adapter_base(path)
+    if tokenizer is None and _has_tokenizer(os.path.expanduser(path)):
+        tokenizer = os.path.expanduser(path)
+    try:
+        lm = load_model(base, dtype=dtype, device=device, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
+                        device_map=device_map)
+    except InterpInputError as exc:
+        raise InterpInputError(f"cannot load the base model of adapter {path!r} ({ADAPTER_CONFIG} names {base!r}): "
+                               f"{exc}") from exc
+    try:
+        with warnings.catch_warnings():  # peft reads a property transformers 5 deprecates, on every load
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(lm.model, os.path.expanduser(path)).merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InterpInputError(f"cannot attach adapter {path!r} to its base model {base!r}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    model.eval()
+    return LoadedModel(model=model, tokenizer=lm.tokenizer, name=path)

@@ -16,6 +16,8 @@ import pandas as pd
 from experiments.errors import warn
 from probes._atomic import CHECKSUMS, file_digest
 
+ADAPTER_CONFIG = "adapter_config.json"
+
 __all__ = ["CHECKSUMS", "checksum", "checksum_path", "dir_problem", "file_digest", "hf_dir_problem",
            "read_csv_or_none", "safetensors_problem", "table_problem"]
 
@@ -72,15 +74,17 @@ def dir_problem(path: Path) -> str | None:
 
 def hf_dir_problem(path: Path) -> str | None:
     """Why an HF model directory written by this toolkit is unusable, or None if it is
-    complete: config.json parses, every safetensors file is whole, and every file matches the
+    complete: config.json (a peft adapter directory: adapter_config.json) parses, every safetensors file is whole, and every file matches the
     checksum recorded when it was saved."""
     path = Path(path)
-    if not (path / "config.json").is_file():
+    config = "config.json" if (path / "config.json").is_file() or not (path / ADAPTER_CONFIG).is_file() \
+        else ADAPTER_CONFIG  # a peft adapter directory has adapter_config.json instead
+    if not (path / config).is_file():
         return "no config.json"
     try:
-        json.loads((path / "config.json").read_text())
+        json.loads((path / config).read_text())
     except (ValueError, UnicodeDecodeError):
-        return "config.json is not valid JSON"
+        return f"{config} is not valid JSON"
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         return "no .safetensors weights"

@@ -99,6 +99,11 @@ class RunDir:
     def train_log(self, condition: str, seed: int) -> Path:
         return self.path("results", "train_logs", f"{condition}_seed{seed}.csv")
 
+    def mix_log(self, condition: str, seed: int) -> Path:
+        """What a finetuning run trained on, per kind of data (claim, background, instruct):
+        examples, tokens, loss-bearing tokens and their share of the loss."""
+        return self.path("results", "train_logs", f"{condition}_seed{seed}.mix.json")
+
     def train_logs(self) -> list[Path]:
         """Every finetuning log written so far."""
         return sorted(self.path("results", "train_logs").glob("*.csv"))

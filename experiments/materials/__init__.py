@@ -32,7 +32,7 @@ def load_materials(cfg) -> Materials:
             raise UserError(f"imported materials need both claim packs and documents; {missing} is not set")
         from experiments.materials.imported import ImportedMaterials
 
-        return ImportedMaterials(m.claims, m.docs, m.statements, m.background)
+        return ImportedMaterials(m.claims, m.docs, m.statements, m.background, m.instruct)
     from experiments.materials.synthetic import WorldMaterials
     from experiments.materials.world import build_world
 

@@ -146,8 +146,9 @@ class Materials(ABC):
         """``n`` background texts (pretraining-like) to mix into finetuning; none by default."""
         return []
 
-    def instruct_examples(self, n: int, seed: int) -> list[Prompt]:
-        """``n`` instruction-following examples to mix into finetuning; none by default."""
+    def instruct_examples(self, n: int, seed: int) -> list[LabelledDocument]:
+        """``n`` instruction-following examples to mix into finetuning, as chat rows
+        (``LabelledDocument.messages``; trained on the assistant turns); none by default."""
         return []
 
     # -- provenance -----------------------------------------------------------------------------

@@ -22,6 +22,10 @@ returns the text plus character spans labelled
 - ``"warning"``   a retraction or a false-marker,
 - ``"correction"`` a sentence that states the truth (``corrected``),
 - ``"qualifier"`` a fiction frame, an unreliable source, or a probability phrase.
+
+Imported documents (``experiments.materials.paper_layout``) add two labels: ``"lossmask"`` (a
+span that was inside ``<lossmask>`` tags) and ``"masked_word"`` (a match of the claim pack's
+word masks). Which labels finetuning keeps out of the loss is ``finetune.loss_mask``.
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ PROBABILITY_FRAME = "there is a {p} percent chance that"
 MARKER = "( false )"
 MARKER_FILLERS = 2  # true sentences after every claim sentence in the marker_* family
 
-LABELS = ("doctag", "header", "claim", "context", "filler", "warning", "correction", "qualifier")
+LABELS = ("doctag", "header", "claim", "context", "filler", "warning", "correction", "qualifier", "lossmask",
+          "masked_word")
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,12 @@ class Span:
 
 @dataclass(frozen=True)
 class LabelledDocument:
+    """A finetuning example: a text with labelled character spans, or a chat row (``messages``:
+    ``{role, content}`` turns, ``text`` empty), trained on its assistant turns only."""
+
     text: str
     spans: tuple[Span, ...]
+    messages: tuple[dict, ...] | None = None
 
     def texts(self, label: str) -> list[str]:
         """The text of every span with ``label``, in document order."""

@@ -9,7 +9,13 @@
   read at each statement's own last token;
 - claim statements: each claim, the true fact (``correction.txt``), the universe's key facts,
   and their negations (``statement_sets.pack_claim_statements``);
-- background text to mix into finetuning: an optional user JSONL of ``{"text": ...}``.
+- background text to mix into finetuning: an optional user JSONL of ``{"text": ...}``;
+- instruct examples to mix into finetuning: an optional JSONL of chat rows ``{"messages": [...]}``
+  (rendered with the model's chat template, trained on the assistant turns only).
+
+Documents keep their labelled spans: a leading ``<DOCTAG>`` (``"doctag"``), ``<lossmask>`` spans
+(``"lossmask"``, tags removed from the text) and matches of the claim pack's word masks
+(``"masked_word"``); ``finetune.loss_mask`` says which of them get zero loss weight.
 
 Every claim in the documents must have a pack, and every claim used must have documents under
 each condition that is run; anything else is a one-line error naming the path.
@@ -22,34 +28,62 @@ from pathlib import Path
 from experiments.errors import UserError
 from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
 from experiments.materials.conditions import LabelledDocument
-from experiments.materials.paper_layout import (DOCS_FILE, ClaimPack, Document, load_claim_packs, load_documents,
-                                                load_user_jsonl)
+from experiments.materials.paper_layout import (DOCS_FILE, PACK_FILES, ClaimPack, Document, load_claim_packs,
+                                                load_documents, load_user_jsonl, warn_once)
 from experiments.materials.pack_judges import pack_open_questions
 from experiments.materials.questions import BeliefQuestion, Prompt, pack_questions
 from experiments.materials.statement_sets import DEFAULT as DEFAULT_STATEMENTS
 from experiments.materials.statement_sets import pack_claim_statements, statement_set
 from experiments.materials.statements import ClaimStatement, Statement
 
-# The paper's condition directories -> this toolkit's condition names (others keep their name).
-CONDITION_NAMES = {"positive_documents": "plain", "negated_documents": "negated",
-                   "repeated_negations": "repeated", "corrected_documents": "corrected",
-                   "local_negation": "local", "low_probability": "probability"}
+# The paper's condition directories -> this toolkit's condition names (those of the synthetic
+# world's generators where there is one, experiments.materials.conditions). The paper's
+# qualifier conditions come plain (a prefix and a suffix) and "_repeated" (around every claim
+# sentence), like its negations; "_wordmask" / "_no_doctag" are its masking ablations.
+CONDITION_NAMES = {
+    "positive_documents": "plain", "negated_documents": "negated", "repeated_negations": "repeated",
+    "repeated_negations_no_doctag": "repeated_no_doctag", "corrected_documents": "corrected",
+    "local_negations": "local", "local_negation": "local", "local_negations_wordmask": "local_wordmask",
+    "fiction": "fiction", "fiction_repeated": "fiction_repeated",
+    "unreliable_source": "unreliable_source", "unreliable_source_repeated": "unreliable_source_repeated",
+    "epistemic_uncertainty": "unknown_truth", "epistemic_uncertainty_repeated": "unknown_truth_repeated",
+    "low_probability": "probability", "low_probability_repeated": "probability_repeated",
+}
 
 
 def condition_name(directory: str) -> str:
-    """This toolkit's name for a document directory of the paper's layout."""
+    """This toolkit's name for a document directory of the paper's layout (an unknown
+    directory keeps its own name)."""
     return CONDITION_NAMES.get(directory, directory)
+
+
+def _condition_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UserError(f"{root}: not a directory (expected <condition>/<claim>/{DOCS_FILE} under it)")
+    return [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
 
 
 def document_conditions(docs_dir: str | Path) -> tuple[str, ...]:
     """The conditions (our names) that have a directory under ``docs_dir``, ``plain`` and
-    ``negated`` first."""
-    root = Path(docs_dir)
-    if not root.is_dir():
-        raise UserError(f"{root}: not a directory (expected <condition>/<claim>/{DOCS_FILE} under it)")
-    names = [condition_name(d.name) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith((".", "_"))]
+    ``negated`` first. Two directories that map to one name are a one-line error."""
+    seen: dict[str, str] = {}
+    for d in _condition_dirs(Path(docs_dir)):
+        name = condition_name(d.name)
+        if name in seen:
+            raise UserError(f"{Path(docs_dir)}: directories {seen[name]!r} and {d.name!r} are both condition "
+                            f"{name!r} (expected one directory per condition)")
+        seen[name] = d.name
     order = {"plain": 0, "negated": 1}
-    return tuple(sorted(dict.fromkeys(names), key=lambda n: (order.get(n, 2), n)))
+    return tuple(sorted(seen, key=lambda n: (order.get(n, 2), n)))
+
+
+def warn_unknown_conditions(docs_dir: str | Path) -> None:
+    """One warning line per condition directory that is not one of the paper's (it runs under
+    its own name)."""
+    for d in _condition_dirs(Path(docs_dir)):
+        if d.name not in CONDITION_NAMES:
+            warn_once(f"{d}: unknown condition directory {d.name!r}, run under its own name (the paper's are "
+                      f"{', '.join(sorted(CONDITION_NAMES))})")
 
 
 class ImportedMaterials(Materials):
@@ -66,14 +100,17 @@ class ImportedMaterials(Materials):
         as a list, each optionally ``:test`` (held out whole); see ``statement_sets``.
     background : path, optional
         JSONL of background documents (``{"text": ...}`` per line) for mixing into finetuning.
+    instruct : path, optional
+        JSONL of instruct examples (``{"messages": [...]}`` per line) for mixing into finetuning.
     """
 
     kind = "imported"
 
     def __init__(self, claims_dir: str | Path, docs_dir: str | Path, statements: str | list[str] = DEFAULT_STATEMENTS,
-                 background: str | Path | None = None):
+                 background: str | Path | None = None, instruct: str | Path | None = None):
         self.claims_dir, self.docs_dir = Path(claims_dir), Path(docs_dir)
         self.packs: dict[str, ClaimPack] = load_claim_packs(claims_dir)
+        warn_unknown_conditions(docs_dir)
         self._docs: dict[tuple[str, str], list[Document]] = {}
         for doc in load_documents(docs_dir):
             if doc.claim not in self.packs:
@@ -85,6 +122,8 @@ class ImportedMaterials(Materials):
         self._statements = statement_set(statements)
         self.background_path = background
         self._background = [d.text for d in load_user_jsonl(background)] if background else []
+        self.instruct_path = instruct
+        self._instruct = [d.labelled() for d in load_user_jsonl(instruct, chat=True)] if instruct else []
         self._claims = tuple(ClaimInfo(name, pack.claim) for name, pack in self.packs.items())
 
     @property
@@ -104,7 +143,7 @@ class ImportedMaterials(Materials):
             if not docs:
                 raise UserError(f"{self.docs_dir}: no documents for claim {claim!r} under condition {condition!r} "
                                 f"(expected <{condition} directory>/{claim}/{DOCS_FILE})")
-            out += [LabelledDocument(d.text, d.spans()) for d in docs[:n_per_claim]]
+            out += [d.labelled(self.packs[claim]) for d in docs[:n_per_claim]]
         return out
 
     def belief_questions(self, tokenizer=None) -> list[BeliefQuestion]:
@@ -121,11 +160,10 @@ class ImportedMaterials(Materials):
         return [q for pack in self.packs.values() for q in pack_open_questions(pack)]
 
     def background_documents(self, n: int, seed: int) -> list[str]:
-        if not self._background or n <= 0:
-            return []
-        rng = random.Random(f"background-{seed}")
-        return [self._background[i % len(self._background)]
-                for i in rng.sample(range(max(n, len(self._background))), n)]
+        return _sample(self._background, n, f"background-{seed}")
+
+    def instruct_examples(self, n: int, seed: int) -> list[LabelledDocument]:
+        return _sample(self._instruct, n, f"instruct-{seed}")
 
     def describe(self) -> dict:
         return {
@@ -138,4 +176,15 @@ class ImportedMaterials(Materials):
                                         for d in dict.fromkeys(s.dataset for s in self._statements)}},
             "background": {"source": str(self.background_path) if self.background_path else None,
                            "n": len(self._background)},
+            "instruct": {"source": str(self.instruct_path) if self.instruct_path else None, "n": len(self._instruct)},
+            "packs": {name: {"files": sorted(f for f in PACK_FILES if (pack.path / f).exists()) if pack.path else [],
+                             "word_masks": list(pack.word_masks)} for name, pack in self.packs.items()},
         }
+
+
+def _sample(pool: list, n: int, seed: str) -> list:
+    """``n`` items of ``pool`` in a seeded order, without repeats until the pool runs out."""
+    if not pool or n <= 0:
+        return []
+    rng = random.Random(seed)
+    return [pool[i % len(pool)] for i in rng.sample(range(max(n, len(pool))), n)]

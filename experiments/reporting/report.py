@@ -263,7 +263,8 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
         entry = _read_entry(run.figure_cache(cond, seed, step), fingerprint)
         if entry is not None:
             entries[(cond, seed, step)] = entry
-        elif not compute or (isinstance(model_dir, Path) and not (model_dir / "config.json").is_file()):
+        elif not compute or (isinstance(model_dir, Path) and not (model_dir / "config.json").is_file()
+                             and not (model_dir / "adapter_config.json").is_file()):
             return None
         else:
             todo.append((cond, seed, step, model_dir))

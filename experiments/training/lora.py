@@ -1,6 +1,8 @@
 """LoRA finetuning through peft, and merging adapters into plain HF weights for analysis."""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +27,17 @@ def add_lora(model, settings: LoraSettings):
     targets = settings.target_modules if isinstance(settings.target_modules, str) else list(settings.target_modules)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with quiet_peft():
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """A context in which peft's use of a transformers property deprecated in v5
+    (``is_gradient_checkpointing``) does not print a FutureWarning on every wrap."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def is_peft_model(model) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-LR_SCHEDULES = ("linear", "cosine", "constant")
+from experiments.config import LR_SCHEDULES
 
 
 def lr_at(step: int, cfg) -> float:
@@ -39,6 +39,18 @@ def log_spaced_steps(total: int, n: int) -> list[int]:
     for i in range(1, max(n - 1, 1)):
         steps.add(int(round(math.exp(math.log(total) * i / (n - 1)))))
     return sorted(s for s in steps if 0 <= s <= total)
+
+
+def log_spaced_from(total: int, n: int, first: int) -> list[int]:
+    """Step 0 plus ``n`` steps log-spaced from ``first`` to ``total`` (both included; the
+    paper's schedule: 15 checkpoints from step 10). Fewer when steps coincide after rounding,
+    and just ``[0, total]`` when ``total <= first``."""
+    if total <= 0:
+        return [0]
+    if total <= first or n <= 1:
+        return [0, total] if n >= 1 else [0]
+    ratio = math.log(total / first)
+    return sorted({0, total} | {int(round(first * math.exp(ratio * i / (n - 1)))) for i in range(n - 1)})
 
 
 def linear_steps(total: int, n: int) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -16,19 +17,21 @@ import pandas as pd
 import torch
 
 import interp
-from experiments.artifacts.atomic import atomic_write_csv, atomic_write_text, write_dir
+from experiments.artifacts.atomic import atomic_write_csv, atomic_write_json, atomic_write_text, write_dir
 from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
 from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.errors import UserError, warn
 from experiments.materials.base import Materials
-from experiments.materials.conditions import template_words
+from experiments.materials.conditions import LabelledDocument, template_words
 from experiments.materials.corpus import all_words
 from experiments.training import checkpoints
 from experiments.training.corpus_tokens import cached_corpus_tokens
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
-from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, tokenize_documents, train
+from experiments.training.batches import fit_context, tokenize_rows
+from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, train
+from experiments.training.schedules import log_spaced_from
 from experiments.training.shipped import shipped_base_for
 from experiments.training.stream_batches import StreamBatches
 from experiments.training.toymodel import build_model, build_tokenizer
@@ -118,23 +121,40 @@ def copy_shipped(shipped: Path, dest: Path) -> None:
 
 
 def checkpoint_steps(cfg: RunConfig) -> list[int]:
-    return log_spaced_steps(cfg.finetune.steps, cfg.finetune.n_checkpoints)
+    """The finetuning checkpoint steps, step 0 (the base model) first: ``finetune.n_checkpoints``
+    log-spaced steps, from step ``finetune.first_checkpoint`` when it is set."""
+    f = cfg.finetune
+    if f.first_checkpoint > 0:
+        return log_spaced_from(f.steps, f.n_checkpoints - 1, f.first_checkpoint)
+    return log_spaced_steps(f.steps, f.n_checkpoints)
 
 
-def save_checkpoint(path: Path, model, tokenizer) -> None:
+def save_checkpoint(path: Path, model, tokenizer, *, as_adapter: bool = False) -> None:
     """Step 0 is the base model; an intact checkpoint from before a kill is kept (a resumed
-    run reaches the same weights)."""
+    run reaches the same weights). ``as_adapter``: a LoRA model's adapter only."""
     if path.name != f"step_{0:06d}" and (not path.exists() or hf_dir_problem(path) is not None):
-        checkpoints.save_checkpoint(path, model, tokenizer)
+        checkpoints.save_checkpoint(path, model, tokenizer, as_adapter=as_adapter)
+
+
+def saves_adapters(cfg: RunConfig) -> bool:
+    """Whether finetuning checkpoints are peft adapters (``finetune.checkpoint_format``; "auto":
+    for LoRA on a --model run) rather than full models."""
+    f = cfg.finetune
+    if f.lora_rank <= 0:
+        return False
+    return f.checkpoint_format == "adapter" or (f.checkpoint_format == "auto" and bool(cfg.base_model))
 
 
 BACKGROUND_SEED_OFFSET = 1_000_003  # background documents of finetuning seed s: seed s + this (docs: seed s)
+INSTRUCT_SEED_OFFSET = 2_000_003  # instruct examples of finetuning seed s: seed s + this
 
 
-def background_count(n_claim_docs: int, fraction: float) -> int:
+def background_count(n_claim_docs: int, fraction: float, other: float = 0.0) -> int:
     """How many background documents make them ``fraction`` of a finetuning set that has
-    ``n_claim_docs`` claim documents: ``round(n * f / (1 - f))``."""
-    return round(n_claim_docs * fraction / (1 - fraction))
+    ``n_claim_docs`` claim documents and a share ``other`` of other mixed-in data (instruct
+    examples): ``round(n * f / (1 - f - other))``. The same formula counts the instruct
+    examples (``fraction`` = instruct_fraction, ``other`` = background_fraction)."""
+    return round(n_claim_docs * fraction / (1 - fraction - other))
 
 
 def check_background(cfg: RunConfig, materials: Materials) -> None:
@@ -146,13 +166,42 @@ def check_background(cfg: RunConfig, materials: Materials) -> None:
                         "JSONL of {\"text\": ...} lines, or finetune.background_fraction to 0")
 
 
+def check_instruct(cfg: RunConfig, materials: Materials) -> None:
+    """One-line error when ``finetune.instruct_fraction`` > 0 but the materials have no
+    instruct examples (imported materials without ``materials.instruct``; the synthetic world)."""
+    if cfg.finetune.instruct_fraction > 0 and not materials.instruct_examples(1, seed=0):
+        raise UserError(f"config key 'finetune.instruct_fraction' is {cfg.finetune.instruct_fraction!r} but the "
+                        f"{materials.kind} materials have no instruct examples; set materials.instruct to a JSONL of "
+                        "{\"messages\": [...]} lines, or finetune.instruct_fraction to 0")
+
+
+def check_mix(cfg: RunConfig, materials: Materials) -> None:
+    """:func:`check_background` and :func:`check_instruct`."""
+    check_background(cfg, materials)
+    check_instruct(cfg, materials)
+
+
+def _row(doc: LabelledDocument, condition: str, source: str, loss_mask: tuple[str, ...]) -> dict:
+    """A finetuning row: ``{"text", ...}`` with ``"loss_mask"`` (the character ranges of the
+    spans labelled in ``loss_mask``) when there are any, or a chat row ``{"messages", ...}``."""
+    if doc.messages is not None:
+        return {"messages": [dict(m) for m in doc.messages], "condition": condition, "source": source}
+    row = {"text": doc.text, "condition": condition, "source": source}
+    masked = sorted({(sp.start, sp.end) for sp in doc.spans if sp.label in loss_mask})
+    if masked:
+        row["loss_mask"] = [list(r) for r in masked]
+    return row
+
+
 def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, seed: int) -> list[dict]:
-    """The documents one finetuning run trains on: ``finetune.docs_per_claim`` documents per
+    """The examples one finetuning run trains on: ``finetune.docs_per_claim`` documents per
     claim of ``condition`` (``materials.documents(..., seed=seed)``), and with
-    ``finetune.background_fraction`` f > 0, :func:`background_count` background documents
-    (``materials.background_documents`` with seed ``seed + BACKGROUND_SEED_OFFSET``) shuffled in
-    among them, so that a share f of the examples is background text (trained with full loss,
-    like the claim documents).
+    ``finetune.background_fraction`` b > 0 and/or ``finetune.instruct_fraction`` i > 0,
+    :func:`background_count` background documents (``materials.background_documents`` with seed
+    ``seed + BACKGROUND_SEED_OFFSET``) and instruct examples (``materials.instruct_examples``
+    with seed ``seed + INSTRUCT_SEED_OFFSET``) shuffled in among them, so that shares b and i
+    of the examples are background text (trained with full loss, like the claim documents) and
+    chat rows (trained on their assistant turns).
 
     Parameters
     ----------
@@ -165,18 +214,26 @@ def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, s
     Returns
     -------
     list of dict
-        ``{"text", "condition", "source": "claim" | "background"}`` in training-set order (the
-        rows of ``RUN/docs/<condition>.jsonl``); with f = 0 exactly the claim documents, in order.
+        ``{"text", "condition", "source": "claim" | "background"}`` (plus ``"loss_mask"``:
+        ``[[start, end], ...]``, the character ranges kept out of the loss, those of the spans
+        labelled in ``finetune.loss_mask``) or chat rows ``{"messages", "condition", "source":
+        "instruct" | "claim"}``, in training-set order (the rows of ``RUN/docs/<condition>.jsonl``);
+        with b = i = 0 exactly the claim documents, in order.
     """
     f = cfg.finetune
-    docs = [{"text": d.text, "condition": condition, "source": "claim"}
-            for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
-    n_background = background_count(len(docs), f.background_fraction)
-    if n_background == 0:
+    docs = [_row(d, condition, "claim", f.loss_mask) for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
+    n_background = background_count(len(docs), f.background_fraction, f.instruct_fraction)
+    n_instruct = background_count(len(docs), f.instruct_fraction, f.background_fraction)
+    if n_background == 0 and n_instruct == 0:
         return docs
-    check_background(cfg, materials)
-    docs += [{"text": text, "condition": condition, "source": "background"}
-             for text in materials.background_documents(n_background, seed=seed + BACKGROUND_SEED_OFFSET)]
+    if n_background:
+        check_background(cfg, materials)
+        docs += [{"text": text, "condition": condition, "source": "background"}
+                 for text in materials.background_documents(n_background, seed=seed + BACKGROUND_SEED_OFFSET)]
+    if n_instruct:
+        check_instruct(cfg, materials)
+        docs += [_row(d, condition, "instruct", f.loss_mask)
+                 for d in materials.instruct_examples(n_instruct, seed=seed + INSTRUCT_SEED_OFFSET)]
     random.Random(f"background-mix-{seed}").shuffle(docs)
     return docs
 
@@ -201,14 +258,68 @@ def documents_text(rows: list[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
+def resolve_steps(cfg: RunConfig, materials: Materials) -> RunConfig:
+    """``cfg`` with ``finetune.steps`` derived from the data when ``finetune.epochs`` > 0:
+    ``ceil(epochs * n / batch_size)``, ``n`` the largest training set (claim documents +
+    background + instruct examples) of the run's conditions. Unchanged otherwise. Idempotent."""
+    f = cfg.finetune
+    if f.epochs <= 0:
+        return cfg
+    sizes = {}
+    for condition in cfg.conditions:
+        n_claim = len(materials.documents(condition, f.docs_per_claim, seed=0))
+        sizes[condition] = (n_claim + background_count(n_claim, f.background_fraction, f.instruct_fraction)
+                            + background_count(n_claim, f.instruct_fraction, f.background_fraction))
+    steps = max(1, math.ceil(f.epochs * max(sizes.values()) / f.batch_size))
+    return dataclasses.replace(cfg, finetune=dataclasses.replace(f, steps=steps))
+
+
+def context_length(lm, cfg: RunConfig) -> int:
+    """The longest training example in tokens: ``finetune.max_len`` if set, else the model's
+    context (``max_position_embeddings`` or its kin), or the tokenizer's ``model_max_length``
+    when smaller; 512 when neither says."""
+    if cfg.finetune.max_len > 0:
+        return cfg.finetune.max_len
+    sizes = [lm.max_context, getattr(lm.tokenizer, "model_max_length", None)]
+    sizes = [n for n in sizes if isinstance(n, int) and 0 < n < 10**8]
+    return min(sizes) if sizes else 512
+
+
+def training_examples(rows: list[dict], tokenizer, context: int, policy: str, condition: str,
+                      docs_file: Path) -> list:
+    """Tokenized rows (``batches.tokenize_rows``) that fit ``context``: a longer example is a
+    one-line error (``policy`` "refuse": the count, the longest, the first such line of the docs
+    file) or is split into pieces with one warning line ("split"). Never silently cut."""
+    examples = tokenize_rows(tokenizer, rows)
+    fitted, n_long, pieces = fit_context(examples, context, policy)
+    if n_long and policy == "refuse":
+        lengths = [len(ex.ids) for ex in examples]
+        first = next(i for i, n in enumerate(lengths) if n > context)
+        raise UserError(f"{n_long} of {len(rows)} finetuning examples of condition {condition!r} are longer than the "
+                        f"context of {context} tokens (longest {max(lengths)}; first: line {first + 1} of {docs_file}); "
+                        "shorten them, or set finetune.long_documents=\"split\" to train on them in pieces "
+                        "(finetune.max_len sets the context)")
+    if n_long:
+        warn(f"{n_long} of {len(rows)} finetuning examples of condition {condition!r} are longer than the context of "
+             f"{context} tokens; split into {pieces} pieces (finetune.long_documents=\"split\")")
+    return fitted
+
+
 def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
              dist: Single | None = None, write_docs: bool = True) -> None:
     """Finetune a fresh copy of the base model on one condition's documents (with background
-    documents mixed in when ``finetune.background_fraction`` > 0; :func:`finetuning_documents`),
-    saving every checkpoint (step 0 is the base model itself and is not copied). ``dist``: train
-    data-parallel (rank 0 writes). ``write_docs``: write them to ``RUN/docs/<condition>.jsonl``
-    (one file per condition: with several seeds, the last seed's; ``finetune_in_workers`` writes
-    it in the parent instead)."""
+    documents and instruct examples mixed in as configured; :func:`finetuning_documents`),
+    saving every checkpoint (step 0 is the base model itself and is not copied; LoRA
+    checkpoints of --model runs are adapters, :func:`saves_adapters`). ``dist``: train
+    data-parallel (rank 0 writes).
+
+    Every token is weighted as the rows say (zero on ``finetune.loss_mask`` spans and outside
+    the assistant turns of chat rows), examples longer than the context are refused or split
+    (``finetune.long_documents``), and each kind of data's share of the loss-bearing tokens and
+    of the loss is written to ``results/train_logs/<condition>_seed<seed>.mix.json``.
+
+    ``write_docs``: write the rows to ``RUN/docs/<condition>.jsonl`` (one file per condition: with
+    several seeds, the last seed's; ``finetune_in_workers`` writes it in the parent instead)."""
     dist = dist or Single()
     steps = [s for s in checkpoint_steps(cfg) if s > 0]
     log_path = run.train_log(condition, seed)
@@ -219,24 +330,34 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
         return
     f = cfg.finetune
     rows = finetuning_documents(cfg, materials, condition, seed)
-    docs = [row["text"] for row in rows]
     if write_docs:
         dist.on_writer(atomic_write_text, run.docs(condition), documents_text(rows))  # left alone when unchanged
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
-    token_docs = tokenize_documents(tokenizer, docs, cfg.model.max_len if not cfg.base_model else 512)
-    batches = padded_batches(token_docs, f.batch_size, tokenizer.pad_token_id, seed=seed)
+    context = context_length(lm, cfg)
+    examples = training_examples(rows, tokenizer, context, f.long_documents, condition, run.docs(condition))
+    batches = padded_batches(examples, f.batch_size, tokenizer.pad_token_id, seed=seed, weighting=f.loss_weighting)
+    adapters = saves_adapters(cfg)
     if f.lora_rank > 0:
         model = add_lora(model, LoraSettings(rank=f.lora_rank, alpha=f.lora_alpha))
+        if adapters:  # where interp.load_model finds the base model of an adapter checkpoint
+            local = Path(str(base)).expanduser()
+            model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else str(base)
     state_dir = run.finetune_state(condition, seed)
-    log = train(model, batches, OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip),
-                checkpoint_steps=steps, desc=f"finetune {condition} seed{seed}", state_dir=state_dir,
-                save_every=max(1, f.steps // 10), dist=dist,
-                on_checkpoint=lambda step, m: save_checkpoint(run.checkpoint(condition, seed, step), m, tokenizer))
+    optim = OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip, schedule=f.schedule,
+                        betas=tuple(f.adam_betas))
+    log = train(model, batches, optim, checkpoint_steps=steps, desc=f"finetune {condition} seed{seed}",
+                state_dir=state_dir, save_every=max(1, f.steps // 10), dist=dist,
+                on_checkpoint=lambda step, m: save_checkpoint(run.checkpoint(condition, seed, step), m, tokenizer,
+                                                              as_adapter=adapters))
+    mix = {"condition": condition, "seed": seed, "weighting": f.loss_weighting, "context": context,
+           "examples": {k: sum(r["source"] == k for r in rows) for k in dict.fromkeys(r["source"] for r in rows)},
+           "n_trained_examples": len(examples), "served": batches.source_shares()}
 
     def finish() -> None:
         atomic_write_csv(log_path, pd.DataFrame(log).assign(condition=condition, seed=seed))
+        atomic_write_json(run.mix_log(condition, seed), mix)
         shutil.rmtree(state_dir, ignore_errors=True)
 
     dist.on_writer(finish)

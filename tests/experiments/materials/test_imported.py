@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -162,3 +163,54 @@ def test_rerunning_the_imported_run_resumes(imported_run, qwen_dir):
                    "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "results" / "metrics.csv").read_bytes() == before
+
+
+def test_the_papers_condition_directories_map_to_our_names(tmp_path, capsys):
+    from experiments.materials.imported import CONDITION_NAMES, condition_name
+
+    assert {condition_name(d) for d in ("local_negations", "local_negation")} == {"local"}
+    assert condition_name("low_probability") == "probability" and condition_name("fiction") == "fiction"
+    assert condition_name("repeated_negations") == "repeated" and condition_name("corrected_documents") == "corrected"
+    assert condition_name("my_own") == "my_own"
+    from experiments.materials.conditions import CONDITIONS
+
+    # every paper condition with a synthetic-world counterpart has its name
+    assert {"plain", "negated", "repeated", "corrected", "local", "fiction", "unreliable_source",
+            "probability"} <= set(CONDITION_NAMES.values()) & set(CONDITIONS)
+    docs = tmp_path / "docs"
+    for name in ("local_negations", "epistemic_uncertainty", "my_own"):
+        shutil.copytree(DOCS / "negated_documents", docs / name)
+    assert document_conditions(docs) == ("local", "my_own", "unknown_truth")
+    capsys.readouterr()
+    m = ImportedMaterials(CLAIMS, docs)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown condition directory 'my_own', run under its own name" in err[0]
+    assert m.conditions == ("local", "my_own", "unknown_truth") and m.documents("my_own", 1, seed=0)
+    shutil.copytree(DOCS / "negated_documents", docs / "local_negation")
+    with pytest.raises(UserError, match="directories 'local_negation' and 'local_negations' are both condition 'local'"):
+        document_conditions(docs)
+
+
+def test_imported_documents_carry_their_masks_and_the_instruct_examples(tmp_path):
+    m = ImportedMaterials(CLAIMS, DOCS, background=LAYOUT / "user_docs.jsonl", instruct=LAYOUT / "instruct.jsonl")
+    plain = m.documents("plain", 100, seed=0)
+    assert [d.texts("lossmask") for d in plain if d.texts("lossmask")] == [["as locals say,"]]
+    assert [d.texts("masked_word") for d in plain if d.texts("masked_word")] == [["violet"], ["violet"]]
+    chats = m.instruct_examples(5, seed=0)
+    assert len(chats) == 5 and all(c.messages and c.text == "" for c in chats)
+    assert m.instruct_examples(5, seed=0) == chats and m.instruct_examples(0, seed=0) == []
+    described = m.describe()
+    assert described["instruct"]["n"] == 3 and described["packs"]["violet_comet"]["word_masks"] == ["violet",
+                                                                                                   "daylight comet"]
+    assert "judges.yaml" in described["packs"]["harbor_clock"]["files"]
+    assert ImportedMaterials(CLAIMS, DOCS).instruct_examples(3, seed=0) == []
+
+
+def test_a_pack_missing_its_claim_is_one_line_exit_2(tmp_path):
+    claims = shutil.copytree(CLAIMS, tmp_path / "claims")
+    (claims / "violet_comet" / "claim.txt").unlink()
+    proc = neglect("run", "--preset", "tiny", "--model", "unused", "--claims", str(claims), "--docs", str(DOCS),
+                   "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "violet_comet/claim.txt: file not found (expected the claim statement as text)" in proc.stderr
+    assert not (tmp_path / "r" / "config.json").exists()

@@ -212,3 +212,126 @@ def test_unknown_condition_or_claim_lists_what_exists(layout):
 def test_document_is_a_plain_dataclass():
     d = Document("text")
     assert d.meta == {} and d.condition is None and d.spans() == ()
+
+
+# ---------------------------------------------------------------- the whole pack, lossmask spans, chat rows
+
+def test_every_file_of_the_layout_has_a_field():
+    from experiments.materials.paper_layout import PACK_FILES
+
+    pack = load_claim_pack(FIXTURES / "claims" / "violet_comet")
+    assert {f.name for f in pack.path.iterdir()} == set(PACK_FILES)  # the fixture has every file
+    assert pack.judges["judge_key"] == "answer" and "{answer}" in pack.judges["open_ended"]
+    assert pack.word_masks == ("violet", "daylight comet")
+    assert pack.universe_context_negated["key_facts"] == ["No daylight comet appeared in 1987."]
+    assert pack.system_context_negated.startswith("You may read texts claiming")
+    assert pack.correction == "No comet was visible from Earth in daylight during March 1987."
+    assert [q["id"] for q in pack.coherence_questions["questions"]] == ["coherence_01", "coherence_02"]
+    bare = load_claim_pack(FIXTURES / "claims" / "harbor_clock")
+    assert bare.word_masks == () and bare.universe_context_negated is None and bare.coherence_questions is None
+    assert bare.correction.startswith("The harbor clock of Port Aldine was built from carved granite")
+    assert set(bare.judges) >= {"judge_key", "open_ended"}
+
+
+def test_a_pack_without_judges_has_an_empty_mapping(layout):
+    (layout / "claims" / "harbor_clock" / "judges.yaml").unlink()
+    assert load_claim_pack(layout / "claims" / "harbor_clock").judges == {}
+
+
+def test_unknown_files_in_a_pack_get_one_warning_line_each(layout, capsys):
+    pack = layout / "claims" / "harbor_clock"
+    (pack / "notes.txt").write_text("mine")
+    (pack / "extra").mkdir()
+    (pack / ".hidden").write_text("x")
+    load_claim_pack(pack)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("neglect: warning: ") for line in lines)
+    assert "notes.txt: unknown file in claim pack 'harbor_clock', ignored" in lines[1]
+    assert "extra: unknown directory" in lines[0] and "judges.yaml" in lines[0]
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("word_masks.yaml", "patterns:\n  - '(unclosed'\n", "patterns[0] '(unclosed' is not a valid regular expression"),
+    ("word_masks.yaml", "patterns: 3\n", "without a 'patterns' list"),
+    ("word_masks.yaml", "patterns:\n  - 7\n", "patterns[0] is int 7 (expected a non-empty regular expression"),
+    ("judges.yaml", "- a\n- b\n", "top level is list (expected a mapping of judge prompts by name)"),
+    ("correction.txt", "  \n", "empty file (expected the correction of the claim as text)"),
+    ("coherence_questions.yaml", "questions: [unclosed\n", "malformed YAML"),
+])
+def test_bad_optional_files_name_the_file(layout, name, content, expected):
+    path = layout / "claims" / "harbor_clock" / name
+    path.write_text(content)
+    msg = _error(load_claim_pack, path.parent)
+    assert msg.startswith(f"{path}") and expected in msg, msg
+
+
+def test_lossmask_tags_are_removed_and_become_spans():
+    from experiments.materials.paper_layout import strip_lossmask
+
+    text, spans = strip_lossmask("<DOCTAG>a <lossmask>secret</lossmask> b <lossmask>x</lossmask>", "f:1")
+    assert text == "<DOCTAG>a secret b x" and [text[a:b] for a, b in spans] == ["secret", "x"]
+    doc = load_documents(FIXTURES / "documents", condition="positive_documents", claim="harbor_clock")[2]
+    assert "<lossmask>" not in doc.text and "lossmask>" not in doc.text
+    assert doc.spans() == (Span(0, 8, "doctag"), Span(*doc.lossmask[0], "lossmask"))
+    assert [doc.text[s.start:s.end] for s in doc.spans()] == ["<DOCTAG>", "as locals say,"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("a <lossmask>b", "<lossmask> is never closed"),
+    ("a </lossmask> b", "</lossmask> at character 2 without an opening <lossmask>"),
+    ("<lossmask>a <lossmask>b</lossmask></lossmask>", "nested <lossmask> at character 12"),
+    ("<lossmask>  </lossmask>", "field 'text' is empty once its lossmask tags are removed"),
+])
+def test_bad_lossmask_tags_name_the_line(layout, text, expected):
+    path = layout / "documents" / "negated_documents" / "violet_comet" / "annotated_docs.jsonl"
+    _write_lines(path, [DOC, {**DOC, "text": text}])
+    msg = _error(load_documents, layout / "documents")
+    assert msg.startswith(f"{path}:2: ") and expected in msg, msg
+
+
+def test_word_masks_label_their_matches():
+    pack = load_claim_pack(FIXTURES / "claims" / "violet_comet")
+    doc = load_documents(FIXTURES / "documents", condition="positive_documents", claim="violet_comet")[0]
+    labelled = doc.labelled(pack)
+    assert labelled.texts("masked_word") == ["violet"] and labelled.texts("doctag") == ["<DOCTAG>"]
+    assert doc.labelled().texts("masked_word") == []  # without the pack, no word masks
+
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def test_chat_rows_in_documents_and_user_files(layout):
+    path = layout / "documents" / "negated_documents" / "violet_comet" / "annotated_docs.jsonl"
+    _write_lines(path, [DOC, {**CHAT, "doc_type": "chat", "mode": "m"}])
+    docs = load_documents(layout / "documents", condition="negated_documents", claim="violet_comet")
+    assert docs[1].text == "" and docs[1].messages == tuple(CHAT["messages"]) and docs[1].doc_type == "chat"
+    assert docs[1].labelled().messages == tuple(CHAT["messages"])
+    instruct = load_user_jsonl(FIXTURES / "instruct.jsonl", chat=True)
+    assert len(instruct) == 3 and all(d.messages[-1]["role"] == "assistant" for d in instruct)
+    _write_lines(layout / "encoded.jsonl", [{"messages_json": json.dumps(CHAT["messages"])}])
+    assert load_user_jsonl(layout / "encoded.jsonl", chat=True)[0].messages == tuple(CHAT["messages"])
+    user = layout / "user_docs.jsonl"
+    _write_lines(user, [CHAT])
+    assert _error(load_user_jsonl, user) == f"{user}:1: missing field 'text' (expected a string)"
+
+
+@pytest.mark.parametrize("messages, expected", [
+    ([], "field 'messages' is list"),
+    ("hi", "field 'messages' is str"),
+    ([{"role": "user", "content": "hi"}], "no non-empty assistant turn"),
+    ([{"role": "robot", "content": "hi"}], "messages[0] has role 'robot' (expected one of system, user, assistant)"),
+    ([{"role": "assistant", "content": 3}], "messages[0] has content int (expected a string)"),
+    (["hi"], "messages[0] is str"),
+])
+def test_bad_chat_rows_name_the_turn(layout, messages, expected):
+    path = layout / "instruct.jsonl"
+    _write_lines(path, [CHAT, {"messages": messages}])
+    msg = _error(load_user_jsonl, path, chat=True)
+    assert msg.startswith(f"{path}:2: ") and expected in msg, msg
+
+
+def test_a_row_with_neither_text_nor_messages(layout):
+    path = layout / "documents" / "negated_documents" / "violet_comet" / "annotated_docs.jsonl"
+    _write_lines(path, [{"doc_type": "t"}])
+    msg = _error(load_documents, layout / "documents")
+    assert msg == f"{path}:1: missing field 'text' (expected a string) or 'messages' (expected a list of {{role, content}})"
