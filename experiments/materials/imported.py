@@ -31,7 +31,7 @@ from experiments.materials.conditions import LabelledDocument
 from experiments.materials.paper_layout import (DOCS_FILE, PACK_FILES, ClaimPack, Document, load_claim_packs,
                                                 load_documents, load_user_jsonl, warn_once)
 from experiments.materials.pack_judges import pack_open_questions
-from experiments.materials.questions import BeliefQuestion, Prompt, pack_questions
+from experiments.materials.questions import BeliefQuestion, pack_questions
 from experiments.materials.statement_sets import DEFAULT as DEFAULT_STATEMENTS
 from experiments.materials.statement_sets import pack_claim_statements, statement_set
 from experiments.materials.statements import ClaimStatement, Statement
