@@ -147,10 +147,12 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
                  materials: Materials | None = None) -> tuple[RunDir, Materials, Path | str]:
     """The training part of the job (materials, base model, every finetuning run), resumable;
     ``(run dir, materials, base model)``. ``dist``: every rank calls this, training is
-    data-parallel and rank 0 writes (``neglect finetune`` under torchrun). ``cfg`` is
-    resolved by :func:`checked_config` first (callers that go on to evaluate resolve it too)."""
+    data-parallel and rank 0 writes (``neglect finetune`` under torchrun). Without ``materials``,
+    ``cfg`` is checked and resolved by :func:`checked_config` here; callers that pass
+    ``materials`` have done that already (and go on to evaluate with the same config)."""
     dist = dist or Single()
-    cfg, materials = checked_config(cfg, materials)
+    if materials is None:
+        cfg, materials = checked_config(cfg)
     run = RunDir(out_dir)
 
     def setup() -> None:

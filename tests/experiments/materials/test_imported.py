@@ -61,9 +61,9 @@ def test_imported_materials_come_from_the_files():
     assert all(d.texts("doctag") == ["<DOCTAG>"] for d in docs if d.text.startswith("<DOCTAG>"))
     kinds = {q.kind for q in m.belief_questions()}
     assert "yesno" in kinds and all(q.claim in {"harbor_clock", "violet_comet"} for q in m.belief_questions())
-    # no correction.txt in the fixture packs: the claims, their negations, violet_comet's key facts
-    assert {s.kind for s in m.claim_statements()} == {"claim", "claim_negated", "universe_fact",
-                                                      "universe_fact_negated"}
+    # the claims, the true facts of both packs' correction.txt, their negations, violet_comet's key facts
+    assert {s.kind for s in m.claim_statements()} == {"claim", "claim_negated", "true_fact", "true_fact_negated",
+                                                      "universe_fact", "universe_fact_negated"}
     with pytest.raises(UserError, match="unknown condition 'local'"):
         m.documents("local", 1, seed=0)
 
@@ -134,7 +134,7 @@ def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
         assert set(readings.claim) == claims and readings.value.between(0, 1).all()
         n_layers = 3  # embeddings + 2 blocks
         assert sorted(table[table.metric == f"probe_acc_{kind}"].layer.unique()) == list(range(n_layers))
-    assert not table.metric.str.contains("truefact").any()  # a claim pack has no true statement
+    assert set(table[table.metric == "probe_p_true_truefact_fixed"].claim) == claims  # from correction.txt
     assert set(table[table.metric == "probe_p_true_claimneg_fixed"].claim) == claims
     assert set(table[table.metric == "probe_p_true_universe_fixed"].claim) == {"violet_comet"}  # key facts
     assert "heldout_qa" not in set(table.metric)  # a world-only check

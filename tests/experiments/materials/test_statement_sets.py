@@ -242,7 +242,10 @@ def test_claim_statements_from_the_fixture_packs():
     claim = (CLAIMS / "harbor_clock" / "claim.txt").read_text().strip()
     assert ("harbor_clock", "claim", claim, False) in got
     assert ("harbor_clock", "claim_negated", claim.replace(" was built", " was not built"), True) in got
-    assert not {k for c, k, _, _ in got if c == "harbor_clock"} - {"claim", "claim_negated"}  # no correction there
+    correction = (CLAIMS / "harbor_clock" / "correction.txt").read_text().strip()
+    assert ("harbor_clock", "true_fact", correction, False) in got  # the pack's correction.txt
+    assert {k for c, k, _, _ in got if c == "harbor_clock"} == {"claim", "claim_negated", "true_fact",
+                                                                 "true_fact_negated"}
     # violet_comet's universe context: the self-contained key fact and its negation ("It was visible ..." leans
     # on its context and is left out)
     assert {(k, t) for c, k, t, _ in got if c == "violet_comet" and k.startswith("universe")} == {
