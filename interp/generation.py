@@ -21,6 +21,20 @@ def end_ids(lm: LoadedModel) -> set[int]:
     return {i for i in [lm.tokenizer.eos_token_id, *configured] if isinstance(i, int)}
 
 
+def _checked_prompt_ids(lm, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+    """Token ids of each prompt; a prompt with no tokens, or too long for the context with
+    ``max_new_tokens`` more, is an InterpInputError naming it."""
+    seqs = prompt_ids(lm.tokenizer, prompts)
+    limit = lm.max_context
+    for i, ids in enumerate(seqs):
+        if not ids:
+            raise InterpInputError(f"prompt {i} ({prompts[i][:60]!r}) tokenizes to no tokens")
+        if limit is not None and len(ids) + max_new_tokens > limit:
+            raise InterpInputError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that is "
+                                   f"longer than the model's context of {limit}: {prompts[i][-60:]!r}")
+    return seqs
+
+
 def generate(lm: LoadedModel, prompts, *, max_new_tokens: int = 24, stop: str | None = None,
              batch_size: int | None = None) -> list[str]:
     """Greedy continuations of model-ready prompts, decoded without special tokens.
@@ -57,14 +71,7 @@ def generate(lm: LoadedModel, prompts, *, max_new_tokens: int = 24, stop: str | 
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InterpInputError(f"bad max_new_tokens {max_new_tokens!r}; expected a positive int")
     tok = lm.tokenizer
-    seqs = prompt_ids(tok, prompts)
-    limit = lm.max_context
-    for i, ids in enumerate(seqs):
-        if not ids:
-            raise InterpInputError(f"prompt {i} ({prompts[i][:60]!r}) tokenizes to no tokens")
-        if limit is not None and len(ids) + max_new_tokens > limit:
-            raise InterpInputError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that is "
-                                   f"longer than the model's context of {limit}: {prompts[i][-60:]!r}")
+    seqs = _checked_prompt_ids(lm, prompts, max_new_tokens)
     ends = end_ids(lm)
     stop_id = tok(stop, add_special_tokens=False)["input_ids"][-1] if stop else None
     new: list[list[int]] = [[] for _ in prompts]
@@ -136,14 +143,7 @@ def sample(lm: LoadedModel, prompts, *, n: int = 1, temperature: float = 1.0, to
     from transformers import GenerationConfig
 
     tok = lm.tokenizer
-    seqs = prompt_ids(tok, prompts)
-    limit = lm.max_context
-    for i, ids in enumerate(seqs):
-        if not ids:
-            raise InterpInputError(f"prompt {i} ({prompts[i][:60]!r}) tokenizes to no tokens")
-        if limit is not None and len(ids) + max_new_tokens > limit:
-            raise InterpInputError(f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that is "
-                                   f"longer than the model's context of {limit}: {prompts[i][-60:]!r}")
+    seqs = _checked_prompt_ids(lm, prompts, max_new_tokens)
     ends = sorted(end_ids(lm))
     pad = tok.pad_token_id if tok.pad_token_id is not None else (ends[0] if ends else 0)
     greedy = temperature == 0
