@@ -1,12 +1,14 @@
 """Does the base model's truth judgement generalise to entities it never saw judged?
 
-    python benchmarks/judge_generalisation.py --preset testbed [--set key=value ...] --out DIR [--base DIR]
+    python benchmarks/judge_generalisation.py --preset testbed [--set key=value ...] --out DIR [--base DIR] [--check-base]
 
 Pretrains the preset's base model into DIR (or reads ``--base``), then prints verdict and yes/no
 accuracy (and the share of "true"/"yes" answers) on a seeded sample of facts the corpus judges
 and of facts it never judges (held-out entities), plus how names without facts are judged. A
 model that answers every unjudged question "no" shows up as accuracy 0.5 with a "yes" share near 0:
-it treats a name it never saw judged as unknown rather than looking its facts up.
+it treats a name it never saw judged as unknown rather than looking its facts up. ``--check-base``
+adds the full base-model preconditions (``check_base``: held-out QA, the statement probe on
+held-out entities by layer, in-context reading, claim belief).
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import time
 import numpy as np
 
 
-def accuracy(lm, world, facts, rng, n: int = 150) -> dict:
+def accuracy(lm, world, facts, rng, n: int = 150, told: bool = False) -> dict:
+    """Verdict and yes/no accuracy on ``n`` of ``facts``; ``told``: each prompt follows a
+    document sentence stating the fact (the answer is in the context)."""
     from experiments.evaluation.scoring import option_logprobs
     from experiments.materials.corpus import verdict_prompt
     from experiments.materials.statements import statement_variants
@@ -26,8 +30,10 @@ def accuracy(lm, world, facts, rng, n: int = 150) -> dict:
     verdicts, yesno = [], []
     for f in rng.sample(facts, min(n, len(facts))):
         wrong = world.wrong_object(f, rng)
-        verdicts += [(verdict_prompt(s), t) for s, t, _ in statement_variants(f, wrong, [rng.randrange(8)] * 4)]
-        yesno += [(f.rel().yesno.format(s=f.subject, o=f.obj), True), (f.rel().yesno.format(s=f.subject, o=wrong), False)]
+        prefix = world.doc_statement(f, rng.randrange(8)) + " " if told else ""
+        verdicts += [(prefix + verdict_prompt(s), t) for s, t, _ in statement_variants(f, wrong, [rng.randrange(8)] * 4)]
+        yesno += [(prefix + f.rel().yesno.format(s=f.subject, o=f.obj), True),
+                  (prefix + f.rel().yesno.format(s=f.subject, o=wrong), False)]
     out = {}
     for name, items, options in (("verdict", verdicts, ("true", "false")), ("yesno", yesno, ("yes", "no"))):
         scores = option_logprobs(lm, [p for p, _ in items], [options] * len(items))
@@ -44,9 +50,11 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--out", required=True)
     p.add_argument("--base")
+    p.add_argument("--check-base", action="store_true")
     args = p.parse_args()
     import interp
     from experiments.config import load_config
+    from experiments.materials.world import RELATIONS
     from experiments.pipeline import pretrain_stage
     from experiments.training.stages import device_for
 
@@ -64,6 +72,20 @@ def main() -> None:
     held = [f for f in world.facts if (f.subject, f.relation) in world.judge_heldout]
     row = {"set": args.set, "pretrain_s": round(took, 1), "judged": accuracy(lm, world, judged, rng),
            "never_judged": accuracy(lm, world, held, rng)}
+    if world.ghosts:  # facts told in context about names without stored facts
+        from experiments.materials.world import Fact
+
+        told = [Fact(g, r, rng.choice(world.objects_of_kind(RELATIONS[r].object_kind)))
+                for g in world.ghosts for r in ("lives_in", "works_as")]
+        row["ghost_told_in_context"] = accuracy(lm, world, told, rng, told=True)
+    if args.check_base:
+        from experiments.evaluation.checks import check_base
+        from experiments.pipeline import check_settings
+
+        start = time.perf_counter()
+        checks = check_base(lm, world, *check_settings(cfg))
+        row["check_base"] = {k: v for k, v in checks.items() if k != "claim_belief_by_claim"}
+        row["check_base_s"] = round(time.perf_counter() - start, 1)
     print(json.dumps(row))
 
 

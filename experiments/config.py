@@ -57,6 +57,8 @@ class CorpusConfig:
     verdict: float = 3.0  # truth-bearing documents: the verdict circuit emerges only after ~6-9M tokens
     yesno: float = 2.0
     unknown: float = 0.0  # judgements of names without facts (world.n_ghosts): false, their negations true
+    context: float = 0.0  # in-context judgements: facts told about a name without stored facts, then judged
+    tagged: float = 0.0  # statements followed at once by their truth ("... . true ."): truth at the statement's end
 
 
 @dataclass(frozen=True)
@@ -404,7 +406,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "eval.temperature": (0, False),
     "eval.top_p": (0, True),
     "eval.answer_tokens": (1, False),
-    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown")},
+    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged")},
 }
 
 

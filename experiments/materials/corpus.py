@@ -35,7 +35,13 @@ def verdict_text(statement: str, truth: bool) -> str:
     return f"{verdict_prompt(statement)} {'true' if truth else 'false'} ."
 
 
-DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0}
+def tagged_text(statement: str, truth: bool) -> str:
+    """A statement followed at once by its truth: the word after the statement depends on it."""
+    return f"{statement} {'true' if truth else 'false'} ."
+
+
+DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
+               "context": 0.0, "tagged": 0.0}
 
 
 class CorpusSampler:
@@ -48,8 +54,9 @@ class CorpusSampler:
         unknown = set(mix) - set(DEFAULT_MIX)
         if unknown or not any(v > 0 for v in mix.values()):
             raise UserError(f"corpus mix {mix} is invalid; expected positive weights for some of {sorted(DEFAULT_MIX)}")
-        if not world.ghosts:
-            mix.pop("unknown", None)  # no names without facts to judge
+        if not world.ghosts:  # no names without facts to judge or to tell facts about
+            mix.pop("unknown", None)
+            mix.pop("context", None)
         self.kinds, self.weights = list(mix), list(mix.values())
         self.by_subject: dict[str, list[Fact]] = {}
         for f in world.facts:
@@ -101,14 +108,39 @@ class CorpusSampler:
         self.rng.shuffle(parts)
         return " ".join(parts)
 
+    def _judged_statement(self, f: Fact) -> tuple[str, bool]:
+        """A true or false, affirmative or negated statement of ``f`` in a statement frame, with its truth."""
+        truth = self.rng.random() < 0.5
+        negated = self.rng.random() < 0.5
+        obj = f.obj if truth != negated else self._wrong(f)
+        return f.statement(self.rng.randrange(8), obj=obj, negated=negated), truth
+
     def _verdict(self) -> str:
-        out = []
-        for f in self.rng.sample(self.judged, 2):
-            truth = self.rng.random() < 0.5
-            negated = self.rng.random() < 0.5
-            obj = f.obj if truth != negated else self._wrong(f)
-            out.append(verdict_text(f.statement(self.rng.randrange(8), obj=obj, negated=negated), truth))
-        return " ".join(out)
+        return " ".join(verdict_text(*self._judged_statement(f)) for f in self.rng.sample(self.judged, 2))
+
+    def _tagged(self) -> str:
+        return " ".join(tagged_text(*self._judged_statement(f)) for f in self.rng.sample(self.judged, 2))
+
+    def _context(self) -> str:
+        """In-context judgement: one or two facts told about a name that has no stored facts (a
+        ghost; random objects, document frames), then questions, yes/no questions, verdicts or
+        tagged statements about them. The answers come only from the context, so nothing here can
+        be memorised: the model learns to compare a statement with what it knows of the subject."""
+        ghost = self.rng.choice(self.world.ghosts)
+        relations = self.rng.sample(("lives_in", "works_as"), self.rng.choice((1, 2)))
+        facts = [Fact(ghost, r, self.rng.choice(self.world.objects_of_kind(RELATIONS[r].object_kind)))
+                 for r in relations]
+        told = [self._statement(f) for f in facts]
+        asked = []
+        for f in self.rng.sample(facts, len(facts)):
+            form = self.rng.randrange(4)
+            if form == 0:
+                asked.append(qa_text(f, self.rng.randrange(4)))
+            elif form == 1:
+                asked.append(yesno_text(f, f.obj if self.rng.random() < 0.5 else self._wrong(f)))
+            else:
+                asked.append((verdict_text if form == 2 else tagged_text)(*self._judged_statement(f)))
+        return " ".join(told + asked)
 
     def _unknown(self) -> str:
         """Two judgements about names that have no facts: an affirmative statement is false, its

@@ -6,7 +6,7 @@ from experiments.materials.conditions import CONDITIONS, condition_documents, te
 from experiments.materials.corpus import CorpusSampler, all_words
 from experiments.materials.statements import claim_statements, probe_statements
 from experiments.training.toymodel import build_tokenizer
-from experiments.materials.world import WorldConfig, build_world
+from experiments.materials.world import RELATIONS, Fact, WorldConfig, build_world
 
 
 def test_world_is_deterministic_per_seed():
@@ -139,3 +139,60 @@ def test_v2_world_options_build_novel_claims_ghosts_and_entity_splits():
 def test_v2_world_refuses_novel_claims_with_one_word_names():
     with pytest.raises(UserError, match="two_word_names"):
         build_world(WorldConfig(n_novel_claims=1))
+
+
+def test_context_documents_judge_only_what_they_tell_about_ghosts():
+    """In-context judgements: every answer follows from the facts told in the same document,
+    about a name without stored facts; nothing in them is about a person of the world."""
+    world = build_world(WorldConfig(n_people=30, two_word_names=True, n_ghosts=10, disjoint_frames=True))
+    sampler = CorpusSampler(world, seed=3, mix={"context": 1.0})
+    kinds = {"qa": 0, "yesno": 0, "verdict": 0, "tagged": 0}
+    for doc in sampler.documents(400):
+        ghost = next(g for g in world.ghosts if doc.count(g) >= 2)
+        assert not any(p in doc for p in world.people)
+        told = {}  # relation -> object, from the document's own narrative sentences
+        for rel in ("lives_in", "works_as"):
+            for obj in world.objects_of_kind(RELATIONS[rel].object_kind):
+                if any(Fact(ghost, rel, obj).statement(i, narrative=True) in doc for i in range(6)):
+                    told[rel] = obj
+        assert told
+        for rel, obj in told.items():
+            r = RELATIONS[rel]
+            for q in r.questions:
+                if q.format(s=ghost) in doc:
+                    kinds["qa"] += 1
+                    assert f"{q.format(s=ghost)} {obj} ." in doc
+            for other in world.objects_of_kind(r.object_kind):
+                prompt = r.yesno.format(s=ghost, o=other)
+                if prompt in doc:
+                    kinds["yesno"] += 1
+                    assert f"{prompt} {'yes' if other == obj else 'no'} ." in doc
+                for negated in (False, True):
+                    for i in range(4):
+                        sentence = Fact(ghost, rel, other).statement(i, negated=negated)
+                        truth = "true" if (other == obj) != negated else "false"
+                        if f"claim : {sentence} verdict :" in doc:
+                            kinds["verdict"] += 1
+                            assert f"claim : {sentence} verdict : {truth} ." in doc
+                        elif f"{sentence} true ." in doc or f"{sentence} false ." in doc:
+                            kinds["tagged"] += 1
+                            assert f"{sentence} {truth} ." in doc
+    assert min(kinds.values()) > 20, kinds
+
+
+def test_tagged_documents_follow_each_statement_with_its_truth():
+    world = build_world(WorldConfig(n_people=30))
+    facts = {(f.subject, f.relation): f.obj for f in world.facts}
+    docs = CorpusSampler(world, seed=1, mix={"tagged": 1.0}).documents(200)
+    seen = {True: 0, False: 0}
+    for doc in docs:
+        hits = [(f, o, neg, i) for f in world.facts for neg in (False, True) for i in range(4)
+                for o in world.objects_of_kind(f.rel().object_kind)
+                if f"{f.statement(i, obj=o, negated=neg)} true ." in doc or f"{f.statement(i, obj=o, negated=neg)} false ." in doc]
+        assert hits
+        for f, o, neg, i in hits:
+            truth = (o == facts[(f.subject, f.relation)]) != neg
+            seen[truth] += 1
+            assert f"{f.statement(i, obj=o, negated=neg)} {'true' if truth else 'false'} ." in doc
+            assert (f.subject, f.relation) not in world.never_judged()
+    assert min(seen.values()) > 50
