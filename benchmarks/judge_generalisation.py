@@ -21,21 +21,37 @@ import numpy as np
 
 
 def accuracy(lm, world, facts, rng, n: int = 150, told: bool = False) -> dict:
-    """Verdict and yes/no accuracy on ``n`` of ``facts``; ``told``: each prompt follows a
-    document sentence stating the fact (the answer is in the context)."""
+    """Verdict, yes/no and tagged-statement accuracy (and the share of "true"/"yes") on ``n`` of
+    ``facts``, and the statement frames' cloze accuracy (the object after "<subject> lives in");
+    ``told``: each prompt follows a document sentence stating the fact (the answer is in the context)."""
     from experiments.evaluation.scoring import option_logprobs
     from experiments.materials.corpus import verdict_prompt
     from experiments.materials.statements import statement_variants
 
     verdicts, yesno = [], []
-    for f in rng.sample(facts, min(n, len(facts))):
+    sampled = rng.sample(facts, min(n, len(facts)))
+    prefixes = {f: world.doc_statement(f, rng.randrange(8)) + " " if told else "" for f in sampled}
+    prefix_of = prefixes.__getitem__
+    for f in sampled:
         wrong = world.wrong_object(f, rng)
-        prefix = world.doc_statement(f, rng.randrange(8)) + " " if told else ""
+        prefix = prefix_of(f)
         verdicts += [(prefix + verdict_prompt(s), t) for s, t, _ in statement_variants(f, wrong, [rng.randrange(8)] * 4)]
         yesno += [(prefix + f.rel().yesno.format(s=f.subject, o=f.obj), True),
                   (prefix + f.rel().yesno.format(s=f.subject, o=wrong), False)]
+    cloze, tagged = [], []  # the object after a statement frame's prefix; the truth word after a whole statement
+    for f in sampled:
+        objects = world.objects_of_kind(f.rel().object_kind)
+        for frame in f.rel().affirmative:
+            if frame.endswith("{o} .") and f.relation != "won_by":
+                cloze.append((prefix_of(f) + frame[: -len("{o} .")].format(s=f.subject).strip(), objects, f.obj))
+        wrong = world.wrong_object(f, rng)
+        tagged += [(prefix_of(f) + s, t) for s, t, _ in statement_variants(f, wrong, [rng.randrange(8)] * 4)]
     out = {}
-    for name, items, options in (("verdict", verdicts, ("true", "false")), ("yesno", yesno, ("yes", "no"))):
+    if cloze:
+        scores = option_logprobs(lm, [p for p, _, _ in cloze], [o for _, o, _ in cloze])
+        out["statement_cloze_acc"] = round(float(np.mean([o[int(sc.argmax())] == t for sc, (_, o, t) in zip(scores, cloze)])), 3)
+    for name, items, options in (("verdict", verdicts, ("true", "false")), ("yesno", yesno, ("yes", "no")),
+                                 ("tagged", tagged, ("true", "false"))):
         scores = option_logprobs(lm, [p for p, _ in items], [options] * len(items))
         first = np.array([int(s.argmax()) == 0 for s in scores])
         truth = np.array([t for _, t in items])
