@@ -242,15 +242,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pretrain": {"steps": 1125, "batch_size": 256, "seq_len": 96, "lr": 2e-3, "warmup": 50},
     },
     # Testbed v2 (issue 22, benchmarks/base_model_checks.md): 1,000 people of whom half are only
-    # ever described, novel-entity claims beside override claims, names judged false, narrative
-    # frames for documents apart from the statement frames, probes at the bare statement. 160M
-    # tokens of pretraining: a GPU preset (on one H200 a few minutes).
+    # ever described, novel-entity claims beside override claims, narrative frames for documents
+    # apart from the statement frames, statements tagged with their truth, probes at the bare
+    # statement; weight decay 0.1 and 240M tokens, where judging generalised best in the sweep
+    # (the ghosts' "unknown, so false" documents are off: they taught "never judged, so false").
+    # A GPU preset (on one H200 a few minutes).
     "testbed": {
         "world": {"n_people": 1000, "n_cities": 20, "n_jobs": 12, "n_events": 40, "n_claims": 4, "n_novel_claims": 6,
                   "n_ghosts": 600, "two_word_names": True, "heldout_entity_fraction": 0.5, "disjoint_frames": True},
-        "corpus": {"bio": 4.0, "unknown": 1.0},
+        "corpus": {"bio": 4.0, "tagged": 1.0},
         "model": {"d_model": 192, "n_layers": 6, "n_heads": 4, "d_mlp": 768},
-        "pretrain": {"steps": 2440, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100},
+        "pretrain": {"steps": 3660, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1},
     },
     # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
     # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),
