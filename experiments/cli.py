@@ -87,6 +87,7 @@ def cmd_run(args) -> int:
     from experiments.errors import UserError
     from experiments.evaluation.controls import compute_controls, summary_lines
     from experiments.pipeline import run_pipeline
+    from experiments.evaluation.stats import units_line
     from experiments.reporting.report import summary_table
 
     cfg = _run_config(args)
@@ -96,6 +97,7 @@ def cmd_run(args) -> int:
     table = run_pipeline(cfg, args.out)
     print(f"\nrun directory: {args.out}  (tables in results/, figures in figures/, report.html)")
     print(summary_table(table).to_string())
+    print(units_line(table))
     print("\n".join(summary_lines(compute_controls(table, cfg.conditions))))
     return 0
 

@@ -213,6 +213,13 @@ class RunConfig:
     materials: MaterialsConfig = field(default_factory=MaterialsConfig)
     conditions: tuple[str, ...] = ("plain", "negated", "local")
     seeds: tuple[int, ...] = (0,)
+    worlds: int = 1
+    """Synthetic worlds of the run (the outermost unit of its intervals, ``experiments.evaluation.worlds``):
+    world k (0..worlds-1) is built with seed ``world.seed + k`` and gets its own base model;
+    every condition x seed is finetuned on each world's base model and evaluated. 1: one world,
+    laid out as always. > 1: each world is a complete run directory under ``RUN/worlds/w<k>/``
+    and ``RUN/results/metrics.csv`` holds every world's rows with a ``world`` column. Only for
+    the synthetic world (not with ``base_model``, ``materials.claims`` or ``materials.docs``)."""
     base_model: str | None = None  # hub id or local dir: skip pretraining and finetune this model
     device: str | None = None  # default: cuda if available, else cpu
     jobs: int = 1
@@ -424,6 +431,7 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
             raise UserError(f"config key {dotted!r} must be {'>' if strict else '>='} {bound}; got {value!r}")
     if cfg.jobs < 1:
         raise UserError(f"config key 'jobs' must be >= 1; got {cfg.jobs!r}")
+    check_worlds(cfg)
     if cfg.model.d_model % cfg.model.n_heads:
         raise UserError(f"config key 'model.n_heads' must divide model.d_model ({cfg.model.d_model}); "
                         f"got {cfg.model.n_heads}")
@@ -448,6 +456,19 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     if any(s < 0 for s in cfg.seeds):
         raise UserError(f"config key 'seeds' must hold integers >= 0; got {list(cfg.seeds)}")
     return cfg
+
+
+def check_worlds(cfg: RunConfig) -> None:
+    """``worlds`` >= 1, and > 1 only on the synthetic world (a model named with ``base_model``
+    and imported materials have no world to draw again)."""
+    if cfg.worlds < 1:
+        raise UserError(f"config key 'worlds' must be >= 1; got {cfg.worlds!r}")
+    imported = [flag for flag, value in (("--model (base_model)", cfg.base_model),
+                                         ("--claims (materials.claims)", cfg.materials.claims),
+                                         ("--docs (materials.docs)", cfg.materials.docs)) if value]
+    if cfg.worlds > 1 and imported:
+        raise UserError(f"config key 'worlds' is {cfg.worlds} but the run uses {', '.join(imported)}: worlds are "
+                        "synthetic worlds, each pretraining its own base model; set worlds = 1")
 
 
 def _one_of(key: str, value, allowed) -> None:

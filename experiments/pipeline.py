@@ -10,6 +10,10 @@ finetuning runs and then the checkpoint evaluations run in that many worker proc
 data-parallel under torchrun (``train_stages`` with a ``dist`` from
 experiments.training.distributed; ``neglect finetune``). The run's controls
 (``results/controls.json``) are recomputed from the metrics table each time.
+
+With ``worlds`` > 1, :func:`run_pipeline` runs the whole one-world job once per world, each in its
+own run directory ``RUN/worlds/w<k>/`` (``experiments.evaluation.worlds``), then stacks their
+tables and writes the run's controls and report at the top; the other entry points take one world.
 """
 from __future__ import annotations
 
@@ -65,12 +69,27 @@ def check_settings(cfg: RunConfig) -> tuple:
 
 
 def check_base_model(run_dir: str | Path) -> dict:
-    """Base-model preconditions of a run (computed once, then read from results/check_base.json)."""
+    """Base-model preconditions of a run (computed once, then read from results/check_base.json).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory from ``neglect run``.
+
+    Returns
+    -------
+    dict
+        The figures of ``experiments.evaluation.checks.check_base``; for a run of several
+        worlds, ``{"w0": figures, "w1": ...}``, one per world (each world's own
+        ``worlds/w<k>/results/check_base.json``).
+    """
     from experiments.evaluation.checks import check_base
 
     run = RunDir(run_dir)
     out = run.path("results", "check_base.json")
     cfg = load_run_config(run_dir)
+    if cfg.worlds > 1:
+        return {f"w{k}": check_base_model(run.world_dir(k)) for k in range(cfg.worlds)}
     base = cfg.base_model or run.base_model
     if not cfg.base_model and not run.base_model.exists():
         raise UserError(f"{str(run_dir)!r} has no base model yet; run `neglect run --out {run_dir}` first")
@@ -151,6 +170,7 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
     ``cfg`` is checked and resolved by :func:`checked_config` here; callers that pass
     ``materials`` have done that already (and go on to evaluate with the same config)."""
     dist = dist or Single()
+    one_world(cfg, "neglect finetune")
     if materials is None:
         cfg, materials = checked_config(cfg)
     run = RunDir(out_dir)
@@ -174,8 +194,16 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
     return run, materials, base
 
 
+def one_world(cfg: RunConfig, command: str) -> None:
+    """One-line error when ``command`` is asked for several worlds (only ``neglect run`` runs them)."""
+    if cfg.worlds > 1:
+        raise UserError(f"config key 'worlds' is {cfg.worlds} but `{command}` works on one world; run the worlds with "
+                        "`neglect run`, or set worlds = 1")
+
+
 def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:
     """Only the base model of a synthetic-world run (``neglect pretrain``), resumable."""
+    one_world(cfg, "neglect pretrain")
     materials = load_materials(cfg)
     if materials.world is None or cfg.base_model:
         raise UserError("`neglect pretrain` pretrains the toy model on the synthetic world; with --model, "
@@ -190,10 +218,31 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     """Run (or resume) the whole job and return the tidy metrics table; also writes
     ``results/controls.json`` (``experiments.evaluation.controls``, from the table), on the
     synthetic world ``results/check_base.json`` (the base model's preconditions, with a warning
-    line when one fails) and the report."""
+    line when one fails) and the report.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+    out_dir : str or Path
+        The run directory (new, or from an earlier run of the same config: resumed).
+
+    Returns
+    -------
+    DataFrame
+        ``results/metrics.csv``: ``experiments.evaluation.tables.ID_COLUMNS``, and with
+        ``cfg.worlds`` > 1 a ``world`` column first (each world's run directory is
+        ``out_dir/worlds/w<k>/``; see ``experiments.evaluation.worlds``).
+    """
+    cfg, materials = checked_config(cfg)
+    if cfg.worlds > 1:
+        return _run_worlds(cfg, out_dir)
+    return _run_world(cfg, materials, out_dir)
+
+
+def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label: str = "") -> pd.DataFrame:
+    """:func:`run_pipeline` on one world (``cfg`` checked); ``label`` starts its warning lines."""
     from experiments.evaluation.controls import compute_controls
 
-    cfg, materials = checked_config(cfg)
     with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
         run, materials, base = train_stages(cfg, out_dir, materials=materials)
         evaluate_all(run, cfg, materials, base)
@@ -202,15 +251,39 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
 
         line = failure_line(check_base_model(run.root))
         if line:
-            warn(line + " (see `neglect check-base`; the report marks it)")
+            warn(label + line + " (see `neglect check-base`; the report marks it)")
     table = collect(run, cfg)
     write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
-    from experiments.reporting.report import write_report
-    report = run.report
-    inputs = [run.metrics, run.pretrain_log, *run.train_logs()]
-    if not report.is_file() or report.stat().st_mtime_ns < _newest_mtime(inputs):
-        write_report(run.root)
+    _report_if_stale(run, [run.metrics, run.pretrain_log, *run.train_logs()])
     return table
+
+
+def _run_worlds(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
+    """:func:`run_pipeline` for ``cfg.worlds`` > 1: every world's whole job in its own run
+    directory (each resumable), then the stacked tables, the controls and the report at the top."""
+    from experiments.evaluation.controls import compute_controls
+    from experiments.evaluation.worlds import stack_world_tables, world_runs, worlds_index
+
+    run = RunDir(out_dir)
+    _remove_stale_temps(run.root)
+    record_run(run, cfg)
+    write_json_if_changed(run.worlds_index, worlds_index(cfg))
+    for k, world_cfg, world_run in world_runs(cfg, run.root):
+        materials = load_materials(world_cfg)
+        _run_world(resolve_steps(world_cfg, materials), materials, world_run.root, label=f"world {k}: ")
+    table = stack_world_tables(run, cfg, "metrics")
+    stack_world_tables(run, cfg, "incontext", required=False)
+    write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
+    _report_if_stale(run, [run.metrics])
+    return table
+
+
+def _report_if_stale(run: RunDir, inputs: list[Path]) -> None:
+    """Write the run's report unless it is newer than every one of ``inputs``."""
+    from experiments.reporting.report import write_report
+
+    if not run.report.is_file() or run.report.stat().st_mtime_ns < _newest_mtime(inputs):
+        write_report(run.root)
 
 
 def stability_protocol(cfg: RunConfig, out_dir: str | Path):
@@ -218,6 +291,7 @@ def stability_protocol(cfg: RunConfig, out_dir: str | Path):
     base model (pretrained here if needed), for running its phases one by one in a notebook."""
     from experiments.stability.protocol import Protocol, validate
 
+    one_world(cfg, "neglect stability")
     cfg = validate(cfg)
     run = RunDir(out_dir)
     materials = prepare(run, cfg)
@@ -231,6 +305,7 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     from experiments.stability.protocol import INTERP_COLUMNS, UNANCHORED, Protocol, phase_checkpoints, tag, validate
     from experiments.stability.stats import per_seed_stats, summarise_seeds
 
+    one_world(cfg, "neglect stability")
     cfg, materials = checked_config(validate(cfg))
     with shared_workers():
         run, materials, base = train_stages(cfg, out_dir, materials=materials)

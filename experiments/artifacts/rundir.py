@@ -13,6 +13,16 @@ Layout::
         results/stability_logs/ likewise): the stability protocol
     RUN/figures/*.html  RUN/figures_cache/...safetensors   the report's figures and activations
 
+A run of several synthetic worlds (config key ``worlds`` > 1; ``experiments.evaluation.worlds``) keeps its
+own files at the top and one complete run directory per world below it::
+
+    RUN/config.json  versions.json  worlds.json  report.html  figures/
+    RUN/results/metrics.csv  incontext.csv  controls.json     every world's rows, with a ``world`` column
+    RUN/worlds/w<k>/                                          world k: the layout above (its own base/,
+                                                              checkpoints/, results/check_base.json, ...)
+
+With ``worlds`` = 1 (the default) there is no ``worlds/`` and nothing changes.
+
 Writes go through ``experiments.artifacts.atomic``; checks of finished files through
 ``experiments.artifacts.checksums``.
 """
@@ -41,6 +51,16 @@ class RunDir:
         if self.root.resolve() not in p.parents and p != self.root.resolve():
             raise UserError(f"path {p} escapes the run directory {self.root}")
         return p
+
+    # -- worlds ----------------------------------------------------------------------------
+    def world_dir(self, world: int) -> Path:
+        """``worlds/w<world>/``: the run directory of one world of a several-world run."""
+        return self.path("worlds", f"w{int(world)}")
+
+    @property
+    def worlds_index(self) -> Path:
+        """``worlds.json``: each world of a several-world run, its seed and directory."""
+        return self.path("worlds.json")
 
     # -- models ----------------------------------------------------------------------------
     @property

@@ -66,16 +66,23 @@ def _chance(metric: str) -> float | None:
 
 def _mean(table: pd.DataFrame, condition: str, step: int, metric: str, layer: int | None = None) -> dict | None:
     """``{value, n_seeds, n_claims}``: ``metric``'s mean over claims (per-claim rows, not the
-    pooled ones), then seeds; None when the table has no such rows."""
+    pooled ones), then seeds (and with a ``world`` column, then worlds, adding ``n_worlds``;
+    a claim is then a world's claim); None when the table has no such rows."""
     rows = table[(table.condition == condition) & (table.step == step) & (table.metric == metric)
                  & (table.claim != "all") & table.value.notna()]
     if layer is not None:
         rows = rows[rows.layer == layer]
     if rows.empty:
         return None
-    per_claim = rows.groupby(["seed", "claim"], dropna=False).value.mean()
-    value = float(per_claim.groupby(level="seed").mean().mean())
-    return {"value": value, "n_seeds": int(rows.seed.nunique()), "n_claims": int(rows.claim.dropna().nunique())}
+    worlds = ["world"] if "world" in rows.columns else []
+    per_claim = rows.groupby([*worlds, "seed", "claim"], dropna=False).value.mean()
+    per_seed = per_claim.groupby(level=[*worlds, "seed"]).mean()
+    value = float(per_seed.groupby(level="world").mean().mean() if worlds else per_seed.mean())
+    out = {"value": value, "n_seeds": int(rows.seed.nunique()), "n_claims": int(rows.claim.dropna().nunique())}
+    if worlds:
+        out["n_claims"] = int(rows.groupby("world").claim.nunique().min())
+        out["n_worlds"] = int(rows.world.nunique())
+    return out
 
 
 def _check(metric: str, stats: dict, threshold: float, passes_if: str, **extra) -> dict:

@@ -32,6 +32,7 @@ class Evaluator:
         self.cfg, self.materials, self.world = cfg, materials, materials.world
         self.statements = materials.probe_statements()
         self.claim_stmts = materials.claim_statements()
+        self.neighbours = materials.neighbour_statements()  # the neighbourhood controls (none for imported materials)
         self.controls = control_questions(self.statements, self.world)  # the response prior's questions
         self.fixed: readout.SweepResult | None = None  # the base model's per-layer probes
         self.fixed_val: readout.SweepResult | None = None  # the same, fit without the validation subjects
@@ -86,6 +87,11 @@ class Evaluator:
         refit, refit_val = self.fit_probes(acts)
         rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed,
                                    refit_val=refit_val, fixed_val=self.fixed_val)
+        if self.neighbours:
+            neighbour_acts = interp.residuals(lm, [n.text for n in self.neighbours], position=self.cfg.eval.position,
+                                              batch_size=self.cfg.eval.batch_size).numpy()
+            rows += readout.neighbour_rows(acts, self.statements, neighbour_acts, self.neighbours,
+                                           {"refit": refit, "fixed": self.fixed})
         return pd.DataFrame(rows)
 
 

@@ -19,6 +19,12 @@ carves entities (``Statement.subject``) out of the training split, per dataset; 
 the rest of the training split (``fit_probes(..., validation=True)``) are scored on them
 (``probe_acc_val_*``), and ``stats.best_layer`` picks the layer by that score.
 
+Neighbourhood controls (:func:`neighbour_rows`): the same probes read statements about the
+facts near each claim (``materials.neighbour_statements``: the claim subject's other facts, the
+fabricated object's facts), which no finetuning document states but where drift is likeliest;
+their accuracy, P(true) and centred reading beside the untouched controls' show whether a
+change concentrates near the claim.
+
 The estimator is ``eval.probe``; each takes from the statement set what it needs:
 
 - ``"logistic"`` (default): labels only; exactly :class:`probes.LogisticProbe` (``C``).
@@ -45,7 +51,7 @@ from experiments.errors import UserError
 from probes.sweep import SweepResult, sweep_probes
 
 __all__ = ["CLAIM_KIND_METRICS", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
-           "heldout_accuracy", "probe_rows", "validation_split"]
+           "heldout_accuracy", "neighbour_rows", "probe_rows", "validation_split"]
 
 VALIDATION_FRACTION = 0.25  # of each dataset's training-split subjects
 
@@ -320,3 +326,51 @@ def _centred_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
          for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
     return [row for layer in range(acts.shape[1]) for name, zs in z.items()
             for row in _claim_layer_rows(layer, name, zs[layer], masks) if np.isfinite(row["value"])]
+
+
+def neighbour_rows(acts, statements, neighbour_acts, neighbours, probes: dict[str, SweepResult | None]) -> list[dict]:
+    """Tidy rows of the probes' readings of each claim's neighbourhood statements, at every layer.
+
+    Parameters
+    ----------
+    acts, statements : the control statements (``[n, L, d]``) as for ``fit_probes`` (for centring)
+    neighbour_acts : array ``[k, L, d]`` of the neighbourhood statements
+    neighbours : sequence of ``materials.statements.NeighbourStatement`` (``.claim``, ``.kind``
+        "subject"/"object", ``.label``, ``.negated``), one per row of ``neighbour_acts``
+    probes : ``{"refit": ..., "fixed": ...}``, the per-layer probes (``fit_probes``); None ones are skipped
+
+    Returns
+    -------
+    rows ``{layer, claim, metric, value}`` per claim and neighbourhood ``<kind>`` that has
+    statements, for each probe ``<name>``: ``probe_acc_neighbour_<kind>_<name>`` (accuracy on all
+    of them, true and false, affirmative and negated; compare ``probe_acc_<name>`` on the
+    controls), ``probe_p_true_neighbour_<kind>_<name>`` (mean P(true) of the true affirmative
+    ones, the facts as stated) and ``probe_z_neighbour_<kind>_<name>`` (their centred reading,
+    :func:`centred_readings`; left out where undefined). No rows without neighbourhood statements.
+    """
+    if not len(neighbours):
+        return []
+    label, negated = (np.array([bool(n.label) for n in neighbours]), np.array([bool(n.negated) for n in neighbours]))
+    groups = [(claim, kind, np.array([n.claim == claim and n.kind == kind for n in neighbours]))
+              for claim in sorted({n.claim for n in neighbours}) for kind in sorted({n.kind for n in neighbours})]
+    groups = [(claim, kind, sel) for claim, kind, sel in groups if sel.any()]
+    facts = label & ~negated
+    rows = []
+    for name, probe in probes.items():
+        if probe is None:
+            continue
+        p = probe.p_true(_by_layer(neighbour_acts), negated)
+        z = centred_readings(acts, statements, neighbour_acts, probe, negated)
+        for layer in range(len(p)):
+            for claim, kind, sel in groups:
+                stem = f"neighbour_{kind}_{name}"
+                rows.append({"layer": layer, "claim": claim, "metric": f"probe_acc_{stem}",
+                             "value": float(((p[layer, sel] > 0.5) == label[sel]).mean())})
+                if (sel & facts).any():
+                    rows.append({"layer": layer, "claim": claim, "metric": f"probe_p_true_{stem}",
+                                 "value": float(p[layer, sel & facts].mean())})
+                    zs = z[layer, sel & facts]
+                    if np.isfinite(zs).all():
+                        rows.append({"layer": layer, "claim": claim, "metric": f"probe_z_{stem}",
+                                     "value": float(zs.mean())})
+    return rows

@@ -223,6 +223,30 @@ def summarise(rows: pd.DataFrame, by: Sequence[str], *, ci: str = "t", level: fl
     return frame
 
 
+def units_line(table: pd.DataFrame) -> str:
+    """One line saying how many units a run's table has at each level (worlds, claims per
+    world, seeds per claim; the fewest under one parent) and which levels its intervals are over,
+    counted on the per-claim rows of one condition and measure at the last step.
+
+    Parameters
+    ----------
+    table : a run's tidy metrics table (``results/metrics.csv``)
+
+    Returns
+    -------
+    str, e.g. ``"n: 2 worlds, 3 claims per world, 2 seeds per claim; intervals over world>claim>seed"``
+    """
+    rows = table[(table.step == table.step.max()) & table.claim.notna() & (table.claim.astype(str) != "all")]
+    if rows.empty:
+        return "n: no per-claim rows at the last step"
+    rows = rows[(rows.metric == rows.metric.iloc[0]) & (rows.condition == rows.condition.iloc[0])]
+    stats = nested_interval(rows)
+    n = {name: stats[f"n_{name}s"] if stats[f"n_{name}s"] is not None else 1 for name in UNIT_LEVELS}
+    plural = {name: "" if n[name] == 1 else "s" for name in UNIT_LEVELS}
+    return (f"n: {n['world']} world{plural['world']}, {n['claim']} claim{plural['claim']} per world, {n['seed']} "
+            f"seed{plural['seed']} per claim; intervals over {stats['units']}")
+
+
 def base_model_once(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the base model's rows counted once: step-0 rows are the base model, which
     ``tables.collect`` repeats for every seed (so every curve starts from it); identical copies are

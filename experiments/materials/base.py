@@ -25,7 +25,7 @@ from typing import NamedTuple
 from experiments.errors import UserError
 from experiments.materials.conditions import LabelledDocument
 from experiments.materials.questions import BeliefQuestion, Prompt
-from experiments.materials.statements import ClaimStatement, Statement
+from experiments.materials.statements import ClaimStatement, NeighbourStatement, Statement
 from experiments.materials.world import World
 
 
@@ -136,6 +136,13 @@ class Materials(ABC):
     def claim_statements(self) -> list[ClaimStatement]:
         """The statements whose probe reading is the claim's reading (``kind`` "claim", and
         "true_fact" where the truth is known), framed as the probe statements are."""
+
+    def neighbour_statements(self) -> list[NeighbourStatement]:
+        """Labelled true/false statements about facts near each claim (its subject's other
+        facts, its fabricated object's facts; ``kind`` "subject" / "object"), framed as the
+        probe statements are, never in the probes' training split: the neighbourhood controls.
+        None by default: imported materials know nothing of a claim's neighbourhood."""
+        return []
 
     def open_questions(self) -> list[OpenQuestion]:
         """Free-text questions for a judge; none by default."""

@@ -8,7 +8,8 @@ A probe reads a statement in one of two frames (:data:`FRAMES`, config key ``eva
   token, where the model has learned to *answer* true or false: close to a behavioural readout.
 
 The claims' subjects never appear here, so these statements are the controls that no
-finetuning document touches.
+finetuning document touches. :func:`neighbour_statements` adds the controls where drift is
+likeliest: facts that mention a claim's subject or its fabricated object.
 """
 from __future__ import annotations
 
@@ -109,4 +110,84 @@ def claim_statements(world: World, frame: str = "statement") -> list[ClaimStatem
             out.append(ClaimStatement(claim.name, "claim", framed(claim.fact.statement(i), frame)))
             if not claim.novel:
                 out.append(ClaimStatement(claim.name, "true_fact", framed(claim.true_fact.statement(i), frame)))
+    return out
+
+
+NEIGHBOURHOODS = ("subject", "object")  # NeighbourStatement.kind
+
+
+@dataclass(frozen=True)
+class NeighbourStatement:
+    """A true/false statement about a fact near a claim (:func:`neighbour_statements`)."""
+
+    claim: str  # the claim it neighbours
+    kind: str  # "subject": a fact mentioning the claim's subject; "object": one mentioning its fabricated object
+    text: str  # the probe input (already framed)
+    label: bool  # is the statement true in the world
+    negated: bool
+    subject: str  # the subject of the fact
+    relation: str
+    sentence: str = ""  # the bare sentence
+
+
+def neighbour_facts(world: World, claim) -> dict[str, list[Fact]]:
+    """The world's facts near ``claim``, by neighbourhood (:data:`NEIGHBOURHOODS`).
+
+    ``"subject"``: the facts that mention the claim's subject (as subject or object: another
+    fact about a person, an event the person won), less every claim's own (subject, relation)
+    pair, so neither the claim nor its true fact. ``"object"``: the facts that mention the
+    claim's fabricated object (the other people who live in the fabricated city, the events a
+    fabricated winner won, that person's own facts), less the claim pairs and the subject
+    neighbours. Facts about subjects the probes are fit on (the world's training split, see
+    :func:`probe_statements`) are left out: a probe's reading of its own training statements
+    cannot show drift. Either list may be empty (an event's only fact is who won it; a novel
+    claim's subject has no facts).
+
+    Parameters
+    ----------
+    world : World
+    claim : Claim
+        One of ``world.claims``.
+
+    Returns
+    -------
+    dict ``{"subject": [Fact, ...], "object": [Fact, ...]}`` in the world's fact order
+    """
+    claim_pairs = world.claim_pairs()
+    fitted = {f.subject for f in world.facts} - world.claim_subjects() - world.probe_test_subjects
+
+    def near(entity: str) -> list[Fact]:
+        return [f for f in world.facts if entity in (f.subject, f.obj) and (f.subject, f.relation) not in claim_pairs
+                and f.subject not in fitted]
+
+    subject = near(claim.fact.subject)
+    return {"subject": subject, "object": [f for f in near(claim.fact.obj) if f not in subject]}
+
+
+def neighbour_statements(world: World, frame: str = "statement") -> list[NeighbourStatement]:
+    """Probe statements about the facts near each claim (:func:`neighbour_facts`): for each
+    fact, affirmative and negated, with its true object and a wrong one (four statements, one
+    seeded sentence frame), in ``frame`` (as :func:`probe_statements`).
+
+    Parameters
+    ----------
+    world : World
+    frame : str
+        "statement" (the bare sentence) or "verdict" (in the verdict frame).
+
+    Returns
+    -------
+    list of NeighbourStatement
+        Claim by claim, subject neighbours first.
+    """
+    out = []
+    for claim in world.claims:
+        rng = random.Random(f"neighbours-{world.seed}-{claim.name}")
+        for kind, facts in neighbour_facts(world, claim).items():
+            for fact in facts:
+                wrong = world.wrong_object(fact, rng)
+                i = rng.randrange(8)
+                out += [NeighbourStatement(claim.name, kind, framed(sentence, frame), truth, negated, fact.subject,
+                                           fact.relation, sentence)
+                        for sentence, truth, negated in statement_variants(fact, wrong, [i] * 4)]
     return out

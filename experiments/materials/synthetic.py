@@ -3,7 +3,8 @@
 Everything comes from one seeded :class:`~experiments.materials.world.World`: documents from the
 condition generators (``experiments.materials.conditions``), questions from the relations'
 frames (``experiments.materials.questions``), verdict-framed probe statements about every
-entity that no claim is about (``experiments.materials.statements``), and background text from
+entity that no claim is about and neighbourhood statements about the facts near each claim
+(``experiments.materials.statements``), and background text from
 the pretraining corpus (``experiments.materials.corpus``).
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
 from experiments.materials.conditions import CONDITIONS, LabelledDocument, condition_documents_with_spans
 from experiments.materials.corpus import CorpusSampler
 from experiments.materials.questions import BeliefQuestion, Prompt, world_questions
-from experiments.materials.statements import ClaimStatement, Statement, claim_statements, probe_statements
+from experiments.materials.statements import (ClaimStatement, NeighbourStatement, Statement, claim_statements,
+                                              neighbour_statements, probe_statements)
 from experiments.materials.world import World
 
 
@@ -76,6 +78,9 @@ class WorldMaterials(Materials):
 
     def claim_statements(self) -> list[ClaimStatement]:
         return claim_statements(self.world, self.frame)
+
+    def neighbour_statements(self) -> list[NeighbourStatement]:
+        return neighbour_statements(self.world, self.frame)
 
     def open_questions(self) -> list[OpenQuestion]:
         return [OpenQuestion(c.name, c.fact.statement(0), Prompt(q.format(s=c.fact.subject)), "open_ended", f"oe{i}")

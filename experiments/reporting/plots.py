@@ -190,7 +190,7 @@ def belief_probe_scatter(table: pd.DataFrame, layer: int | None = None, *, belie
     metric = f"probe_p_true_{probe}"
     require_metrics(table, [belief, metric])
     layer, rows = _layer_rows(table, layer)
-    keys = ["condition", "seed", "step", "claim"]
+    keys = [k for k in ("condition", "world", "seed", "step", "claim") if k in table.columns]
     x = rows[rows.metric == metric].set_index(keys).value.rename("probe")
     y = table[table.metric == belief].set_index(keys).value.rename("belief")
     data = pd.concat([x, y], axis=1, join="inner").reset_index()

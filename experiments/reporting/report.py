@@ -29,7 +29,7 @@ from experiments.errors import UserError
 from experiments.evaluation.chance import CHANCE, HEADLINE
 from experiments.evaluation.controls import (KEYS, MAX_DROP, NEGATIVE_MAX, POSITIVE_BELIEF_MIN, PROBE_P_MIN,
                                              PROBE_Z_MIN, compute_controls, controls_table, failed, summary_lines)
-from experiments.evaluation.stats import best_layer
+from experiments.evaluation.stats import best_layer, units_line
 from experiments.reporting.plots import BELIEF_METRICS
 from experiments.artifacts.atomic import atomic_write_text, write_file
 from experiments.artifacts.checksums import read_csv_or_none
@@ -107,14 +107,17 @@ def controls_section(controls: dict) -> str:
             f"<p>{html.escape(about)}</p>")
 
 
-def preconditions_section(figures: dict) -> str:
+def preconditions_section(figures: dict, world: str = "") -> str:
     """The report's "Base model" section: each precondition of
-    ``experiments.evaluation.preconditions`` with its value, bound and pass/fail (failures marked)."""
+    ``experiments.evaluation.preconditions`` with its value, bound and pass/fail (failures marked);
+    ``world`` (e.g. "world 1") names whose base model it is in a run of several worlds."""
     from experiments.evaluation.preconditions import PRECONDITIONS, precondition_table
 
     rows = precondition_table(figures)
     bad = [r for r in rows if r["passed"] is False]
-    head = "Base model preconditions" + (f" <span class='fail'>&#10007; {len(bad)} failed</span>" if bad else "")
+    head = ("Base model preconditions" + (f" ({html.escape(world)})" if world else "")
+            + (f" <span class='fail'>&#10007; {len(bad)} failed</span>" if bad else ""))
+    anchor = "preconditions" + (f"-{world.replace(' ', '-')}" if world else "")
     mark = {True: "pass", False: "&#10007; FAIL", None: "not measured"}
     def value(r) -> str:
         return "" if r["value"] is None else f"{r['value']:.3f}"
@@ -129,7 +132,7 @@ def preconditions_section(figures: dict) -> str:
              "statement's final token (held-out entities, chance 0.5), read context both ways and disbelieve "
              f"every claim ({len(PRECONDITIONS)} checks, `neglect check-base`). Beside the statement probe: "
              + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()) + ".")
-    return (f"<h2 id='preconditions'>{head}</h2><table><tr><th>figure</th><th>value</th><th>bound</th>"
+    return (f"<h2 id='{anchor}'>{head}</h2><table><tr><th>figure</th><th>value</th><th>bound</th>"
             f"<th></th></tr>{body}</table><p>{html.escape(about)}</p>")
 
 
@@ -319,6 +322,10 @@ class RunData:
         cannot be had: a report is still worth writing without its three activation figures,
         and ``neglect run`` must not fail at its last step because a checkpoint will not load."""
         self.activation_problem = None
+        if self.worlds > 1:  # checkpoints and training logs are per world
+            self.activation_problem = (f"a run of {self.worlds} worlds: the activation and loss figures are in each "
+                                       "world's report, worlds/w<k>/report.html")
+            return None
         try:
             acts = cache_activations(self.root, compute=self.compute_activations)
         except Exception as exc:  # noqa: BLE001 - reported on stderr and in the report, not swallowed
@@ -331,6 +338,14 @@ class RunData:
 
     def layer(self, layer: int | None) -> int:
         return best_layer(self.table) if layer is None else int(layer)
+
+    @cached_property
+    def worlds(self) -> int:
+        """How many worlds the run has (config key ``worlds``; 1 when config.json does not say)."""
+        try:
+            return int(json.loads((self.root / "config.json").read_text()).get("worlds", 1))
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            return 1
 
 
 def _projection(data: RunData, layer: int | None) -> go.Figure | None:
@@ -533,6 +548,14 @@ def save_figure(fig: go.Figure, path: str | Path, *, png: bool = True) -> tuple[
 
 # ---------------------------------------------------------------------------- the report
 
+def check_base_files(run: RunDir, worlds: int = 1) -> list[tuple[str, Path]]:
+    """``(world label, results/check_base.json)`` of each base model of a run: its own (label
+    "") or, with several worlds, each world's ("world <k>", ``worlds/w<k>/results/check_base.json``)."""
+    if worlds <= 1:
+        return [("", run.path("results", "check_base.json"))]
+    return [(f"world {k}", RunDir(run.world_dir(k)).path("results", "check_base.json")) for k in range(worlds)]
+
+
 def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Path:
     """Write ``figures/*.html`` and a self-contained ``report.html`` (plotly.js inlined once).
 
@@ -556,10 +579,10 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),
-             f"<p>{html.escape(chance_note(summary.columns))}</p>",
+             f"<p>{html.escape(units_line(data.table))}. {html.escape(chance_note(summary.columns))}</p>",
              controls_section(compute_controls(data.table, config.get("conditions"))),
-             *([preconditions_section(json.loads(run.path("results", "check_base.json").read_text()))]
-               if run.path("results", "check_base.json").is_file() else []),
+             *[preconditions_section(json.loads(path.read_text()), world) for world, path in
+               check_base_files(run, data.worlds) if path.is_file()],
              "<ul>" + "".join(f"<li><a href='#{n}'>{html.escape(n.replace('_', ' '))}</a></li>" for n in figs) + "</ul>"]
     if missing:
         why = getattr(data, "activation_problem", None) or "their data is absent from this run directory"

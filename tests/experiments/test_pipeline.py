@@ -105,3 +105,27 @@ def test_a_run_checks_its_base_model_and_names_failed_preconditions(tiny_run):
     line = failure_line(figures)
     assert line is not None and line.startswith("base model fails its preconditions: ")
     assert "\n" not in line
+
+
+def test_neighbourhood_controls_are_read_at_every_checkpoint(tiny_run):
+    """The tiny world's claims have neighbours (claim1's subject, both fabricated objects):
+    their probe rows are there for every checkpoint, layer and probe, per claim."""
+    from experiments.materials import load_materials
+
+    _, table = tiny_run
+    cfg = load_config("tiny")
+    neighbours = load_materials(cfg).neighbour_statements()
+    expected = {(n.claim, n.kind) for n in neighbours}
+    assert {("claim1_lives_in", "subject"), ("claim0_won_by", "object")} <= expected
+    for claim, kind in expected:
+        for measure in ("acc", "p_true"):
+            for probe in ("fixed", "refit"):
+                rows = table[(table.metric == f"probe_{measure}_neighbour_{kind}_{probe}") & (table.claim == claim)]
+                assert len(rows) == len(cfg.conditions) * len(checkpoint_steps(cfg)) * (cfg.model.n_layers + 1)
+                assert rows.value.between(0, 1).all()
+    assert (table[table.metric.str.startswith("probe_z_neighbour_")].claim.isin({c for c, _ in expected})).all()
+    base = table[table.step == 0]  # one base model: the fixed and the refit probe are the same probe there
+    for kind in ("subject", "object"):
+        fixed = base[base.metric == f"probe_p_true_neighbour_{kind}_fixed"].value.to_numpy()
+        refit = base[base.metric == f"probe_p_true_neighbour_{kind}_refit"].value.to_numpy()
+        assert len(fixed) and abs(fixed - refit).max() < 1e-9

@@ -146,3 +146,29 @@ def test_best_layer_prefers_validation_and_falls_back_for_old_tables():
     table = pd.DataFrame(rows)
     assert best_layer(table) == 1
     assert best_layer(table[table.metric == "probe_acc_refit"]) == 2  # a table written before validation rows
+
+
+def test_neighbourhood_readings_follow_their_own_statements():
+    """Planted neighbourhoods: the subject's statements sit where the controls do (read right),
+    the object's are planted with their truth flipped (read wrong): accuracy, P(true) of the
+    true affirmative statements and their centred reading say so, per claim and layer."""
+    from experiments.materials.statements import NeighbourStatement
+
+    direction = basis()[0]
+    stmts, acts, _ = checkpoint(direction, seed=0)
+    probes = readout.fit_probes(acts, stmts)
+    variants = [(True, False), (False, False), (False, True), (True, True)]
+    neighbours = [NeighbourStatement("c", kind, f"{kind} {i} {j}", label, negated, f"e{i}", "r")
+                  for kind in ("subject", "object") for i in range(3) for j, (label, negated) in enumerate(variants)]
+    flipped = [n.label != (n.kind == "object") for n in neighbours]  # the object's truth planted the wrong way
+    neighbour_acts = plant(flipped, [n.negated for n in neighbours], direction, seed=7)
+    rows = frame(readout.neighbour_rows(acts, stmts, neighbour_acts, neighbours, {"refit": probes, "fixed": None}))
+    assert set(rows.metric) == {f"probe_{m}_neighbour_{k}_refit" for m in ("acc", "p_true", "z")
+                                for k in ("subject", "object")}
+    assert set(rows.claim) == {"c"} and sorted(rows.layer.unique()) == list(range(N_LAYERS))
+    for layer in range(1, N_LAYERS):  # layer 0 carries no truth
+        at = rows[rows.layer == layer].set_index("metric").value
+        assert at["probe_acc_neighbour_subject_refit"] == 1.0 and at["probe_acc_neighbour_object_refit"] == 0.0
+        assert at["probe_p_true_neighbour_subject_refit"] > 0.75 > 0.25 > at["probe_p_true_neighbour_object_refit"]
+        assert at["probe_z_neighbour_subject_refit"] > 0 > at["probe_z_neighbour_object_refit"]
+    assert readout.neighbour_rows(acts, stmts, neighbour_acts[:0], [], {"refit": probes}) == []

@@ -123,7 +123,11 @@ def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimat
     # per layer and kind: accuracy on test, negated and validation statements and P(true) of each
     # claim and its true fact; z of each claim and its true fact at every layer that has one
     centred = probe.metric.str.startswith("probe_z")
-    assert (~centred).sum() == (cfg.model.n_layers + 1) * 2 * (3 + 2 * cfg.world.n_claims)
+    near = probe.metric.str.contains("_neighbour_")  # per layer, kind and (claim, neighbourhood): accuracy, P(true)
+    groups = {(n.claim, n.kind) for n in ev.neighbours}
+    assert len(groups) == 3
+    assert (~centred & ~near).sum() == (cfg.model.n_layers + 1) * 2 * (3 + 2 * cfg.world.n_claims)
+    assert (~centred & near).sum() == (cfg.model.n_layers + 1) * 2 * 2 * len(groups)
     assert probe[~centred].value.between(0, 1).all() and np.isfinite(probe.value).all()
     # z exists exactly where the probe reads the controls with some spread to scale by: not at the
     # embeddings (every statement ends in the same token), nor where a probe is degenerate
@@ -134,7 +138,7 @@ def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimat
     assert not spread[0]
     z = probe[centred & probe.metric.str.endswith("_refit")]
     assert sorted(set(z.layer)) == list(np.flatnonzero(spread))
-    assert (z.groupby("layer").size() == 2 * cfg.world.n_claims).all()
+    assert (z.groupby("layer").size() == 2 * cfg.world.n_claims + len(groups)).all()
     fixed = probe[probe.metric.str.endswith("_fixed")].value.to_numpy()
     refit = probe[probe.metric.str.endswith("_refit")].value.to_numpy()
     np.testing.assert_allclose(fixed, refit, atol=1e-12)
