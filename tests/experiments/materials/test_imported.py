@@ -120,6 +120,39 @@ def test_docs_for_a_claim_without_a_pack_is_one_line(tmp_path):
         ImportedMaterials(CLAIMS, tmp_path / "docs")
 
 
+def test_a_claim_filter_selects_packs_and_their_documents_only(tmp_path):
+    claims = tmp_path / "claims"
+    shutil.copytree(CLAIMS, claims)
+    (claims / "broken_pack").mkdir()  # no claim.txt: an error only when read
+    with pytest.raises(UserError, match="broken_pack"):
+        ImportedMaterials(claims, DOCS)
+    m = ImportedMaterials(claims, DOCS, claim_names=["violet_comet"])
+    assert [c.name for c in m.claims] == ["violet_comet"]
+    docs = m.documents("negated", 100, seed=0)
+    n_violet = len((DOCS / "negated_documents" / "violet_comet" / "annotated_docs.jsonl").read_text().splitlines())
+    assert len(docs) == n_violet
+    assert {q.claim for q in m.belief_questions()} == {"violet_comet"}
+    assert {q.claim for q in m.open_questions()} == {"violet_comet"}
+    assert {s.claim for s in m.claim_statements()} == {"violet_comet"}
+    assert m.describe()["claim_names"] == ["violet_comet"]
+    assert all(key.endswith("/violet_comet") for key in m.describe()["documents"])
+    cfg = load_config("tiny", overrides=[f'materials.claims="{claims}"', f'materials.docs="{DOCS}"',
+                                         'materials.claim_names=["harbor_clock"]'])
+    assert [c.name for c in load_materials(cfg).claims] == ["harbor_clock"]
+
+
+def test_an_unknown_claim_name_is_one_line_naming_the_claims_there_are(qwen_dir, tmp_path):
+    with pytest.raises(UserError, match=r"no claim pack 'nope'.*expected some of harbor_clock, violet_comet"):
+        ImportedMaterials(CLAIMS, DOCS, claim_names=["violet_comet", "nope"])
+    proc = neglect("run", "--preset", "tiny", "--model", str(qwen_dir), "--claims", str(CLAIMS), "--docs", str(DOCS),
+                   "--claim", "nope", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "'materials.claim_names'" in proc.stderr and "harbor_clock, violet_comet" in proc.stderr
+    assert not (tmp_path / "r" / "config.json").exists()
+    with pytest.raises(UserError, match="materials.claim_names.*materials.claims"):
+        load_materials(load_config("tiny", overrides=['materials.claim_names=["violet_comet"]']))
+
+
 def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
     out, proc = imported_run
     table = pd.read_csv(out / "results" / "metrics.csv")
