@@ -3,7 +3,8 @@
 Per anchor weight and seed:
 
 - **Phase 1**: a fresh copy of the base model finetuned for ``finetune.steps`` on the negated
-  documents (the same documents, same order as the unanchored run for that seed) plus an
+  documents (the unanchored run's examples for that seed, ``stages.training_examples``: same
+  rows and mix, loss masks, context rule and order) plus an
   anchor (``experiments.stability.anchors``) that keeps the model from believing the claims.
 - **Phase 2**: from the end of Phase 1, ``phase2_steps`` more on the negated documents only,
   with Phase 1's AdamW moments kept or a fresh optimizer (``phase2_optimizer``).
