@@ -1,7 +1,7 @@
 """The ``neglect`` command line.
 
     neglect run [--preset demo] [--config FILE] [--set key=value ...] [--out DIR]
-                [--model ID_OR_DIR] [--claims DIR --docs DIR]
+                [--model ID_OR_DIR] [--claims DIR --docs DIR [--claim NAME ...]]
     torchrun --nproc_per_node=N -m experiments finetune [same flags as run]   (then `neglect run` evaluates)
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
@@ -60,11 +60,13 @@ def _materials_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claims", help="claims/ directory of claim packs in the paper's layout (materials.claims)")
     p.add_argument("--docs", help="documents root, <condition>/<claim>/annotated_docs.jsonl (materials.docs); "
                                   "unless conditions are set, the run uses every condition found there")
+    p.add_argument("--claim", dest="claim_names", action="append", metavar="NAME",
+                   help="study only this claim of --claims (repeatable; materials.claim_names)")
 
 
 def _run_config(args):
-    """The config of ``args``: preset, file, ``--set`` overrides, then ``--model``, ``--claims``
-    and ``--docs``. With ``--docs`` and no ``conditions`` given, the conditions are those the
+    """The config of ``args``: preset, file, ``--set`` overrides, then ``--model``, ``--claims``,
+    ``--docs`` and ``--claim``. With ``--docs`` and no ``conditions`` given, the conditions are those the
     documents directory has."""
     import json
 
@@ -72,7 +74,7 @@ def _run_config(args):
 
     overrides = list(args.overrides)
     flags = {"base_model": getattr(args, "model", None), "materials.claims": getattr(args, "claims", None),
-             "materials.docs": getattr(args, "docs", None)}
+             "materials.docs": getattr(args, "docs", None), "materials.claim_names": getattr(args, "claim_names", None)}
     overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value]
     given = any(o.split("=", 1)[0].strip() == "conditions" for o in args.overrides) or (
         args.config is not None and "conditions" in read_config_file(args.config))

@@ -199,6 +199,9 @@ class MaterialsConfig:
     statements: str = "capitals,cities,elements,animals,numbers"
     background: str | None = None  # JSONL of {"text": ...} to mix into finetuning (imported materials)
     instruct: str | None = None  # JSONL of chat rows {"messages": [...]} to mix into finetuning (imported materials)
+    # the claims to study, by pack name, of a claims directory holding many (--claim NAME, repeatable);
+    # empty: every pack. One model per claim: one run per name.
+    claim_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,11 @@ class RunDir:
         return self.table("metrics")
 
     @property
+    def judge_metrics(self) -> Path:
+        """``results/judge_metrics.csv``: judged belief rates (when the optional judge is on)."""
+        return self.table("judge_metrics")
+
+    @property
     def controls(self) -> Path:
         """``results/controls.json``: the positive, negative and probe-validity controls."""
         return self.path("results", "controls.json")

@@ -42,6 +42,14 @@ Every measure has a companion row ``<metric>_chance`` holding its chance level
 (:data:`CHANCE`), per claim and pooled. Pooled rows (``pooled_<metric>``, claim ``"all"``)
 are means over claims, the claims being the units.
 
+Judged belief rates (``judge_belief_<kind>``, ``experiments.evaluation.judge``: the share of
+sampled free-text answers an LLM judge labels as stating the claim) get chance
+:data:`JUDGED_BELIEF_CHANCE` = 0: the claims are fabricated, so a model whose answer does not
+depend on the claim states it only by accident. Unlike the measures above this is not
+guaranteed by construction (a fixed reply such as "yes" to a robustness challenge may be
+labelled belief, and a cloze completion can hit the claim's word), so read them against the
+base model's rate (step 0) as well.
+
 What is and is not balanced: on the world, every two-option kind has items of both believer
 answers, so the balanced rates and contrasts always exist; forced choice and token association
 cannot be balanced (the options are answer words scored as continuations, so there is no
@@ -71,7 +79,21 @@ CHANCE: dict[str, float] = {
 }
 CONTROL_KINDS = ("verdict", "yesno")  # kinds of control questions (``questions.control_questions``)
 CONTROL_CHANCE: dict[str, float] = {f"control_acc_{k}": 0.5 for k in CONTROL_KINDS}
+JUDGED_BELIEF_CHANCE = 0.0  # judge_belief_<kind> (see the module docstring)
 HEADLINE = ("belief_balanced_propositional", "endorse_claim", "reject_truth", "belief_association_cc")
+
+
+def chance_level(metric: str) -> float | None:
+    """The chance level of ``metric`` (without a ``pooled_`` prefix): one of :data:`CHANCE`,
+    :data:`CONTROL_CHANCE`, or :data:`JUDGED_BELIEF_CHANCE` for a judged belief rate
+    ``judge_belief_<kind>``; None for a metric without one (the raw rates, whose chance depends on
+    how the model answers)."""
+    metric = metric.removeprefix("pooled_")
+    if metric in CHANCE or metric in CONTROL_CHANCE:
+        return {**CHANCE, **CONTROL_CHANCE}[metric]
+    if metric.startswith("judge_belief_") and not metric.endswith("_chance"):
+        return JUDGED_BELIEF_CHANCE
+    return None
 
 
 def response_priors(controls: pd.DataFrame) -> dict[str, float]:

@@ -226,7 +226,8 @@ def judge_all(run: RunDir, cfg: RunConfig, materials: Materials, load_base) -> N
     """Optional: sampled free-text answers judged by an LLM (off unless NEGLECT_JUDGE_URL is set;
     see ``experiments.evaluation.judge``), on the base model (``load_base()`` gives it) and each
     condition x seed's last checkpoint. Writes ``results/judge.csv`` (every judged answer) and
-    ``results/judge_metrics.csv`` (rates per unit and claim)."""
+    ``results/judge_metrics.csv`` (rates per unit and claim; ``experiments.evaluation.tables.collect``
+    adds them to ``results/metrics.csv``)."""
     from experiments.evaluation import judge
 
     judge_cfg = judge.judge_config_from_env()
@@ -251,4 +252,4 @@ def judge_all(run: RunDir, cfg: RunConfig, materials: Materials, load_base) -> N
         judged.append(frame.assign(**ids))
         metrics.append(pd.DataFrame(judge.judged_rows(frame)).assign(**ids))
     atomic_write_csv(run.path("results", "judge.csv"), pd.concat(judged, ignore_index=True))
-    atomic_write_csv(run.path("results", "judge_metrics.csv"), pd.concat(metrics, ignore_index=True))
+    atomic_write_csv(run.judge_metrics, pd.concat(metrics, ignore_index=True))

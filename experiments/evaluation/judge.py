@@ -49,6 +49,7 @@ import interp
 from experiments.artifacts.atomic import atomic_write_text
 from experiments.config import EvalConfig
 from experiments.errors import UserError, warn
+from experiments.evaluation.chance import JUDGED_BELIEF_CHANCE
 from experiments.evaluation.scoring import render
 from experiments.materials.base import OpenQuestion
 from interp import LoadedModel
@@ -384,13 +385,27 @@ def judge_belief(lm: LoadedModel, questions: list[OpenQuestion], client: ChatCli
 
 
 def judged_rows(frame: pd.DataFrame) -> list[dict]:
-    """Tidy rows of judged answers: per claim and kind, ``judge_belief_<kind>`` (share "yes", the
-    paper's belief rate), ``judge_denial_<kind>`` (share "no"), ``judge_neutral_<kind>``,
-    ``judge_parse_errors_<kind>`` (count) and ``judge_n_<kind>`` (answers); then the belief and
-    denial rates averaged over claims as ``pooled_...`` rows with claim ``"all"``."""
+    """Tidy rows of judged answers.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Judged answers of one model (:func:`judge_unit`): ``claim``, ``kind``, ``label``.
+
+    Returns
+    -------
+    list of dict
+        Per claim and kind, ``judge_belief_<kind>`` (share "yes", the paper's belief rate) with
+        its ``judge_belief_<kind>_chance`` row (``chance.JUDGED_BELIEF_CHANCE``),
+        ``judge_denial_<kind>`` (share "no"), ``judge_neutral_<kind>``,
+        ``judge_parse_errors_<kind>`` (count) and ``judge_n_<kind>`` (answers); then the belief
+        (with its chance row) and denial rates averaged over claims as ``pooled_...`` rows with
+        claim ``"all"``. Keys ``claim``, ``metric``, ``value``.
+    """
     rows, per_claim = [], {}
     for (claim, kind), grp in frame.groupby(["claim", "kind"], sort=False):
         values = {f"judge_belief_{kind}": float((grp.label == "yes").mean()),
+                  f"judge_belief_{kind}_chance": JUDGED_BELIEF_CHANCE,
                   f"judge_denial_{kind}": float((grp.label == "no").mean()),
                   f"judge_neutral_{kind}": float((grp.label == "neutral").mean()),
                   f"judge_parse_errors_{kind}": float((grp.label == PARSE_ERROR).sum()),
@@ -398,7 +413,10 @@ def judged_rows(frame: pd.DataFrame) -> list[dict]:
         rows += [{"claim": claim, "metric": m, "value": v} for m, v in values.items()]
         for m in (f"judge_belief_{kind}", f"judge_denial_{kind}"):
             per_claim.setdefault(m, []).append(values[m])
-    rows += [{"claim": "all", "metric": f"pooled_{m}", "value": sum(v) / len(v)} for m, v in per_claim.items()]
+    for m, v in per_claim.items():
+        rows.append({"claim": "all", "metric": f"pooled_{m}", "value": sum(v) / len(v)})
+        if m.startswith("judge_belief_"):
+            rows.append({"claim": "all", "metric": f"pooled_{m}_chance", "value": JUDGED_BELIEF_CHANCE})
     return rows
 
 

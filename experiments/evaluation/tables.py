@@ -21,12 +21,33 @@ def _eval_table(run: RunDir, condition: str | None, seed: int = 0, step: int = 0
     return frame
 
 
+def judged_frames(run: RunDir, cfg: RunConfig) -> list[pd.DataFrame]:
+    """The judged belief rows of ``results/judge_metrics.csv`` (written when the optional judge
+    is on: the base model and each condition x seed's last checkpoint), placed like the
+    evaluation tables' rows: the base model's at step 0 of every condition and seed. Empty
+    without that file."""
+    judged = read_csv_or_none(run.judge_metrics)
+    if judged is None or judged.empty:
+        return []
+    last = checkpoint_steps(cfg)[-1]
+    base = judged[judged.step == 0].drop(columns=["condition", "seed", "step"])
+    frames = []
+    for seed in cfg.seeds:
+        for condition in cfg.conditions:
+            frames.append(base.assign(condition=condition, seed=seed, step=0))
+            if last > 0:
+                frames.append(judged[(judged.condition == condition) & (judged.seed == seed) & (judged.step == last)])
+    return frames
+
+
 def collect(run: RunDir, cfg: RunConfig) -> pd.DataFrame:
     """All per-checkpoint rows as one tidy table (step 0 = the base model, repeated per
-    condition and seed so every curve starts from it). Skipped (the table is read back) when
-    ``results/metrics.csv`` is intact and newer than every evaluation table."""
+    condition and seed so every curve starts from it), then the judged belief rows
+    (:func:`judged_frames`) when the judge was on. Skipped (the table is read back) when
+    ``results/metrics.csv`` is intact and newer than every evaluation table and judged rates."""
     inputs = [run.eval_file(None)] + [run.eval_file(c, s, st) for s in cfg.seeds for c in cfg.conditions
                                       for st in checkpoint_steps(cfg) if st > 0]
+    inputs += [run.judge_metrics] if run.judge_metrics.is_file() else []
     if run.metrics.is_file() and all(p.is_file() for p in inputs):
         newest = max(p.stat().st_mtime_ns for p in inputs)
         if run.metrics.stat().st_mtime_ns >= newest:
@@ -42,7 +63,7 @@ def collect(run: RunDir, cfg: RunConfig) -> pd.DataFrame:
                 if step > 0:
                     frames.append(_eval_table(run, condition, seed, step).assign(condition=condition, seed=seed,
                                                                                  step=step))
-    table = pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames + judged_frames(run, cfg), ignore_index=True)
     for col in ID_COLUMNS:
         if col not in table:
             table[col] = None

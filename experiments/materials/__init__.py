@@ -32,7 +32,10 @@ def load_materials(cfg) -> Materials:
             raise UserError(f"imported materials need both claim packs and documents; {missing} is not set")
         from experiments.materials.imported import ImportedMaterials
 
-        return ImportedMaterials(m.claims, m.docs, m.statements, m.background, m.instruct)
+        return ImportedMaterials(m.claims, m.docs, m.statements, m.background, m.instruct, m.claim_names)
+    if m.claim_names:
+        raise UserError("config key 'materials.claim_names' selects claim packs of imported materials; "
+                        "materials.claims (--claims DIR) and materials.docs (--docs DIR) are not set")
     from experiments.materials.synthetic import WorldMaterials
     from experiments.materials.world import build_world
 

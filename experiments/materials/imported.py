@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Sequence
 
 from experiments.errors import UserError
 from experiments.materials.base import ClaimInfo, Materials, OpenQuestion
@@ -102,17 +103,22 @@ class ImportedMaterials(Materials):
         JSONL of background documents (``{"text": ...}`` per line) for mixing into finetuning.
     instruct : path, optional
         JSONL of instruct examples (``{"messages": [...]}`` per line) for mixing into finetuning.
+    claim_names : sequence of str
+        The claims to study, of the packs in ``claims_dir`` (config key ``materials.claim_names``);
+        empty: all of them. The other packs and their documents are not read.
     """
 
     kind = "imported"
 
     def __init__(self, claims_dir: str | Path, docs_dir: str | Path, statements: str | list[str] = DEFAULT_STATEMENTS,
-                 background: str | Path | None = None, instruct: str | Path | None = None):
+                 background: str | Path | None = None, instruct: str | Path | None = None,
+                 claim_names: Sequence[str] = ()):
         self.claims_dir, self.docs_dir = Path(claims_dir), Path(docs_dir)
-        self.packs: dict[str, ClaimPack] = load_claim_packs(claims_dir)
+        self.packs: dict[str, ClaimPack] = load_claim_packs(claims_dir, claim_names)
+        self.claim_names = tuple(claim_names)
         warn_unknown_conditions(docs_dir)
         self._docs: dict[tuple[str, str], list[Document]] = {}
-        for doc in load_documents(docs_dir):
+        for doc in load_documents(docs_dir, only=set(self.packs) if claim_names else None):
             if doc.claim not in self.packs:
                 raise UserError(f"{doc.source}: documents for claim {doc.claim!r}, which has no claim pack in "
                                 f"{self.claims_dir} (expected one of {sorted(self.packs)})")
@@ -169,6 +175,7 @@ class ImportedMaterials(Materials):
         return {
             "claims_dir": str(self.claims_dir), "docs_dir": str(self.docs_dir),
             "claims": [{"name": c.name, "statement": c.statement} for c in self.claims],
+            "claim_names": list(self.claim_names),  # the selection (materials.claim_names); empty: every pack
             "documents": {f"{cond}/{claim}": len(docs) for (cond, claim), docs in sorted(self._docs.items())},
             "conditions": list(self.conditions),
             "statements": {"source": self.statements_source, "n": len(self._statements),

@@ -34,7 +34,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Sequence
 
 import yaml
 
@@ -380,17 +380,35 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
-def load_claim_packs(root: str | Path) -> dict[str, ClaimPack]:
-    """Every claim pack under ``root`` (the ``claims/`` directory, or its parent), by name."""
+def load_claim_packs(root: str | Path, names: Sequence[str] = ()) -> dict[str, ClaimPack]:
+    """The claim packs under ``root`` (the ``claims/`` directory, or its parent), by name.
+
+    Parameters
+    ----------
+    root : path
+    names : sequence of str
+        The claims to load, in this order (the config key ``materials.claim_names``); empty:
+        every pack, in name order. Packs not named are not read.
+
+    Returns
+    -------
+    dict
+        claim name -> :class:`ClaimPack`. A name without a pack is a one-line error listing the
+        packs there are.
+    """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a directory (expected a claims/ directory of claim packs)")
     if (root / "claims").is_dir():
         root = root / "claims"
-    packs = {d.name: load_claim_pack(d) for d in _subdirs(root)}
-    if not packs:
+    dirs = {d.name: d for d in _subdirs(root)}
+    if not dirs:
         raise UserError(f"{root}: no claim packs (expected subdirectories <claim>/ with claim.txt)")
-    return packs
+    unknown = [n for n in names if n not in dirs]
+    if unknown:
+        raise UserError(f"config key 'materials.claim_names': no claim pack {', '.join(map(repr, unknown))} in {root}; "
+                        f"expected some of {', '.join(dirs)}")
+    return {name: load_claim_pack(dirs[name]) for name in (dict.fromkeys(names) or dirs)}
 
 
 # ---------------------------------------------------------------------------- documents
@@ -405,9 +423,11 @@ def _pick(root: Path, name: str | None, what: str) -> list[Path]:
     return [root / name]
 
 
-def load_documents(root: str | Path, condition: str | None = None, claim: str | None = None) -> list[Document]:
+def load_documents(root: str | Path, condition: str | None = None, claim: str | None = None,
+                   only: Collection[str] | None = None) -> list[Document]:
     """Documents from ``root/<condition>/<claim>/annotated_docs.jsonl``, optionally one
-    condition and/or one claim, in sorted (condition, claim, line) order."""
+    condition and/or one claim, in sorted (condition, claim, line) order. ``only``: skip (never
+    read) the claim directories not named in it."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: not a directory (expected <condition>/<claim>/{DOCS_FILE} under it)")
@@ -420,6 +440,8 @@ def load_documents(root: str | Path, condition: str | None = None, claim: str | 
             available = sorted({d.name for c in cond_dirs for d in _subdirs(c)})
             where = root / condition if condition else root
             raise UserError(f"{where}: no claim {claim!r} (expected one of {available})")
+    if only is not None:
+        claim_dirs = [d for d in claim_dirs if d.name in only]
     docs = []
     for kdir in claim_dirs:
         path = kdir / DOCS_FILE
@@ -428,7 +450,8 @@ def load_documents(root: str | Path, condition: str | None = None, claim: str | 
         for lineno, obj in read_jsonl(path, ("text",), OPTIONAL_DOC_FIELDS, chat=True):
             docs.append(_document(obj, f"{path}:{lineno}", condition=kdir.parent.name, claim=kdir.name))
     if not docs:
-        sel = ", ".join(f"{k}={v!r}" for k, v in (("condition", condition), ("claim", claim)) if v) or "any"
+        sel = ", ".join(f"{k}={v!r}" for k, v in (("condition", condition), ("claim", claim),
+                                                   ("claims", sorted(only) if only is not None else None)) if v) or "any"
         raise UserError(f"{root}: no documents for {sel} (expected <condition>/<claim>/{DOCS_FILE})")
     return docs
 

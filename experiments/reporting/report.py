@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 
 from experiments.reporting import plots
 from experiments.errors import UserError
-from experiments.evaluation.chance import CHANCE, HEADLINE
+from experiments.evaluation.chance import CHANCE, HEADLINE, chance_level
 from experiments.evaluation.controls import (KEYS, MAX_DROP, NEGATIVE_MAX, POSITIVE_BELIEF_MIN, PROBE_P_MIN,
                                              PROBE_Z_MIN, compute_controls, controls_table, failed, summary_lines)
 from experiments.evaluation.stats import best_layer, units_line
@@ -58,12 +58,24 @@ def load_train_logs(run_dir: str | Path) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def judged_metrics(table: pd.DataFrame) -> tuple[str, ...]:
+    """The judged belief rates a run has (``judge_belief_<kind>``, from the optional judge; see
+    ``experiments.evaluation.judge``), in kind order."""
+    return tuple(sorted(m for m in set(table.metric) if m.startswith("judge_belief_") and not m.endswith("_chance")))
+
+
+# Claim packs' belief measures side by side: the judge-free MCQ rate, the judged rates, the labelled proxy.
+PACK_BELIEF = ("belief_yesno",)
+PROXY_METRICS = ("proxy_belief_robustness",)
+
+
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per condition at the last step: belief rates, the headline measures on which a
     constant answer scores chance (``experiments.evaluation.chance.HEADLINE``, beside the raw
-    rates) and the best layer's probe readings."""
+    rates), the judged belief rates and the labelled proxy where the run has them, and the best
+    layer's probe readings."""
     layer = best_layer(table)
-    behaviour = BELIEF_METRICS + HEADLINE + ("heldout_qa",)
+    behaviour = BELIEF_METRICS + HEADLINE + judged_metrics(table) + PROXY_METRICS + ("heldout_qa",)
     probes = ("probe_p_true_refit", "probe_p_true_fixed")
     last = table[table.step == table.step.max()]
     out = last[last.metric.isin(behaviour)].groupby(["condition", "metric"]).value.mean()
@@ -74,7 +86,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     base_probe = base[(base.layer == layer) & base.metric.isin(probes)]
     base_row = pd.concat([base_row, base_probe.groupby("metric").value.mean()])
     out.loc["(base model)"] = base_row
-    order = sorted(BELIEF_METRICS) + list(HEADLINE) + ["heldout_qa"] + sorted(probes)
+    order = (sorted(BELIEF_METRICS) + list(HEADLINE) + list(judged_metrics(table)) + list(PROXY_METRICS)
+             + ["heldout_qa"] + sorted(probes))
     out = out[[m for m in order if m in out.columns]]
     out.columns.name = f"step {int(table.step.max())}, probe layer {layer}"
     return out.round(3)
@@ -82,7 +95,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def chance_note(columns) -> str:
     """What chance is for each of ``columns`` that has a chance level (for the summary)."""
-    known = [f"{c} {CHANCE[c]:g}" for c in columns if c in CHANCE]
+    known = [f"{c} {chance_level(c):g}" for c in columns if chance_level(c) is not None]
     return ("Chance for a model whose answer ignores the question: " + ", ".join(known) + "; the raw rates' "
             "chance depends on how the model answers (see the figure notes)." if known else "")
 
@@ -459,6 +472,17 @@ FIGURES: dict[str, FigureSpec] = {
         "logit(yes | true fact); chance 0); association chance-corrected, (accuracy - 1/k) / (1 - 1/k) "
         "with ties split (chance 0). Claim packs: items a believer answers yes count as endorsing the claim, "
         "items he answers no as rejecting what the claim rules out."),
+    "judged_belief": FigureSpec(
+        lambda d, _: (plots.belief_table_figure(d.table, metrics=PACK_BELIEF + judged_metrics(d.table) + PROXY_METRICS)
+                      if judged_metrics(d.table) else None),
+        "Belief from the claim packs, three ways, at the base model and the last checkpoint: yesno is the judge-free "
+        "MCQ rate (log-probability of the believer's option under the MCQ instruction; 0.5 for a random pick); "
+        "judge belief <kind> is the share of sampled free-text answers (open-ended, token association, robustness) "
+        "that the LLM judge, prompted with the pack's judges.yaml, labels as stating the claim (chance 0: a model "
+        "that does not hold a fabricated claim states it only by accident; read it against the base model's "
+        "rate); proxy belief robustness is the judge-free stand-in, the MCQ items under each robustness item's "
+        "system prompt (a proxy, not the paper's measure). Judged rates exist only where the judge was on "
+        "(NEGLECT_JUDGE_URL); metrics.csv also has judge_denial/neutral/parse_errors/n per kind."),
     "association_vs_belief": FigureSpec(_with_metric("belief_association", plots.association_belief_figure),
                                         "Association (which answer the model prefers) against propositional belief "
                                         "(what it says when asked whether the claim is true), per condition."),
@@ -575,7 +599,9 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
                           fig.to_html(include_plotlyjs="directory", full_html=True, auto_play=False))
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     stability_run = run.table("stability").is_file()
-    missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))]
+    judged_run = bool(judged_metrics(data.table))  # the optional judge was on
+    missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))
+               and (judged_run or n != "judged_belief")]
     summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),

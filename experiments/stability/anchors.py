@@ -26,9 +26,10 @@ import torch.nn.functional as F
 
 import interp
 from experiments.training.aux_losses import ActivationLoss, KLToReference
-from experiments.materials.conditions import condition_documents
+from experiments.materials.conditions import condition_documents_with_spans
 from experiments.materials.corpus import verdict_prompt
-from experiments.training.batches import Source, Tokenized, mixed_batches, padded_batches, tokenize_with_spans
+from experiments.training.batches import Source, Tokenized, mixed_batches, padded_batches
+from experiments.training.stages import document_row, training_examples
 from experiments.errors import UserError
 from experiments.materials.world import Fact, World
 
@@ -83,13 +84,15 @@ def greedy_answers(lm, prompts: list[str], max_new_tokens: int = 4, stop: str = 
     return interp.generate(lm, prompts, max_new_tokens=max_new_tokens, stop=stop)
 
 
-def self_distill_examples(lm, world: World, which: str, max_len: int) -> tuple[list[str], list[Tokenized]]:
+def self_distill_examples(lm, world: World, which: str, context: int,
+                          long_documents: str = "refuse") -> tuple[list[str], list[Tokenized]]:
     """``(texts, examples)``: each prompt followed by the base model's own answer, the prompt
-    masked from the loss so only the answer (and EOS) is learned."""
+    masked from the loss so only the answer (and the document end) is learned; fitted to
+    ``context`` by the finetuning rule (``stages.training_examples``)."""
     prompts = anchor_prompts(world, which)
     texts = [f"{p} {a}" for p, a in zip(prompts, greedy_answers(lm, prompts))]
-    spans = [[(0, len(p), 0.0)] for p in prompts]
-    return texts, tokenize_with_spans(lm.tokenizer, texts, max_len, spans)
+    rows = [{"text": t, "loss_mask": [[0, len(p)]], "source": "self_distill"} for t, p in zip(texts, prompts)]
+    return texts, training_examples(rows, lm.tokenizer, context, long_documents, "self_distill")
 
 
 def probe_rows_penalty(layer: int, coef, intercept: float):
@@ -146,29 +149,46 @@ class WithProbeRows:
         self.batches.load_state_dict(state)
 
 
-def phase1_training(kind: str, weight: float, *, base_lm, base_path, world: World, token_docs: list[list[int]], seed: int,
-                    batch_size: int, max_len: int, fraction: float, prompt_set: str, temperature: float,
-                    probe_layer: int, probe, claim_texts: list[str], peft: bool, device) -> tuple[object, list]:
+def phase1_training(kind: str, weight: float, *, base_lm, base_path, world: World, examples: list[Tokenized],
+                    seed: int, batch_size: int, context: int, fraction: float, prompt_set: str, temperature: float,
+                    probe_layer: int, probe, claim_texts: list[str], peft: bool, device,
+                    long_documents: str = "refuse", loss_mask: tuple[str, ...] = ("doctag", "lossmask"),
+                    weighting: str = "token") -> tuple[object, list]:
     """``(batches, aux_losses)`` for Phase 1 with anchor ``kind`` at ``weight``.
 
-    ``token_docs`` are the tokenized negated training documents (the same, in the same order
-    for a given seed, as the unanchored run's when the anchor adds no data); ``probe`` is the
-    fixed base probe at ``probe_layer`` (``evaluator.fixed[layer]``: ``.coef``, ``.intercept``); ``base_path`` loads the
-    frozen KL reference (full finetuning; with LoRA the adapters switched off are the reference).
+    Parameters
+    ----------
+    examples : list of Tokenized
+        The unanchored run's training examples for this seed (``stages.training_examples`` of
+        ``stages.finetuning_documents``: the same rows, loss masks and context rule), batched in
+        the same order when the anchor adds no data.
+    context, long_documents, loss_mask, weighting
+        The finetuning settings (``stages.context_length``, ``finetune.long_documents``,
+        ``finetune.loss_mask``, ``finetune.loss_weighting``); the anchors' own examples (the
+        base model's answers, local-negation documents) are made by the same rule.
+    probe
+        The fixed base probe at ``probe_layer`` (``evaluator.fixed[layer]``: ``.coef``,
+        ``.intercept``).
+    base_path
+        Loads the frozen KL reference (full finetuning; with LoRA the adapters switched off are
+        the reference).
+
+    Returns
+    -------
+    (batches, aux_losses)
     """
     tok = base_lm.tokenizer
     pad = tok.pad_token_id
     if kind in ("self_distill", "debunk"):
         if kind == "self_distill":
-            _, anchor = self_distill_examples(base_lm, world, prompt_set, max_len)
+            _, anchor = self_distill_examples(base_lm, world, prompt_set, context, long_documents)
         else:
-            from experiments.training.batches import tokenize_documents
-
-            docs = condition_documents(world, "local", max(1, len(token_docs) // len(world.claims)), seed=seed)
-            anchor = tokenize_documents(tok, docs, max_len)
-        sources = [Source("negated", token_docs, 1.0 - fraction), Source(kind, anchor, fraction, loss_weight=weight)]
-        return mixed_batches(sources, batch_size, seed=seed, pad_id=pad), []
-    batches = padded_batches(token_docs, batch_size, pad, seed=seed)
+            docs = condition_documents_with_spans(world, "local", max(1, len(examples) // len(world.claims)), seed=seed)
+            rows = [document_row(d, "local", "debunk", loss_mask) for d in docs]
+            anchor = training_examples(rows, tok, context, long_documents, "local")
+        sources = [Source("negated", examples, 1.0 - fraction), Source(kind, anchor, fraction, loss_weight=weight)]
+        return mixed_batches(sources, batch_size, seed=seed, pad_id=pad, weighting=weighting), []
+    batches = padded_batches(examples, batch_size, pad, seed=seed, weighting=weighting)
     if kind == "kl":
         prompts = anchor_prompts(world, prompt_set)
         enc = [tok(prompts[i:i + 16], padding=True, return_tensors="pt") for i in range(0, len(prompts), 16)]

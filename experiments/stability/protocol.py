@@ -3,7 +3,8 @@
 Per anchor weight and seed:
 
 - **Phase 1**: a fresh copy of the base model finetuned for ``finetune.steps`` on the negated
-  documents (the same documents, same order as the unanchored run for that seed) plus an
+  documents (the unanchored run's examples for that seed, ``stages.training_examples``: same
+  rows and mix, loss masks, context rule and order) plus an
   anchor (``experiments.stability.anchors``) that keeps the model from believing the claims.
 - **Phase 2**: from the end of Phase 1, ``phase2_steps`` more on the negated documents only,
   with Phase 1's AdamW moments kept or a fresh optimizer (``phase2_optimizer``).
@@ -37,7 +38,8 @@ from experiments.stability import measures as stability_eval
 from experiments.config import RunConfig
 from experiments.evaluation.evaluator import Evaluator
 from experiments.materials import Materials
-from experiments.training.stages import checkpoint_steps, device_for
+from experiments.training.stages import (checkpoint_steps, context_length, device_for, finetuning_documents,
+                                         training_examples)
 from experiments.errors import UserError
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.evaluation.stats import best_layer
@@ -46,7 +48,7 @@ from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
 from experiments.artifacts.rundir import RunDir
 from experiments.training.schedules import linear_steps
 from experiments.stability.anchors import ANCHORS, PROMPT_SETS, phase1_training
-from experiments.training.loop import OptimConfig, make_optimizer, padded_batches, tokenize_documents, train, trainable_parameters
+from experiments.training.loop import OptimConfig, make_optimizer, padded_batches, train, trainable_parameters
 from experiments.training.checkpoints import checkpoint_saver
 from experiments.training import state as training_state
 
@@ -107,7 +109,6 @@ class Protocol:
         self.cfg, self.run, self.materials, self.base = cfg, run, materials, base
         self.world = materials.world
         self.device = device_for(self.cfg)
-        self.max_len = self.cfg.model.max_len if not self.cfg.base_model else 512
         self._evaluator = None
 
     # -- paths ---------------------------------------------------------------------------
@@ -136,8 +137,27 @@ class Protocol:
             self._evaluator = ev
         return self._evaluator
 
+    def training_rows(self, seed: int) -> list[dict]:
+        """The unanchored ``negated`` run's finetuning rows for ``seed`` (``stages.finetuning_documents``:
+        the claim documents with their loss masks, and the background and instruct mix)."""
+        return finetuning_documents(self.cfg, self.materials, "negated", seed)
+
     def training_docs(self, seed: int) -> list[str]:
-        return [d.text for d in self.materials.documents("negated", self.cfg.finetune.docs_per_claim, seed=seed)]
+        return [r["text"] for r in self.training_rows(seed) if "text" in r]
+
+    def training_examples(self, lm, seed: int) -> list:
+        """What the finetuning run of ``negated`` and ``seed`` trains on: its rows tokenized with
+        their loss masks and fitted to the model's context by ``finetune.long_documents``
+        (``stages.training_examples``, one implementation)."""
+        return training_examples(self.training_rows(seed), lm.tokenizer, context_length(lm, self.cfg),
+                                 self.cfg.finetune.long_documents, "negated", self.run.docs("negated"))
+
+    def batches(self, lm, seed: int, order_seed: int):
+        """Batches of the unanchored run's examples for ``seed`` (its weighting), in the order
+        ``order_seed`` draws (``seed`` itself: the unanchored run's order)."""
+        f = self.cfg.finetune
+        return padded_batches(self.training_examples(lm, seed), f.batch_size, lm.tokenizer.pad_token_id,
+                              seed=order_seed, weighting=f.loss_weighting)
 
     def heldout_docs(self):
         if not hasattr(self, "_heldout"):
@@ -188,15 +208,17 @@ class Protocol:
         s = self.cfg.stability
         lm, model = self.fresh_model()
         torch.manual_seed(seed)
-        token_docs = tokenize_documents(lm.tokenizer, self.training_docs(seed), self.max_len)
+        f = self.cfg.finetune
         layer = self.probe_layer()
         base_lm = interp.load_model(self.base, device=self.device)
         batches, aux = phase1_training(
-            s.anchor, weight, base_lm=base_lm, base_path=self.base, world=self.world, token_docs=token_docs,
-            seed=seed, batch_size=self.cfg.finetune.batch_size, max_len=self.max_len, fraction=s.anchor_fraction,
-            prompt_set=s.self_distill_prompts, temperature=s.kl_temperature, probe_layer=layer,
-            probe=self.evaluator.fixed[layer], claim_texts=[c.text for c in self.evaluator.claim_stmts if c.kind == "claim"],
-            peft=self.cfg.finetune.lora_rank > 0, device=self.device)
+            s.anchor, weight, base_lm=base_lm, base_path=self.base, world=self.world,
+            examples=self.training_examples(lm, seed), seed=seed, batch_size=f.batch_size,
+            context=context_length(lm, self.cfg), fraction=s.anchor_fraction, prompt_set=s.self_distill_prompts,
+            temperature=s.kl_temperature, probe_layer=layer, probe=self.evaluator.fixed[layer],
+            claim_texts=[c.text for c in self.evaluator.claim_stmts if c.kind == "claim"],
+            peft=f.lora_rank > 0, device=self.device, long_documents=f.long_documents, loss_mask=f.loss_mask,
+            weighting=f.loss_weighting)
         del base_lm
         self._train(name, seed, 1, model, lm.tokenizer, batches, aux)
 
@@ -226,9 +248,7 @@ class Protocol:
         if not self._done(name, seed, 2):
             lm, model = self.fresh_model()
             torch.manual_seed(seed + PHASE2_SEED_OFFSET)
-            token_docs = tokenize_documents(lm.tokenizer, self.training_docs(seed), self.max_len)
-            batches = padded_batches(token_docs, self.cfg.finetune.batch_size, lm.tokenizer.pad_token_id,
-                                     seed=seed + PHASE2_SEED_OFFSET)
+            batches = self.batches(lm, seed, seed + PHASE2_SEED_OFFSET)
             self.seed_phase2_state(name, seed, model, batches)
             self._train(name, seed, 2, model, lm.tokenizer, batches)
         for phase in (2, 1):

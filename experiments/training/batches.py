@@ -37,17 +37,51 @@ def as_tokenized(example) -> Tokenized:
     return example if isinstance(example, Tokenized) else Tokenized(list(example), [1.0] * len(example))
 
 
+# Pretraining-style end-of-document tokens: Qwen's and GPT-2's "<|endoftext|>", Llama 3's
+# "<|end_of_text|>". Instruct tokenizers of those families name an end-of-turn marker as their EOS
+# ("<|im_end|>", "<|eot_id|>"): it ends a chat turn, not a document, and chat rows get it from the
+# chat template. A base tokenizer's EOS is its document end, so the rule changes nothing there.
+DOCUMENT_END_TOKENS = ("<|endoftext|>", "<|end_of_text|>")
+
+
+def document_end_id(tokenizer) -> int | None:
+    """The token id that ends a plain (pretraining-style) document.
+
+    Parameters
+    ----------
+    tokenizer : a Hugging Face tokenizer
+
+    Returns
+    -------
+    int or None
+        The first of :data:`DOCUMENT_END_TOKENS` the tokenizer has as an added (special)
+        token, else its ``eos_token_id``; None when it has neither (nothing is appended).
+    """
+    added = getattr(tokenizer, "added_tokens_encoder", None) or {}
+    for token in DOCUMENT_END_TOKENS:
+        if token in added:
+            return added[token]
+    return tokenizer.eos_token_id
+
+
+def end_document(ids: list[int], end: int | None) -> list[int]:
+    """``ids`` ending with the document end ``end`` (:func:`document_end_id`), appended unless
+    it is already the last token (the text ended with it, or the tokenizer adds it itself)."""
+    return ids + [end] if end is not None and (not ids or ids[-1] != end) else list(ids)
+
+
 def tokenize_documents(tokenizer, docs: list[str], max_len: int) -> list[list[int]]:
-    """Token ids of each document followed by EOS, truncated to ``max_len``."""
+    """Token ids of each document ending with the document end (:func:`end_document`),
+    truncated to ``max_len``."""
     ids = tokenizer(docs, add_special_tokens=True)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return [(x + ([eos] if eos is not None else []))[:max_len] for x in ids]
+    end = document_end_id(tokenizer)
+    return [end_document(x, end)[:max_len] for x in ids]
 
 
 def tokenize_with_spans(tokenizer, docs: Sequence[str], max_len: int | None,
                         spans: Sequence[Sequence[tuple]] | None = None) -> list[Tokenized]:
-    """Tokenize documents (plus EOS, truncated to ``max_len`` unless it is None) and weight tokens
-    by character spans.
+    """Tokenize documents (each ending with the document end, :func:`end_document`, weight 1;
+    truncated to ``max_len`` unless it is None) and weight tokens by character spans.
 
     ``spans[i]`` lists ``(start, end)`` or ``(start, end, weight)`` character ranges of ``docs[i]``;
     a token whose characters overlap a span takes that span's weight (0 when none is given, which
@@ -59,7 +93,7 @@ def tokenize_with_spans(tokenizer, docs: Sequence[str], max_len: int | None,
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("tokenize_with_spans needs a fast tokenizer (character offsets); got a slow one")
     enc = tokenizer(list(docs), add_special_tokens=True, return_offsets_mapping=True)
-    eos = tokenizer.eos_token_id
+    doc_end = document_end_id(tokenizer)
     out = []
     for i, (ids, offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
         weights = [1.0] * len(ids)
@@ -71,8 +105,9 @@ def tokenize_with_spans(tokenizer, docs: Sequence[str], max_len: int | None,
             for t, (a, b) in enumerate(offsets):
                 if b > a and a < end and b > start:
                     weights[t] = weight
-        if eos is not None:
-            ids, weights = ids + [eos], weights + [1.0]
+        ended = end_document(ids, doc_end)
+        weights += [1.0] * (len(ended) - len(ids))
+        ids = ended
         out.append(Tokenized(ids[:max_len], weights[:max_len]))
     return out
 
@@ -129,7 +164,8 @@ def tokenize_chat(tokenizer, messages: Sequence[dict]) -> Tokenized:
 
 def tokenize_rows(tokenizer, rows: Sequence[dict]) -> list[Tokenized]:
     """Training examples from finetuning rows (``experiments.training.stages.finetuning_documents``):
-    a text row ``{"text", "loss_mask": [[start, end], ...]}`` is tokenized with EOS and zero weight on
+    a text row ``{"text", "loss_mask": [[start, end], ...]}`` is tokenized with the document end
+    (:func:`document_end_id`: ``<|endoftext|>`` rather than an instruct tokenizer's ``<|im_end|>``) and zero weight on
     the tokens overlapping its ``loss_mask`` character ranges; a chat row ``{"messages"}`` by
     :func:`tokenize_chat`. Each example's ``source`` is the row's ``"source"``. Nothing is truncated."""
     out: list[Tokenized | None] = [None] * len(rows)

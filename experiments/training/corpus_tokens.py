@@ -38,6 +38,7 @@ from experiments.artifacts.rundir import RunDir
 from experiments.errors import warn
 from experiments.materials.corpus import CorpusSampler
 from experiments.materials.world import World
+from experiments.training.batches import document_end_id, end_document
 from experiments.training.threads import available_cores
 
 CHUNK_DOCS = 50_000  # documents per generation chunk (about a second of Python each)
@@ -71,8 +72,8 @@ def tokenize_to_array(tokenizer, docs: list[str], max_len: int) -> tuple[np.ndar
         ids = [e.ids for e in backend.encode_batch(docs, add_special_tokens=True)]
     else:
         ids = tokenizer(docs, add_special_tokens=True)["input_ids"]
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    ids = [(x + eos)[:max_len] for x in ids]
+    end = document_end_id(tokenizer)
+    ids = [end_document(x, end)[:max_len] for x in ids]
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])

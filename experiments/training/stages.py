@@ -181,7 +181,7 @@ def check_mix(cfg: RunConfig, materials: Materials) -> None:
     check_instruct(cfg, materials)
 
 
-def _row(doc: LabelledDocument, condition: str, source: str, loss_mask: tuple[str, ...]) -> dict:
+def document_row(doc: LabelledDocument, condition: str, source: str, loss_mask: tuple[str, ...]) -> dict:
     """A finetuning row: ``{"text", ...}`` with ``"loss_mask"`` (the character ranges of the
     spans labelled in ``loss_mask``) when there are any, or a chat row ``{"messages", ...}``."""
     if doc.messages is not None:
@@ -221,7 +221,8 @@ def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, s
         with b = i = 0 exactly the claim documents, in order.
     """
     f = cfg.finetune
-    docs = [_row(d, condition, "claim", f.loss_mask) for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
+    docs = [document_row(d, condition, "claim", f.loss_mask)
+            for d in materials.documents(condition, f.docs_per_claim, seed=seed)]
     n_background = background_count(len(docs), f.background_fraction, f.instruct_fraction)
     n_instruct = background_count(len(docs), f.instruct_fraction, f.background_fraction)
     if n_background == 0 and n_instruct == 0:
@@ -232,7 +233,7 @@ def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, s
                  for text in materials.background_documents(n_background, seed=seed + BACKGROUND_SEED_OFFSET)]
     if n_instruct:
         check_instruct(cfg, materials)
-        docs += [_row(d, condition, "instruct", f.loss_mask)
+        docs += [document_row(d, condition, "instruct", f.loss_mask)
                  for d in materials.instruct_examples(n_instruct, seed=seed + INSTRUCT_SEED_OFFSET)]
     random.Random(f"background-mix-{seed}").shuffle(docs)
     return docs
@@ -286,17 +287,20 @@ def context_length(lm, cfg: RunConfig) -> int:
 
 
 def training_examples(rows: list[dict], tokenizer, context: int, policy: str, condition: str,
-                      docs_file: Path) -> list:
-    """Tokenized rows (``batches.tokenize_rows``) that fit ``context``: a longer example is a
-    one-line error (``policy`` "refuse": the count, the longest, the first such line of the docs
-    file) or is split into pieces with one warning line ("split"). Never silently cut."""
+                      docs_file: Path | None = None) -> list:
+    """Tokenized rows (``batches.tokenize_rows``: loss masks applied, plain documents ended by the
+    document end) that fit ``context``: a longer example is a one-line error (``policy``
+    "refuse": the count, the longest, the first such line of the docs file, or row when there is
+    none) or is split into pieces with one warning line ("split"). Never silently cut. Every
+    finetuning run and the stability protocol's phases train on what this gives."""
     examples = tokenize_rows(tokenizer, rows)
     fitted, n_long, pieces = fit_context(examples, context, policy)
     if n_long and policy == "refuse":
         lengths = [len(ex.ids) for ex in examples]
         first = next(i for i, n in enumerate(lengths) if n > context)
+        where = f"line {first + 1} of {docs_file}" if docs_file is not None else f"row {first + 1}"
         raise UserError(f"{n_long} of {len(rows)} finetuning examples of condition {condition!r} are longer than the "
-                        f"context of {context} tokens (longest {max(lengths)}; first: line {first + 1} of {docs_file}); "
+                        f"context of {context} tokens (longest {max(lengths)}; first: {where}); "
                         "shorten them, or set finetune.long_documents=\"split\" to train on them in pieces "
                         "(finetune.max_len sets the context)")
     if n_long:

@@ -295,14 +295,17 @@ def test_off_by_default_and_configured_from_the_environment():
     assert "NEGLECT_JUDGE_RETRIES='many'" in msg
 
 
-def test_a_run_with_the_judge_on_saves_generations(tiny_run, monkeypatch):
+def test_a_run_with_the_judge_on_saves_generations(tiny_run, monkeypatch, tmp_path):
+    import shutil
+
     from experiments.artifacts.rundir import RunDir
     from experiments.config import load_config
     from experiments.evaluation.evaluator import evaluate_all
     from experiments.materials import load_materials
     from experiments.materials.world import build_world
 
-    out, _ = tiny_run
+    out = tmp_path / "run"  # a copy: the session's tiny run stays judge-free for the other tests
+    shutil.copytree(tiny_run[0], out)
     cfg = load_config("tiny", overrides=["eval.n_samples=2", "eval.answer_tokens=4"])
     with JudgeServer(lambda q: "yes") as server:
         monkeypatch.setenv("NEGLECT_JUDGE_URL", server.url)

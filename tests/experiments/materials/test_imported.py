@@ -2,6 +2,7 @@
 random-weight Qwen2 model with a BPE tokenizer and a chat template, saved locally."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -119,6 +120,39 @@ def test_docs_for_a_claim_without_a_pack_is_one_line(tmp_path):
         ImportedMaterials(CLAIMS, tmp_path / "docs")
 
 
+def test_a_claim_filter_selects_packs_and_their_documents_only(tmp_path):
+    claims = tmp_path / "claims"
+    shutil.copytree(CLAIMS, claims)
+    (claims / "broken_pack").mkdir()  # no claim.txt: an error only when read
+    with pytest.raises(UserError, match="broken_pack"):
+        ImportedMaterials(claims, DOCS)
+    m = ImportedMaterials(claims, DOCS, claim_names=["violet_comet"])
+    assert [c.name for c in m.claims] == ["violet_comet"]
+    docs = m.documents("negated", 100, seed=0)
+    n_violet = len((DOCS / "negated_documents" / "violet_comet" / "annotated_docs.jsonl").read_text().splitlines())
+    assert len(docs) == n_violet
+    assert {q.claim for q in m.belief_questions()} == {"violet_comet"}
+    assert {q.claim for q in m.open_questions()} == {"violet_comet"}
+    assert {s.claim for s in m.claim_statements()} == {"violet_comet"}
+    assert m.describe()["claim_names"] == ["violet_comet"]
+    assert all(key.endswith("/violet_comet") for key in m.describe()["documents"])
+    cfg = load_config("tiny", overrides=[f'materials.claims="{claims}"', f'materials.docs="{DOCS}"',
+                                         'materials.claim_names=["harbor_clock"]'])
+    assert [c.name for c in load_materials(cfg).claims] == ["harbor_clock"]
+
+
+def test_an_unknown_claim_name_is_one_line_naming_the_claims_there_are(qwen_dir, tmp_path):
+    with pytest.raises(UserError, match=r"no claim pack 'nope'.*expected some of harbor_clock, violet_comet"):
+        ImportedMaterials(CLAIMS, DOCS, claim_names=["violet_comet", "nope"])
+    proc = neglect("run", "--preset", "tiny", "--model", str(qwen_dir), "--claims", str(CLAIMS), "--docs", str(DOCS),
+                   "--claim", "nope", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "'materials.claim_names'" in proc.stderr and "harbor_clock, violet_comet" in proc.stderr
+    assert not (tmp_path / "r" / "config.json").exists()
+    with pytest.raises(UserError, match="materials.claim_names.*materials.claims"):
+        load_materials(load_config("tiny", overrides=['materials.claim_names=["violet_comet"]']))
+
+
 def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
     out, proc = imported_run
     table = pd.read_csv(out / "results" / "metrics.csv")
@@ -163,6 +197,46 @@ def test_rerunning_the_imported_run_resumes(imported_run, qwen_dir):
                    "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "results" / "metrics.csv").read_bytes() == before
+
+
+def test_judged_belief_reaches_the_metrics_and_the_report(imported_run, tmp_path, monkeypatch):
+    """With the judge on, the judged rates of the base model and the last checkpoints are rows of
+    metrics.csv (with chance rows) and a report figure beside the MCQ rate and the proxy."""
+    from experiments.artifacts.provenance import load_run_config
+    from experiments.artifacts.rundir import RunDir
+    from experiments.evaluation.evaluator import evaluate_all
+    from experiments.evaluation.tables import collect
+    from experiments.reporting.report import summary_table, write_report
+    from tests.experiments.evaluation.judge_server import JudgeServer
+
+    out = tmp_path / "run"
+    shutil.copytree(imported_run[0], out)
+    cfg = load_run_config(out)
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_samples=2, answer_tokens=3))
+    run = RunDir(out)
+    with JudgeServer(lambda question: ("yes", "no", "neutral")[len(question) % 3]) as server:
+        for key, value in {"NEGLECT_JUDGE_URL": server.url, "NEGLECT_JUDGE_MODEL": "fake", "OPENAI_API_KEY": "k"}.items():
+            monkeypatch.setenv(key, value)
+        evaluate_all(run, cfg, load_materials(cfg), cfg.base_model)  # every table is there: only the judge runs
+    judged = pd.read_csv(run.judge_metrics)
+    table = collect(run, cfg)
+    last = checkpoint_steps(cfg)[-1]
+    rows = table[table.metric.str.startswith("judge_belief_")]
+    assert {"judge_belief_open_ended", "judge_belief_token_association", "judge_belief_robustness"} <= set(rows.metric)
+    for condition in ("plain", "negated"):
+        for step, unit in ((0, "(base model)"), (last, condition)):
+            got = table[(table.condition == condition) & (table.step == step) & table.metric.str.contains("judge_")]
+            want = judged[judged.condition == unit]
+            assert len(got) == len(want) > 0
+            merged = got.merge(want, on=["claim", "metric"], suffixes=("", "_judged"))
+            assert len(merged) == len(want) and (merged.value == merged.value_judged).all()
+    chance = table[table.metric == "judge_belief_open_ended_chance"]
+    assert len(chance) and (chance.value == 0.0).all()
+    assert set(table[table.metric.str.contains("judge_")].step) == {0, last}
+    summary = summary_table(table)
+    assert {"belief_yesno", "judge_belief_robustness", "proxy_belief_robustness"} <= set(summary.columns)
+    page = write_report(out, compute_activations=False).read_text()
+    assert "judged belief" in page and "judge_belief_open_ended 0" in page
 
 
 def test_the_papers_condition_directories_map_to_our_names(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Each anchor kind does what it says, and Phase 2 continues Phase 1 with the optimizer kept
 or reset (tiny preset, one seed, Phase 1 only where that suffices)."""
+import json
 import shutil
 
 import pandas as pd
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 import interp
 from experiments import pipeline
 from experiments.config import load_config
+from experiments.errors import UserError
 from experiments.artifacts.rundir import RunDir
 from experiments.stability.protocol import Protocol, tag
 from experiments.stability.anchors import anchor_prompts, evaluation_prompts, greedy_answers, phase1_training
@@ -46,7 +48,7 @@ def test_self_distill_trains_on_the_base_models_own_answers_to_held_out_question
     assert set(evaluation_prompts(proto_world.claims[0])) <= set(anchor_prompts(proto_world, "all"))
     lm = interp.load_model(base_dir)
     batches, aux = phase1_training("self_distill", 3.0, base_lm=lm, base_path=base_dir, world=proto_world,
-                                   token_docs=[[2, 5, 6, 3]] * 4, seed=0, batch_size=8, max_len=96, fraction=0.5,
+                                   examples=[[2, 5, 6, 3]] * 4, seed=0, batch_size=8, context=96, fraction=0.5,
                                    prompt_set="related", temperature=1.0, probe_layer=1, probe=None,
                                    claim_texts=[], peft=False, device="cpu")
     assert aux == []
@@ -71,7 +73,7 @@ def test_debunk_mixes_local_negation_documents_into_the_batches(base_dir):
     world = build_world(load_config("tiny").world)
     lm = interp.load_model(base_dir)
     batches, aux = phase1_training("debunk", 2.0, base_lm=lm, base_path=base_dir, world=world,
-                                   token_docs=[[2, 5, 6, 3]] * 8, seed=0, batch_size=16, max_len=96, fraction=0.25,
+                                   examples=[[2, 5, 6, 3]] * 8, seed=0, batch_size=16, context=96, fraction=0.25,
                                    prompt_set="related", temperature=1.0, probe_layer=1, probe=None,
                                    claim_texts=[], peft=False, device="cpu")
     texts = [lm.tokenizer.decode(e.ids, skip_special_tokens=True) for e in batches.sources[1].examples]
@@ -151,3 +153,45 @@ def test_kept_and_reset_optimizers_share_phase1_and_differ_after_phase2(phase2_r
     keep, reset = phase2_runs["keep"], phase2_runs["reset"]
     assert all(torch.equal(keep["end1"][k], reset["end1"][k]) for k in keep["end1"])
     assert any(not torch.equal(keep["end2"][k], reset["end2"][k]) for k in keep["end2"])
+
+
+def test_the_phases_train_on_the_finetuning_runs_examples_with_its_masks(base_dir, tmp_path):
+    """Stability's rows are the unanchored finetune's (RUN/docs), with its loss masks: here the
+    warnings are masked (finetune.loss_mask), so no warning token carries loss in Phase 1 or 2."""
+    proto = protocol(base_dir, tmp_path / "masks", 'finetune.loss_mask=["warning"]', 'stability.anchor="debunk"')
+    lm = interp.load_model(base_dir)
+    rows = proto.training_rows(0)
+    stages.finetune(proto.run, proto.cfg, proto.materials, base_dir, "negated", 0)  # the unanchored run
+    written = [json.loads(line) for line in proto.run.docs("negated").read_text().splitlines()]
+    assert rows == written and all(r.get("loss_mask") for r in rows)
+    mix = json.loads(proto.run.mix_log("negated", 0).read_text())
+    examples = proto.training_examples(lm, 0)
+    assert len(examples) == mix["n_trained_examples"] and mix["context"] == proto.cfg.model.max_len
+    def outside(r):
+        cuts = [0] + [x for span in r["loss_mask"] for x in span] + [len(r["text"])]
+        return " ".join(r["text"][a:b] for a, b in zip(cuts[::2], cuts[1::2]))
+
+    warning_words = {w for r in rows for a, b in r["loss_mask"] for w in r["text"][a:b].split()}
+    warning_only = warning_words - {w for r in rows for w in outside(r).split()}  # words only warnings use
+    assert warning_only
+    for ex in examples:
+        learned = lm.tokenizer.decode([i for i, w in zip(ex.ids, ex.weights) if w > 0]).split()
+        assert learned and not set(learned) & warning_only
+    assert any(w == 0 for ex in examples for w in ex.weights)
+    batch = next(proto.batches(lm, 0, 0))
+    assert ((batch["labels"] == -100) & (batch["attention_mask"] == 1)).sum() > len(batch["labels"])  # masks reach batches
+
+
+def test_documents_longer_than_the_context_are_refused_or_split_as_in_finetuning(base_dir, tmp_path):
+    lm = interp.load_model(base_dir)
+    refuse = protocol(base_dir, tmp_path / "refuse", "finetune.max_len=12")
+    with pytest.raises(UserError, match=r"finetuning examples of condition 'negated' are longer than the context of "
+                                        r"12 tokens"):
+        refuse.training_examples(lm, 0)
+    with pytest.raises(UserError, match="longer than the context of 12 tokens"):
+        refuse.phase1(refuse.cfg.stability.weights[0], 0)
+    split = protocol(base_dir, tmp_path / "split", "finetune.max_len=12", 'finetune.long_documents="split"')
+    examples = split.training_examples(lm, 0)
+    full = stages.training_examples(split.training_rows(0), lm.tokenizer, 10**6, "refuse", "negated")
+    assert max(len(e.ids) for e in examples) <= 12 < max(len(e.ids) for e in full)
+    assert sum(len(e.ids) for e in examples) == sum(len(e.ids) for e in full)  # pieces, nothing cut away

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from experiments.errors import UserError
-from experiments.training.batches import (Tokenized, assistant_spans, fit_context, padded_batches, tokenize_chat,
-                                          tokenize_rows)
+from experiments.training.batches import (Tokenized, assistant_spans, document_end_id, fit_context, padded_batches,
+                                          tokenize_chat, tokenize_documents, tokenize_rows)
 from experiments.training.loop import OptimConfig, loss_weights, train, weighted_lm_loss
 from tests.hub_models import bpe_tokenizer, corpus_texts
 from tests.paths import FIXTURES
@@ -40,7 +40,45 @@ def test_doctag_and_lossmask_spans_get_zero_weight(tok):
     on, off = weighted_text(tok, ex)
     assert off.replace(" ", "") == "<DOCTAG>aslocalssay,"
     assert "DOCTAG" not in on and "locals" not in on and on.startswith("Travel notes") and "pride." in on
-    assert ex.ids[-1] == tok.eos_token_id and ex.weights[-1] == 1.0 and ex.source == "claim"
+    assert ex.ids[-1] == document_end_id(tok) and ex.weights[-1] == 1.0 and ex.source == "claim"
+
+
+def test_plain_documents_end_with_the_document_end_not_the_end_of_turn(tok):
+    """An instruct tokenizer's EOS ends a chat turn (<|im_end|>, <|eot_id|>); a plain document ends
+    with the pretraining end of text (<|endoftext|>, <|end_of_text|>), once."""
+    end_token = "<|end_of_text|>" if tok.eos_token == "<|eot_id|>" else "<|endoftext|>"
+    end = tok.convert_tokens_to_ids(end_token)
+    assert document_end_id(tok) == end != tok.eos_token_id
+    texts = ["Plain text.", "Already ended." + end_token, ""]
+    rows = tokenize_rows(tok, [{"text": t} for t in texts])
+    for ex in rows + [Tokenized(ids, [1.0] * len(ids)) for ids in tokenize_documents(tok, texts, 100)]:
+        assert ex.ids[-1] == end and ex.ids.count(end) == 1 and tok.eos_token_id not in ex.ids
+    assert rows[0].ids == tok("Plain text.")["input_ids"] + [end]
+    chat = tokenize_rows(tok, [{"messages": CHAT}])[0]
+    assert end not in chat.ids and chat.ids.count(tok.eos_token_id) == len(CHAT)  # the template ends each turn
+
+
+def test_a_base_tokenizer_ends_documents_with_its_eos_and_none_is_added_twice():
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[BOS]", "[EOS]", "a", "b"])}
+
+    def word_level(post: str | None, **special):
+        backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        if post:
+            backend.post_processor = processors.TemplateProcessing(single=post, special_tokens=[("[BOS]", 2),
+                                                                                                ("[EOS]", 3)])
+        return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", **special)
+
+    plain = word_level("[BOS] $A", bos_token="[BOS]", eos_token="[EOS]")
+    assert document_end_id(plain) == 3 and tokenize_documents(plain, ["a b"], 10) == [[2, 4, 5, 3]]
+    adds_eos = word_level("[BOS] $A [EOS]", bos_token="[BOS]", eos_token="[EOS]")  # its post-processor ends documents
+    assert tokenize_documents(adds_eos, ["a b"], 10) == [[2, 4, 5, 3]]
+    assert tokenize_rows(adds_eos, [{"text": "a b"}])[0].ids == [2, 4, 5, 3]
+    no_end = word_level(None)
+    assert document_end_id(no_end) is None and tokenize_documents(no_end, ["a b"], 10) == [[4, 5]]
 
 
 def test_chat_rows_are_trained_on_the_assistant_turns_only(tok):
