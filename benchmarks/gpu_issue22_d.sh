@@ -2,17 +2,11 @@
 # Issue 22, second sweep of this session: the best world of gpu_issue22_c.sh (statements tagged
 # with their truth, no "unknown" documents) with weight decay 0.1 (memorised judgements cost more
 # than a rule), more tokens, a deeper model, more judged people (20% held out) and more people.
+# Ran against the `testbed` preset of commit 008c8cf (before it took this sweep's best recipe).
 # A smoke test on a CPU: PRESET=tiny EXTRA="--set pretrain.steps=20" R=/tmp/smoke bash THIS
 set -u
-OUT=${OUT:-/tmp/i22d}; mkdir -p "$OUT"; R=${R:-/tmp/i22d_runs}; mkdir -p $R
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-stamp() { echo "$(date +%T) $*" >> $OUT/status.txt; }
-variant() {  # name, overrides...
-  local name=$1; shift
-  ( timeout ${T:-540} python3 benchmarks/judge_generalisation.py --preset ${PRESET:-testbed} --out $R/$name \
-      --check-base "$@" ${EXTRA:-} > $OUT/$name.json 2> $OUT/$name.err
-    stamp "$name rc=$?" ) &
-}
+OUT=${OUT:-/tmp/i22d}; R=${R:-/tmp/i22d_runs}
+source "$(dirname "$0")/judge_sweep_lib.sh"
 stamp start
 W="--set corpus.unknown=0 --set corpus.tagged=1 --set pretrain.weight_decay=0.1"
 LONG="--set pretrain.steps=${LONG_STEPS:-3660}"
@@ -25,6 +19,4 @@ variant big_tag_wd $W --set world.n_people=8000
   variant tag_wd_m8_240M $W $LONG --set model.d_model=256 --set model.n_layers=8 --set model.d_mlp=1024
   wait ) &
 wait
-for d in $R/*; do tail -c 1500 $d/results/pretrain_log.csv > $OUT/$(basename $d).log_tail.csv 2>/dev/null; done
-cat $OUT/*.json > $OUT/summary.jsonl; tar czf $OUT/errs.tgz -C $OUT $(cd $OUT && ls *.err *.log_tail.csv) && rm -f $OUT/*.err $OUT/*.log_tail.csv
-cat $OUT/status.txt
+collect
