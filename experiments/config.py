@@ -39,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
+    track_every: int = 0  # pretraining: score judged and never-judged facts every this many steps (training/tracking.py)
     compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA from 2000 steps (stages.compile_setting)
     shipped: str = "auto"
     """Start from a base model shipped with the package (experiments/training/shipped.py) instead
@@ -401,6 +402,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     **{f"{s}.{k}": (1, False) for s in ("pretrain", "finetune") for k in ("steps", "batch_size")},
     "pretrain.seq_len": (2, False),
     "pretrain.log_every": (1, False),
+    "pretrain.track_every": (0, False),
     **{f"{s}.{k}": (0, True) for s in ("pretrain", "finetune") for k in ("lr",)},
     **{f"{s}.{k}": (0, False) for s in ("pretrain", "finetune") for k in ("warmup", "weight_decay", "grad_clip")},
     "finetune.docs_per_claim": (1, False),

@@ -7,7 +7,7 @@ Layout::
     RUN/docs/<condition>.jsonl                       finetuning documents
     RUN/checkpoints/<condition>/seed<k>/step_<n>/    HF directories
     RUN/evals/base.csv, RUN/evals/<condition>/seed<k>/step_<n>.csv   per-checkpoint rows
-    RUN/results/metrics.csv  controls.json  pretrain_log.csv  train_logs/<condition>_seed<k>.csv  <table>.csv
+    RUN/results/metrics.csv  controls.json  pretrain_log.csv  pretrain_tracking.csv  train_logs/<condition>_seed<k>.csv  <table>.csv
     RUN/train_state/pretrain/, RUN/train_state/<condition>_seed<k>/   while training (removed after)
     RUN/checkpoints/stability/<tag>/seed<k>/phase<p>/step_<n>/  (and evals/, train_state/,
         results/stability_logs/ likewise): the stability protocol

@@ -9,9 +9,8 @@ import numpy as np
 
 import interp
 from experiments.evaluation import belief, readout
-from experiments.evaluation.scoring import option_logprobs
-from experiments.materials.corpus import verdict_prompt
-from experiments.materials.statements import probe_statements, statement_variants
+from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy
+from experiments.materials.statements import probe_statements
 from experiments.materials.world import World
 
 KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
@@ -40,7 +39,8 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     dict
         ``heldout_qa`` (questions never asked in pretraining; ``heldout_entity_qa`` too when the
         world holds out whole entities), ``unjudged_verdict_acc`` and ``unjudged_yesno_acc``
-        (facts never judged in pretraining), ``statement_probe_best_acc`` with its
+        (facts never judged in pretraining; with ``unjudged_yesno_yes_share``,
+        ``unjudged_tagged_acc`` and ``unjudged_cloze_acc`` beside them), ``statement_probe_best_acc`` with its
         ``statement_probe_best_layer`` (the probe on the bare statement's final token, held-out
         subjects, best layer before the last), beside ``verdict_probe_best_acc`` (read in the
         verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
@@ -80,23 +80,16 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
 
 
 def judging_unseen_pairs(lm, world: World) -> dict:
-    """How well the model judges facts it never saw judged (``world.judge_heldout``): verdicts on
-    true/false, affirmative/negated statements and balanced yes/no questions. This is the
+    """How well the model judges facts it never saw judged (``world.judge_heldout``, all of them):
+    verdicts on true/false, affirmative/negated statements, balanced yes/no questions, tagged
+    statements and the statement frames' cloze (:func:`judgement.judgement_accuracy`). This is the
     generalisation that the claims' belief questions rely on."""
     if not world.judge_heldout:
         return {}
-    rng = random.Random(f"unjudged-{world.seed}")
-    verdicts, yesno = [], []
-    for s, r in sorted(world.judge_heldout):
-        fact = world.fact_of(s, r)
-        wrong = world.wrong_object(fact, rng)
-        verdicts += [(verdict_prompt(sentence), truth)
-                     for sentence, truth, _ in statement_variants(fact, wrong, [rng.randrange(8) for _ in range(4)])]
-        yesno += [(fact.rel().yesno.format(s=s, o=fact.obj), True), (fact.rel().yesno.format(s=s, o=wrong), False)]
-
-    def accuracy(items, options):
-        scores = option_logprobs(lm, [p for p, _ in items], [options] * len(items))
-        return float(np.mean([(int(sc.argmax()) == 0) == truth for sc, (_, truth) in zip(scores, items)]))
-
-    return {"unjudged_verdict_acc": accuracy(verdicts, ("true", "false")),
-            "unjudged_yesno_acc": accuracy(yesno, ("yes", "no"))}
+    _, never = judged_and_unjudged(world)
+    acc = judgement_accuracy(lm, world, never, random.Random(f"unjudged-{world.seed}"), n=len(never))
+    out = {"unjudged_verdict_acc": acc["verdict_acc"], "unjudged_yesno_acc": acc["yesno_acc"],
+           "unjudged_yesno_yes_share": acc["yesno_first_share"], "unjudged_tagged_acc": acc["tagged_acc"]}
+    if "statement_cloze_acc" in acc:
+        out["unjudged_cloze_acc"] = acc["statement_cloze_acc"]
+    return out

@@ -22,7 +22,7 @@ from experiments.artifacts.checksums import hf_dir_problem
 from experiments.errors import UserError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-IGNORED_PRETRAIN_KEYS = ("compile", "log_every", "shipped")  # how it ran, not what it learned
+IGNORED_PRETRAIN_KEYS = ("compile", "log_every", "shipped", "track_every")  # how it ran, not what it learned
 
 
 def provenance_key(cfg) -> dict:

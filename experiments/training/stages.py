@@ -27,6 +27,7 @@ from experiments.materials.conditions import LabelledDocument, template_words
 from experiments.materials.corpus import all_words
 from experiments.training import checkpoints
 from experiments.training.corpus_tokens import cached_corpus_tokens
+from experiments.training.tracking import judgement_tracker, tracking_steps
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.training.batches import fit_context, tokenize_rows
@@ -100,9 +101,11 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
     batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
     compile = compile_setting(p.compile, device, p.steps, dist.world_size)
     saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
+    track = tracking_steps(p.steps, p.track_every) if world.judge_heldout else []
+    tracker = judgement_tracker(run.table("pretrain_tracking"), world, tokenizer, p.batch_size * p.seq_len)
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
                 state_dir=run.pretrain_state, save_every=saves, dist=dist, compile=compile,
-                log_every=p.log_every)
+                log_every=p.log_every, checkpoint_steps=track, on_checkpoint=tracker if track else None)
 
     def finish() -> None:
         atomic_write_csv(run.pretrain_log, pd.DataFrame(log))

@@ -1,0 +1,46 @@
+"""Judgement tracked during pretraining (``pretrain.track_every``).
+
+The truth judgement of the toy model forms in sharp, late transitions whose timing varies from
+run to run (benchmarks/base_model_checks.md), so one number at the end of pretraining says
+little about how close a recipe is to it. With ``pretrain.track_every = N`` the pretraining
+stage scores a fixed sample of judged and never-judged facts every N steps
+(:func:`experiments.evaluation.judgement.judgement_profile`) and keeps one row per step in
+``RUN/results/pretrain_tracking.csv``: ``step``, ``tokens`` and ``judged_<measure>`` /
+``never_judged_<measure>`` for verdicts, yes/no, tagged statements (accuracy, chance 0.5, and
+the share of "true"/"yes") and the statement frames' cloze. A resumed run rewrites the rows of
+the steps it redoes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+import interp
+from experiments.artifacts.atomic import atomic_write_csv
+from experiments.evaluation.judgement import judgement_profile
+from experiments.materials.world import World
+
+TRACK_FACTS = 60  # facts of each kind per tracking point (a few hundred short prompts)
+
+
+def tracking_steps(steps: int, every: int) -> list[int]:
+    """The pretraining steps at which judgement is scored: every ``every`` steps and the last."""
+    return sorted(set(range(every, steps + 1, every)) | {steps}) if every > 0 else []
+
+
+def judgement_tracker(path: Path, world: World, tokenizer, tokens_per_step: int):
+    """A ``train(on_checkpoint=...)`` callback that appends the judgement profile of the model
+    at ``step`` to the CSV at ``path`` (replacing a row of the same step)."""
+
+    def track(step: int, model) -> None:
+        lm = interp.LoadedModel(model=model, tokenizer=tokenizer, name=f"pretrain step {step}")
+        profile = judgement_profile(lm, world, n=TRACK_FACTS)
+        row = {"step": step, "tokens": step * tokens_per_step}
+        row.update({f"{kind}_{k}": v for kind, measures in profile.items() for k, v in measures.items()})
+        old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+        if len(old):
+            old = old[old.step != step]
+        atomic_write_csv(path, pd.concat([old, pd.DataFrame([row])], ignore_index=True).sort_values("step"))
+
+    return track
