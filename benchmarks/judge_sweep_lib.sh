@@ -12,6 +12,6 @@ variant() {  # name, overrides...: pretrain one testbed variant in the backgroun
 collect() {  # the runs' JSON lines into summary.jsonl, their logs and log tails into errs.tgz
   for d in $R/*; do tail -c 1500 $d/results/pretrain_log.csv > $OUT/$(basename $d).log_tail.csv 2>/dev/null; done
   cat $OUT/*.json > $OUT/summary.jsonl
-  tar czf $OUT/errs.tgz -C $OUT $(cd $OUT && ls *.err *.log_tail.csv) && rm -f $OUT/*.err $OUT/*.log_tail.csv
+  tar czf $OUT/errs.tgz -C $OUT $(cd $OUT && ls *.err *.log_tail.csv *.tracking.csv 2>/dev/null) && rm -f $OUT/*.err $OUT/*.log_tail.csv $OUT/*.tracking.csv
   cat $OUT/status.txt
 }

@@ -40,6 +40,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_every: int = 10  # log the mean loss of every this many steps (the loss stays on the device in between)
     track_every: int = 0  # pretraining: score judged and never-judged facts every this many steps (training/tracking.py)
+    corpus_fraction: float = 1.0  # corpus documents as a share of about 1.2 epochs' worth (0.5: 2.4 epochs of half as many)
     compile: bool | None = None  # torch.compile the forward + loss; None: on CUDA from 2000 steps (stages.compile_setting)
     shipped: str = "auto"
     """Start from a base model shipped with the package (experiments/training/shipped.py) instead
@@ -263,7 +264,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "n_ghosts": 600, "two_word_names": True, "heldout_entity_fraction": 0.5, "disjoint_frames": True},
         "corpus": {"bio": 4.0, "tagged": 1.0},
         "model": {"d_model": 192, "n_layers": 6, "n_heads": 4, "d_mlp": 768},
-        "pretrain": {"steps": 3660, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1},
+        "pretrain": {"steps": 3660, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1,
+                     "track_every": 366},
     },
     # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
     # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),
@@ -403,6 +405,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "pretrain.seq_len": (2, False),
     "pretrain.log_every": (1, False),
     "pretrain.track_every": (0, False),
+    "pretrain.corpus_fraction": (0, True),
     **{f"{s}.{k}": (0, True) for s in ("pretrain", "finetune") for k in ("lr",)},
     **{f"{s}.{k}": (0, False) for s in ("pretrain", "finetune") for k in ("warmup", "weight_decay", "grad_clip")},
     "finetune.docs_per_claim": (1, False),

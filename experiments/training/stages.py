@@ -60,9 +60,10 @@ def compile_setting(wanted: bool | None, device: torch.device, steps: int, world
 
 
 def pretraining_documents(cfg: RunConfig) -> int:
-    """How many corpus documents pretraining draws from (about 1.2 epochs of its tokens)."""
+    """How many corpus documents pretraining draws from: about 1.2 epochs of its tokens, times
+    ``pretrain.corpus_fraction`` (a smaller corpus is generated faster and seen more often)."""
     p = cfg.pretrain
-    return max(2000, p.steps * p.batch_size * p.seq_len // 20)
+    return max(2000, int(p.steps * p.batch_size * p.seq_len // 20 * p.corpus_fraction))
 
 
 def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single | None = None) -> Path | str:
