@@ -290,7 +290,8 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
         if progress:
             print(f"caching activations of {len(todo)} checkpoint(s) in {run.path(CACHE_DIR)} (once per run)",
                   file=sys.stderr)
-        for cond, seed, step, model_dir in tqdm(todo, desc="figure activations", leave=False, disable=not progress):
+        quiet = {} if progress else {"disable": True}  # an explicit disable=False would override TQDM_DISABLE
+        for cond, seed, step, model_dir in tqdm(todo, desc="figure activations", leave=False, **quiet):
             entry = checkpoint_activations(model_dir, statements, claim_stmts, position=cfg.eval.position,
                                            batch_size=cfg.eval.batch_size, probe_C=cfg.eval.probe_C,
                                            estimator=cfg.eval.probe, device=_device(cfg.device))
