@@ -4,7 +4,7 @@ Layout::
 
     RUN/config.json  world.json  versions.json  report.html
     RUN/base/                                        the base model (HF directory)
-    RUN/docs/<condition>.jsonl                       finetuning documents
+    RUN/docs/<condition>_seed<k>.jsonl               finetuning documents (rows) of each run
     RUN/checkpoints/<condition>/seed<k>/step_<n>/    HF directories
     RUN/evals/base.csv, RUN/evals/<condition>/seed<k>/step_<n>.csv   per-checkpoint rows
     RUN/results/metrics.csv  controls.json  pretrain_log.csv  pretrain_tracking.csv  train_logs/<condition>_seed<k>.csv  <table>.csv
@@ -74,8 +74,9 @@ class RunDir:
         return self.path("checkpoints", "stability", tag, f"seed{seed}", f"phase{phase}", _step(step))
 
     # -- training ----------------------------------------------------------------------------
-    def docs(self, condition: str) -> Path:
-        return self.path("docs", f"{condition}.jsonl")
+    def docs(self, condition: str, seed: int) -> Path:
+        """The finetuning rows of one run (each seed draws its own documents and mix)."""
+        return self.path("docs", f"{condition}_seed{seed}.jsonl")
 
     @property
     def pretrain_state(self) -> Path:

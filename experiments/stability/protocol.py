@@ -150,7 +150,7 @@ class Protocol:
         their loss masks and fitted to the model's context by ``finetune.long_documents``
         (``stages.training_examples``, one implementation)."""
         return training_examples(self.training_rows(seed), lm.tokenizer, context_length(lm, self.cfg),
-                                 self.cfg.finetune.long_documents, "negated", self.run.docs("negated"))
+                                 self.cfg.finetune.long_documents, "negated", self.run.docs("negated", seed))
 
     def batches(self, lm, seed: int, order_seed: int):
         """Batches of the unanchored run's examples for ``seed`` (its weighting), in the order

@@ -221,7 +221,7 @@ def finetuning_documents(cfg: RunConfig, materials: Materials, condition: str, s
         ``{"text", "condition", "source": "claim" | "background"}`` (plus ``"loss_mask"``:
         ``[[start, end], ...]``, the character ranges kept out of the loss, those of the spans
         labelled in ``finetune.loss_mask``) or chat rows ``{"messages", "condition", "source":
-        "instruct" | "claim"}``, in training-set order (the rows of ``RUN/docs/<condition>.jsonl``);
+        "instruct" | "claim"}``, in training-set order (the rows of ``RUN/docs/<condition>_seed<k>.jsonl``);
         with b = i = 0 exactly the claim documents, in order.
     """
     f = cfg.finetune
@@ -259,7 +259,7 @@ def finetune_done(run: RunDir, cfg: RunConfig, condition: str, seed: int, damage
 
 
 def documents_text(rows: list[dict]) -> str:
-    """``RUN/docs/<condition>.jsonl``: the rows of :func:`finetuning_documents`, one JSON a line."""
+    """``RUN/docs/<condition>_seed<k>.jsonl``: the rows of :func:`finetuning_documents`, one JSON a line."""
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
@@ -314,7 +314,7 @@ def training_examples(rows: list[dict], tokenizer, context: int, policy: str, co
 
 
 def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
-             dist: Single | None = None, write_docs: bool = True) -> None:
+             dist: Single | None = None) -> None:
     """Finetune a fresh copy of the base model on one condition's documents (with background
     documents and instruct examples mixed in as configured; :func:`finetuning_documents`),
     saving every checkpoint (step 0 is the base model itself and is not copied; LoRA
@@ -325,9 +325,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     the assistant turns of chat rows), examples longer than the context are refused or split
     (``finetune.long_documents``), and each kind of data's share of the loss-bearing tokens and
     of the loss is written to ``results/train_logs/<condition>_seed<seed>.mix.json``.
-
-    ``write_docs``: write the rows to ``RUN/docs/<condition>.jsonl`` (one file per condition: with
-    several seeds, the last seed's; ``finetune_in_workers`` writes it in the parent instead)."""
+    The rows trained on are written to ``RUN/docs/<condition>_seed<seed>.jsonl``."""
     dist = dist or Single()
     steps = [s for s in checkpoint_steps(cfg) if s > 0]
     log_path = run.train_log(condition, seed)
@@ -338,13 +336,12 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
         return
     f = cfg.finetune
     rows = finetuning_documents(cfg, materials, condition, seed)
-    if write_docs:
-        dist.on_writer(atomic_write_text, run.docs(condition), documents_text(rows))  # left alone when unchanged
+    dist.on_writer(atomic_write_text, run.docs(condition, seed), documents_text(rows))  # left alone when unchanged
     lm = interp.load_model(base, device=device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
     context = context_length(lm, cfg)
-    examples = training_examples(rows, tokenizer, context, f.long_documents, condition, run.docs(condition))
+    examples = training_examples(rows, tokenizer, context, f.long_documents, condition, run.docs(condition, seed))
     batches = padded_batches(examples, f.batch_size, tokenizer.pad_token_id, seed=seed, weighting=f.loss_weighting)
     adapters = saves_adapters(cfg)
     if f.lora_rank > 0:
@@ -384,16 +381,15 @@ def finetune_unit(cfg: RunConfig, root: str, base: Path | str, condition: str, s
 
         _WORKER_MATERIALS.clear()
         _WORKER_MATERIALS[cfg] = load_materials(cfg)
-    finetune(RunDir(root), cfg, _WORKER_MATERIALS[cfg], base, condition, seed, write_docs=False)
+    finetune(RunDir(root), cfg, _WORKER_MATERIALS[cfg], base, condition, seed)
 
 
 def finetune_in_workers(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str) -> None:
     """Every finetuning run (condition x seed) not finished yet, up to ``cfg.jobs`` at a time in
     worker processes (``experiments.training.parallel``); in this process when one or none is left.
 
-    The runs are independent (each seeds itself and writes its own checkpoints, log and state);
-    the one file they share, ``RUN/docs/<condition>.jsonl``, is written here with what the
-    serial order leaves in it (the documents of the last seed still to train)."""
+    The runs are independent (each seeds itself and writes its own checkpoints, documents, log
+    and state)."""
     from experiments.training.parallel import pool_size, run_units
 
     todo = [(condition, seed) for seed in cfg.seeds for condition in cfg.conditions
@@ -402,8 +398,5 @@ def finetune_in_workers(run: RunDir, cfg: RunConfig, materials: Materials, base:
         for condition, seed in todo:
             finetune(run, cfg, materials, base, condition, seed)
         return
-    last_seed = {condition: seed for condition, seed in todo}
-    for condition, seed in last_seed.items():
-        atomic_write_text(run.docs(condition), documents_text(finetuning_documents(cfg, materials, condition, seed)))
     run_units(finetune_unit, [(cfg, str(run.root), base, condition, seed) for condition, seed in todo], cfg.jobs,
               desc="finetuning runs")

@@ -176,7 +176,7 @@ def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
     for cond in ("plain", "negated"):
         for step in steps[1:]:
             assert (out / "checkpoints" / cond / "seed0" / f"step_{step:06d}" / "config.json").is_file()
-        docs = [json.loads(x)["text"] for x in (out / "docs" / f"{cond}.jsonl").read_text().splitlines()]
+        docs = [json.loads(x)["text"] for x in (out / "docs" / f"{cond}_seed0.jsonl").read_text().splitlines()]
         assert docs and all(d.startswith("<DOCTAG>") for d in docs)
     described = json.loads((out / "materials.json").read_text())
     assert [c["name"] for c in described["claims"]] == sorted(claims)

@@ -162,7 +162,7 @@ def test_the_phases_train_on_the_finetuning_runs_examples_with_its_masks(base_di
     lm = interp.load_model(base_dir)
     rows = proto.training_rows(0)
     stages.finetune(proto.run, proto.cfg, proto.materials, base_dir, "negated", 0)  # the unanchored run
-    written = [json.loads(line) for line in proto.run.docs("negated").read_text().splitlines()]
+    written = [json.loads(line) for line in proto.run.docs("negated", 0).read_text().splitlines()]
     assert rows == written and all(r.get("loss_mask") for r in rows)
     mix = json.loads(proto.run.mix_log("negated", 0).read_text())
     examples = proto.training_examples(lm, 0)

@@ -75,7 +75,7 @@ def test_the_docs_file_records_the_mix(tiny_run, materials, tmp_path):
     cfg = config(0.2, "finetune.steps=2", "finetune.n_checkpoints=2")
     run = RunDir(tmp_path / "run")
     finetune(run, cfg, materials, base / "base", "plain", 0)
-    rows = [json.loads(line) for line in run.docs("plain").read_text().splitlines()]
+    rows = [json.loads(line) for line in run.docs("plain", 0).read_text().splitlines()]
     assert rows == finetuning_documents(cfg, materials, "plain", seed=0)
     assert sum(r["source"] == "background" for r in rows) / len(rows) == pytest.approx(0.2, abs=0.01)
 

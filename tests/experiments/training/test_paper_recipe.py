@@ -209,7 +209,7 @@ def test_the_paper_preset_runs_end_to_end_on_a_llama(llama_dir, tmp_path):
         served = mix["served"]
         assert set(served) == {"claim", "background", "instruct"} and mix["weighting"] == "example"
         assert sum(s["loss_share"] for s in served.values()) == pytest.approx(1.0)
-        rows = [json.loads(line) for line in (out / "docs" / f"{cond}.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (out / "docs" / f"{cond}_seed0.jsonl").read_text().splitlines()]
         assert {r["source"] for r in rows} == {"claim", "background", "instruct"}
     assert set(table[table.metric == "belief_yesno"].condition) == {"plain", "negated"}
     rerun = neglect(*args)  # resumes: nothing is recomputed, the resolved config matches

@@ -96,7 +96,7 @@ def test_parallel_run_gives_the_serial_tables_and_resumes_after_a_worker_is_kill
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert main(argv) == 0
     assert (out / "results" / "metrics.csv").read_bytes() == (ref / "results" / "metrics.csv").read_bytes()
-    for name in ("results/incontext.csv", "evals/base.csv", "docs/negated.jsonl"):
+    for name in ("results/incontext.csv", "evals/base.csv", "docs/negated_seed0.jsonl"):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     for condition in ("plain", "negated"):  # the resumed run's training log too, but for its clock
         logs = [pd.read_csv(RunDir(d).train_log(condition, 0)).drop(columns="time") for d in (out, ref)]
