@@ -181,7 +181,7 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
 
     dist.on_writer(setup)
     torch.manual_seed(0)
-    base = pretrain(run, cfg, materials, dist=dist)
+    base = pretrain(run, cfg, materials, dist=dist, on_track=judgement_tracking(run, cfg, materials))
     if cfg.jobs > 1 and dist.world_size == 1:
         finetune_in_workers(run, cfg, materials, base)
         return run, materials, base
@@ -201,6 +201,18 @@ def one_world(cfg: RunConfig, command: str) -> None:
                         "`neglect run`, or set worlds = 1")
 
 
+def judgement_tracking(run: RunDir, cfg: RunConfig, materials: Materials):
+    """The pretraining stage's ``on_track`` callback (``pretrain.track_every``): the judgement of
+    judged and never-judged facts into ``results/pretrain_tracking.csv``; None when off or when
+    the world judges everything."""
+    from experiments.evaluation.tracking import judgement_tracker
+
+    world = materials.world
+    if not cfg.pretrain.track_every or world is None or not world.judge_heldout:
+        return None
+    return judgement_tracker(run.table("pretrain_tracking"), world, cfg.pretrain.batch_size * cfg.pretrain.seq_len)
+
+
 def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:
     """Only the base model of a synthetic-world run (``neglect pretrain``), resumable."""
     one_world(cfg, "neglect pretrain")
@@ -211,7 +223,7 @@ def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:
     run = RunDir(out_dir)
     _remove_stale_temps(run.root)
     prepare(run, cfg, materials)
-    return Path(pretrain(run, cfg, materials))
+    return Path(pretrain(run, cfg, materials, on_track=judgement_tracking(run, cfg, materials)))
 
 
 def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
@@ -296,7 +308,7 @@ def stability_protocol(cfg: RunConfig, out_dir: str | Path):
     run = RunDir(out_dir)
     materials = prepare(run, cfg)
     torch.manual_seed(0)
-    return Protocol(cfg, run, materials, pretrain(run, cfg, materials))
+    return Protocol(cfg, run, materials, pretrain(run, cfg, materials, on_track=judgement_tracking(run, cfg, materials)))
 
 
 def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame]:

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +28,6 @@ from experiments.materials.conditions import LabelledDocument, template_words
 from experiments.materials.corpus import all_words
 from experiments.training import checkpoints
 from experiments.training.corpus_tokens import cached_corpus_tokens
-from experiments.training.tracking import judgement_tracker, tracking_steps
 from experiments.training.distributed import Single
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.training.batches import fit_context, tokenize_rows
@@ -66,9 +66,16 @@ def pretraining_documents(cfg: RunConfig) -> int:
     return max(2000, int(p.steps * p.batch_size * p.seq_len // 20 * p.corpus_fraction))
 
 
-def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single | None = None) -> Path | str:
+def tracking_steps(steps: int, every: int) -> list[int]:
+    """The pretraining steps at which ``on_track`` runs: every ``every`` steps and the last."""
+    return sorted(set(range(every, steps + 1, every)) | {steps}) if every > 0 else []
+
+
+def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single | None = None,
+             on_track: Callable[[int, object], None] | None = None) -> Path | str:
     """The base model: ``cfg.base_model`` when set, else the toy model pretrained on the
-    synthetic world's corpus. ``dist``: train data-parallel (rank 0 writes).
+    synthetic world's corpus. ``dist``: train data-parallel (rank 0 writes). ``on_track(step,
+    model)`` runs every ``pretrain.track_every`` steps (``experiments.evaluation.tracking``).
 
     The corpus is generated and tokenized once into a token array in ``RUN/corpus/`` (reused
     by a resumed run); batches are cut from it on the device (``StreamBatches``), so a step
@@ -102,11 +109,10 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
     batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
     compile = compile_setting(p.compile, device, p.steps, dist.world_size)
     saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
-    track = tracking_steps(p.steps, p.track_every) if world.judge_heldout else []
-    tracker = judgement_tracker(run.table("pretrain_tracking"), world, tokenizer, p.batch_size * p.seq_len)
+    track = tracking_steps(p.steps, p.track_every) if on_track is not None else []
     log = train(model, batches, OptimConfig(p.steps, p.lr, p.warmup, p.weight_decay, p.grad_clip), desc="pretrain",
                 state_dir=run.pretrain_state, save_every=saves, dist=dist, compile=compile,
-                log_every=p.log_every, checkpoint_steps=track, on_checkpoint=tracker if track else None)
+                log_every=p.log_every, checkpoint_steps=track, on_checkpoint=on_track)
 
     def finish() -> None:
         atomic_write_csv(run.pretrain_log, pd.DataFrame(log))

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from experiments.artifacts.rundir import RunDir
 from experiments.config import load_config
 from experiments.pipeline import pretrain_stage
-from experiments.training.tracking import tracking_steps
+from experiments.training.stages import tracking_steps
 
 SETTINGS = ["pretrain.steps=25", 'pretrain.shipped="off"', "world.heldout_entity_fraction=0.5",
             "world.two_word_names=true", "world.n_people=20", "corpus.tagged=1"]

@@ -2,8 +2,8 @@
 
 The truth judgement of the toy model forms in sharp, late transitions whose timing varies from
 run to run (benchmarks/base_model_checks.md), so one number at the end of pretraining says
-little about how close a recipe is to it. With ``pretrain.track_every = N`` the pretraining
-stage scores a fixed sample of judged and never-judged facts every N steps
+little about how close a recipe is to it. With ``pretrain.track_every = N`` the pipeline hands
+the pretraining stage a callback (:func:`judgement_tracker`) that scores a fixed sample of judged and never-judged facts every N steps
 (:func:`experiments.evaluation.judgement.judgement_profile`) and keeps one row per step in
 ``RUN/results/pretrain_tracking.csv``: ``step``, ``tokens`` and ``judged_<measure>`` /
 ``never_judged_<measure>`` for verdicts, yes/no, tagged statements (accuracy, chance 0.5, and
@@ -19,19 +19,18 @@ import pandas as pd
 import interp
 from experiments.artifacts.atomic import atomic_write_csv
 from experiments.evaluation.judgement import judgement_profile
+from experiments.materials.conditions import template_words
+from experiments.materials.corpus import all_words
 from experiments.materials.world import World
+from experiments.training.toymodel import build_tokenizer
 
 TRACK_FACTS = 60  # facts of each kind per tracking point (a few hundred short prompts)
 
 
-def tracking_steps(steps: int, every: int) -> list[int]:
-    """The pretraining steps at which judgement is scored: every ``every`` steps and the last."""
-    return sorted(set(range(every, steps + 1, every)) | {steps}) if every > 0 else []
-
-
-def judgement_tracker(path: Path, world: World, tokenizer, tokens_per_step: int):
+def judgement_tracker(path: Path, world: World, tokens_per_step: int):
     """A ``train(on_checkpoint=...)`` callback that appends the judgement profile of the model
     at ``step`` to the CSV at ``path`` (replacing a row of the same step)."""
+    tokenizer = build_tokenizer(all_words(world) | template_words())  # the toy model's, from its world
 
     def track(step: int, model) -> None:
         lm = interp.LoadedModel(model=model, tokenizer=tokenizer, name=f"pretrain step {step}")
