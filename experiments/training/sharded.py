@@ -85,16 +85,21 @@ class FullyShardedDataParallel(DataParallel):
 
     def wrap(self, model):
         """Shard ``model`` in place (every block, then the root) over a 1-D mesh of all ranks;
-        returns it (the module the forward pass runs through)."""
+        returns it (the module the forward pass runs through). A model sharded already is
+        returned as it is. A model on the meta device (built without memory, to be
+        materialised after sharding: ``model.to_empty(device=...)`` and an initialisation) gets
+        no unsharded copy, so ``export`` refuses it."""
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import FSDPModule, fully_shard
 
+        if isinstance(model, FSDPModule):
+            return model
         blocks = block_classes(model)
         if not blocks:
             raise UserError(f"cannot shard a {type(model).__name__}: it names no transformer-block classes "
                             "(_no_split_modules); expected an HF causal LM, or finetune.parallel=\"ddp\"")
-        if self.is_writer:
-            self.copies[id(model)] = copy.deepcopy(model).to("cpu")
+        if not any(p.is_meta for p in model.parameters()):  # every rank knows whether there is a copy
+            self.copies[id(model)] = copy.deepcopy(model).to("cpu") if self.is_writer else None
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         for module in model.modules():
             if type(module).__name__ in blocks:
@@ -137,6 +142,9 @@ class FullyShardedDataParallel(DataParallel):
         weights (collective: every rank calls it, then waits for rank 0)."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
+        if id(model) not in self.copies:
+            raise UserError("cannot save a checkpoint of a model that was sharded on the meta device (it has no "
+                            "unsharded copy); expected a model loaded with its weights before training")
         weights = get_model_state_dict(model, options=_full_options())
         if self.is_writer:
             plain = self.copies[id(model)]

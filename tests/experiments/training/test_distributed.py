@@ -4,6 +4,7 @@ run resumes from the state rank 0 saved, and `neglect finetune` trains a run dir
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,15 @@ def test_without_torchrun_training_is_one_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     dist = distributed.init("cpu")
     assert type(dist) is distributed.Single and dist.is_writer and dist.world_size == 1
+
+
+def test_nvlink_multicast_is_off_after_init_whatever_the_environment_said(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name in distributed.MULTICAST_OFF:
+        monkeypatch.setenv(name, "1" if name == "NCCL_NVLS_ENABLE" else "0")  # multicast asked for
+    distributed.init("cpu")
+    assert {name: os.environ[name] for name in distributed.MULTICAST_OFF} == {
+        "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 def test_neglect_run_under_torchrun_points_to_finetune(monkeypatch, tmp_path, capsys):

@@ -82,6 +82,16 @@ def test_one_process_is_refused_in_one_line():
     assert "\n" not in str(err.value)
 
 
+def test_neglect_finetune_with_fsdp_in_one_process_fails_before_pretraining(monkeypatch, tmp_path, capsys):
+    from experiments.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["finetune", "--preset", "tiny", "--set", 'finetune.parallel="fsdp"', "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("neglect: error:") and "at least 2 processes" in err and "\n" not in err
+    assert not (tmp_path / "r" / "base_model").exists()
+
+
 def test_every_block_is_a_unit():
     from tests.experiments.training.support import llama
 
