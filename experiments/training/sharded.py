@@ -17,8 +17,8 @@ summed over ranks, and rank 0 alone writes. What differs:
   on rank 0's host (``get_model_state_dict``/``get_optimizer_state_dict`` with
   ``full_state_dict=True, cpu_offload=True``) and written by rank 0 in the *same* format as a
   one-process or DDP run (``experiments.training.state``): one atomic, checksummed writer,
-  damage detection, and a resume on any number of processes (a state saved by 4 ranks resumes
-  on 2, or in one process). Every rank reads it back and keeps its shards
+  damage detection, and a resume on any number of processes (tested: a state saved by 2 FSDP
+  ranks resumes in one process). Every rank reads it back and keeps its shards
   (``set_model_state_dict``/``set_optimizer_state_dict``). The cost: rank 0's host memory
   holds about 12 bytes per *trainable* parameter while saving (small for LoRA; for full
   finetuning of a model whose fp32 state exceeds one host's memory, sharded
@@ -27,6 +27,10 @@ summed over ranks, and rank 0 alone writes. What differs:
   0's host) into an unsharded copy of the model that rank 0 kept on its CPU when wrapping, and
   saved from it by the usual ``on_checkpoint`` (``experiments.training.checkpoints``): ordinary HF
   directories, LoRA merged or as peft adapters, loadable with ``interp.load_model``.
+
+Parameters are all-gathered in the dtype they are stored in (no ``MixedPrecisionPolicy``: the
+numbers are those of the DDP path, bf16 autocast on CUDA); a bf16 base with fp32 LoRA adapters
+shards as it is. An fp32 model therefore moves twice the bytes a bf16 all-gather would.
 
 The model is loaded on the host by every rank before ``wrap`` (``fully_shard`` then moves each
 rank's shards to its GPU): host memory holds one full copy per rank while loading, and rank
