@@ -15,7 +15,7 @@ the per-step loss and of the final weights. One GPU is the plain loop (no DDP wr
 
 Every case runs under its own ``torchrun --standalone --nproc_per_node=N`` (this file with
 ``--worker``); rank 0 prints one RESULT line. NVLink multicast stays off (NCCL_NVLS_ENABLE=0,
-TORCH_SYMM_MEM_DISABLE_MULTICAST=1).
+TORCH_SYMM_MEM_DISABLE_MULTICAST=1, NVSHMEM_DISABLE_NVLS=1: ``distributed.no_multicast``).
 """
 from __future__ import annotations
 
@@ -132,9 +132,10 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def launch(args, gpus: int, case: str, extra: list[str]) -> dict:
-    """One case under torchrun with ``gpus`` processes; its RESULT (or the error)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", __file__,
+def launch(args, gpus: int, case: str, extra: list[str], script: str = __file__) -> dict:
+    """One case of ``script`` (this file, or another benchmark with the same ``--worker CASE
+    --device D`` flags) under torchrun with ``gpus`` processes; its RESULT (or the error)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", script,
            "--worker", case, "--device", args.device, *extra]
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
     start = time.time()

@@ -2,7 +2,8 @@
 
     neglect run [--preset demo] [--config FILE] [--set key=value ...] [--out DIR]
                 [--model ID_OR_DIR] [--claims DIR --docs DIR [--claim NAME ...]]
-    torchrun --nproc_per_node=N -m experiments finetune [same flags as run]   (then `neglect run` evaluates)
+    torchrun --nproc_per_node=N -m experiments finetune [same flags as run]   (then `neglect run` evaluates;
+                                          DDP, or FSDP2 with --set finetune.parallel='"fsdp"')
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
@@ -211,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     _materials_args(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("finetune", help="only the training stages (base model, every finetuning run); data-parallel "
-                                        "under torchrun: torchrun --nproc_per_node=N -m experiments finetune ...")
+                                        "under torchrun: torchrun --nproc_per_node=N -m experiments finetune ... "
+                                        "(sharded with FSDP2: --set finetune.parallel='\"fsdp\"')")
     _config_args(p)
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     _materials_args(p)

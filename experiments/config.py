@@ -119,11 +119,19 @@ class FinetuneConfig:
     attaches them to the base model named in adapter_config.json), "merged" (full HF models),
     "auto" (adapters for --model runs, merged for the toy model). Full finetuning always saves
     full models."""
+    parallel: str = "ddp"
+    """How finetuning runs over torchrun's processes (`torchrun --nproc_per_node=N -m experiments
+    finetune ...`): "ddp" (every process holds the whole model; in one process, the plain loop)
+    or "fsdp" (PyTorch FSDP2: parameters, gradients and optimizer state sharded over the
+    processes, for models whose training state does not fit one GPU; needs at least 2
+    processes). Both give the loss curve and weights of one process with the same batches,
+    and the same checkpoints (experiments/training/sharded.py). Pretraining is always "ddp"."""
 
 
 PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS
 LR_SCHEDULES = ("linear", "cosine", "constant")  # experiments.training.schedules.lr_at
 LOSS_WEIGHTINGS = ("token", "example")  # experiments.training.batches.MixedBatches
+PARALLEL_MODES = ("ddp", "fsdp")  # experiments.training.distributed, experiments.training.sharded
 
 
 @dataclass(frozen=True)
@@ -497,6 +505,7 @@ def check_finetune(f: FinetuneConfig) -> None:
     _one_of("finetune.loss_weighting", f.loss_weighting, LOSS_WEIGHTINGS)
     _one_of("finetune.long_documents", f.long_documents, ("refuse", "split"))
     _one_of("finetune.checkpoint_format", f.checkpoint_format, ("auto", "adapter", "merged"))
+    _one_of("finetune.parallel", f.parallel, PARALLEL_MODES)
     _one_of("finetune.schedule", f.schedule, LR_SCHEDULES)
     unknown = [label for label in f.loss_mask if label not in LABELS]
     if unknown:

@@ -37,8 +37,9 @@ from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
 from experiments.training.parallel import shared_workers
-from experiments.training.stages import (check_mix, checkpoint_steps, device_for, finetune, finetune_in_workers,
-                                         pretrain, resolve_steps)
+from experiments.training.sharded import sharded
+from experiments.training.stages import (check_mix, checkpoint_steps, device_for, finetune, finetune_done,
+                                         finetune_in_workers, pretrain, resolve_steps)
 
 
 def prepare(run: RunDir, cfg: RunConfig, materials: Materials | None = None) -> Materials:
@@ -174,6 +175,9 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
     if materials is None:
         cfg, materials = checked_config(cfg)
     run = RunDir(out_dir)
+    if cfg.finetune.parallel == "fsdp" and not all(finetune_done(run, cfg, condition, seed)
+                                                    for seed in cfg.seeds for condition in cfg.conditions):
+        sharded(dist)  # the one-line error for one process now, before pretraining
 
     def setup() -> None:
         _remove_stale_temps(run.root)

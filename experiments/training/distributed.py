@@ -11,8 +11,10 @@ Only rank 0 writes (checkpoints, training state, tables: ``on_writer``); the oth
 barrier, so no rank reads a half-written state and all resume from the state rank 0 wrote.
 Ranks must start with the same torch seed: rank 0's RNG state is the one saved and restored.
 
-FSDP is not implemented: sharded parameters (DTensors) would need collective gathers for the
-training state and for every HF checkpoint, and a 1B model fits one GPU with DDP.
+The training state and the checkpoints go through ``training_state``/``load_training_state``
+and ``export``: here plain reads of the (replicated) model; ``experiments.training.sharded``
+overrides them for FSDP2, where each rank holds a shard of every parameter
+(``finetune.parallel = "fsdp"``). NVLink multicast stays off in every process (``no_multicast``).
 """
 from __future__ import annotations
 
@@ -65,6 +67,29 @@ class Single:
         depends on files belongs inside ``fn``: rank 0 may have written them before another
         rank looks."""
         return fn(*args, **kwargs)
+
+    def training_state(self, model, optimizer) -> tuple[dict, dict]:
+        """What rank 0 saves of a training run (every rank calls it).
+
+        Returns
+        -------
+        ``(params, optimizer_state)``: the trainable parameters by name and
+        ``optimizer.state_dict()`` (parameters by index). Every rank holds the same here.
+        """
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}, optimizer.state_dict()
+
+    def load_training_state(self, model, optimizer, params: dict, optimizer_state: dict) -> None:
+        """Put a saved :meth:`training_state` back (every rank calls it with what it read)."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.copy_(params[name])
+        optimizer.load_state_dict(optimizer_state)
+
+    def export(self, fn, step: int, model) -> None:
+        """``fn(step, model)`` on rank 0 with the whole model (an ``on_checkpoint`` callback);
+        every rank calls it at the same points."""
+        self.on_writer(fn, step, model)
 
     def close(self) -> None:
         pass
@@ -123,17 +148,24 @@ class DataParallel(Single):
             dist.destroy_process_group()
 
 
+MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
 def no_multicast() -> None:
-    """NVLink multicast (NVLS, symmetric-memory multicast) stays off on the machines we use."""
-    os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
+    """NVLink multicast (NCCL's NVLS, PyTorch's symmetric-memory multicast, NVSHMEM's NVLS) stays
+    off in this process and every process it starts (``MULTICAST_OFF``): on the shared machines
+    we use, a program that uses it can put the host's GPUs out of service. Forced, not defaulted:
+    a value inherited from a launcher's environment cannot turn it back on."""
+    os.environ.update(MULTICAST_OFF)
 
 
 def init(device=None) -> Single:
     """The process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``,
     ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``): NCCL with one GPU per process on CUDA,
     gloo on CPU. Without torchrun (or with one process) a ``Single``. ``device``: "cuda",
-    "cpu" or None (CUDA when available); on CUDA each rank takes GPU ``LOCAL_RANK``."""
+    "cpu" or None (CUDA when available); on CUDA each rank takes GPU ``LOCAL_RANK``. NVLink
+    multicast is turned off first (``no_multicast``), in one process too."""
+    no_multicast()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -149,7 +181,6 @@ def init(device=None) -> Single:
         torch.cuda.set_device(device)  # so that plain "cuda" means this rank's GPU everywhere
     elif device.type != "cpu":
         raise UserError(f"distributed training runs on 'cuda' or 'cpu'; got device {str(device)!r}")
-    no_multicast()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 device_id=device if device.type == "cuda" else None)

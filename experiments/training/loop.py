@@ -11,7 +11,8 @@ rerun after a kill continues from the last save and reaches the same weights.
 The pieces live in small modules, re-exported here: schedules (learning rate and checkpoint
 steps), data_mixing (tokenization, loss weights, mixed/packed/padded batches), lora (peft),
 aux_losses (KL to a reference, activation penalties), training_checkpoints (HF dirs),
-training_state (resume). ``dist`` (experiments.training.distributed) runs the same loop as DDP under torchrun.
+training_state (resume). ``dist`` (experiments.training.distributed) runs the same loop as DDP under torchrun,
+or sharded with FSDP2 (experiments.training.sharded).
 """
 from __future__ import annotations
 
@@ -135,9 +136,11 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     ``dist``: the process group from ``experiments.training.distributed.init`` (default: one process).
     Every rank passes the same ``batches`` and trains on its rows of each micro-batch, so the
     result is that of one process with the same batches; rank 0 alone runs ``on_checkpoint``
-    and writes the state.
+    and writes the state. With FSDP (``experiments.training.sharded``) ``model`` is sharded in
+    place here, stays sharded afterwards, and ``on_checkpoint`` gets an unsharded copy.
     """
     dist = dist or distributed.Single()
+    net = dist.wrap(model)  # before the optimizer: FSDP replaces the parameters by their shards
     device = next(model.parameters()).device
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     opt = make_optimizer(model, cfg, device)
@@ -154,10 +157,8 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
     restored = training_state.load_latest(state_dir) if state_dir is not None else None
     if restored is not None:
         tensors, state = restored
-        with torch.no_grad():
-            for name, p in trainable_parameters(model).items():
-                p.copy_(tensors[f"param.{name}"])
-        opt.load_state_dict(training_state.optimizer_from_flat(tensors, state["optimizer"]))
+        params = {name: tensors[f"param.{name}"] for name in trainable_parameters(model)}
+        dist.load_training_state(model, opt, params, training_state.optimizer_from_flat(tensors, state["optimizer"]))
         start, tokens, batches_used, entries = state["step"], state["tokens"], state["batches_used"], state["log"]
         if hasattr(batches, "load_state_dict"):
             batches.load_state_dict(state["data"])
@@ -167,14 +168,14 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         training_state.restore_rng(tensors, state["rng"])
     elif 0 in checkpoint_steps and on_checkpoint:
         model.eval()
-        dist.on_writer(on_checkpoint, 0, model)
+        dist.export(on_checkpoint, 0, model)
 
     def save_state(step: int) -> None:
         data = batches.state_dict() if hasattr(batches, "state_dict") else None
-        dist.on_writer(training_state.save_state, state_dir, step, params=trainable_parameters(model), optimizer=opt,
+        params, optimizer_state = dist.training_state(model, opt)  # every rank: gathers under FSDP
+        dist.on_writer(training_state.save_state, state_dir, step, params=params, optimizer=optimizer_state,
                        extra={"tokens": tokens, "batches_used": batches_used, "data": data, "log": entries})
 
-    net = dist.wrap(model)
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, leave=False, **({} if dist.is_writer else {"disable": True}))
     clock, clock_tokens = time.perf_counter(), tokens
@@ -242,7 +243,7 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
         if step + 1 in checkpoint_steps and on_checkpoint:
             flush()
             model.eval()
-            dist.on_writer(on_checkpoint, step + 1, model)
+            dist.export(on_checkpoint, step + 1, model)
             model.train()
         if saving:
             flush()

@@ -2,7 +2,7 @@
 
 Each stage writes its outputs atomically and returns early when they already exist, so a killed
 run resumes; both also run data-parallel under torchrun (``dist`` from
-``experiments.training.distributed``).
+``experiments.training.distributed``), finetuning also sharded (FSDP2, ``finetune.parallel``).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from experiments.materials.corpus import all_words
 from experiments.training import checkpoints
 from experiments.training.corpus_tokens import cached_corpus_tokens
 from experiments.training.distributed import Single
+from experiments.training.sharded import sharded
 from experiments.training.lora import LoraSettings, add_lora
 from experiments.training.batches import fit_context, tokenize_rows
 from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, train
@@ -325,7 +326,8 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     documents and instruct examples mixed in as configured; :func:`finetuning_documents`),
     saving every checkpoint (step 0 is the base model itself and is not copied; LoRA
     checkpoints of --model runs are adapters, :func:`saves_adapters`). ``dist``: train
-    data-parallel (rank 0 writes).
+    data-parallel (rank 0 writes); sharded with FSDP2 when ``finetune.parallel`` is "fsdp"
+    (``experiments.training.sharded``; a one-line error with one process).
 
     Every token is weighted as the rows say (zero on ``finetune.loss_mask`` spans and outside
     the assistant turns of chat rows), examples longer than the context are refused or split
@@ -341,9 +343,12 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     if finetune_done(run, cfg, condition, seed, damaged):
         return
     f = cfg.finetune
+    if f.parallel == "fsdp":
+        dist = sharded(dist)  # one-line error with one process
     rows = finetuning_documents(cfg, materials, condition, seed)
     dist.on_writer(atomic_write_text, run.docs(condition, seed), documents_text(rows))  # left alone when unchanged
-    lm = interp.load_model(base, device=device_for(cfg))
+    # FSDP: loaded on the host, then each rank's shards move to its device when train() wraps the model
+    lm = interp.load_model(base, device="cpu" if f.parallel == "fsdp" else device_for(cfg))
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
     context = context_length(lm, cfg)

@@ -58,9 +58,9 @@ def restore_rng(tensors: dict, state: dict) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and the JSON-able rest."""
-    sd = optimizer.state_dict()
+def optimizer_to_flat(optimizer: torch.optim.Optimizer | dict) -> tuple[dict, dict]:
+    """Split ``optimizer.state_dict()`` (or such a dict) into tensors (for safetensors) and the JSON-able rest."""
+    sd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, entry in sd["state"].items():
         for key, value in entry.items():
@@ -84,8 +84,9 @@ def optimizer_from_flat(tensors: dict, meta: dict) -> dict:
 
 
 def save_state(directory: str | Path, step: int, *, params: dict[str, torch.Tensor],
-               optimizer: torch.optim.Optimizer, extra: dict) -> Path:
-    """Write the state at ``step`` and point ``latest.json`` at it; older step dirs are removed."""
+               optimizer: torch.optim.Optimizer | dict, extra: dict) -> Path:
+    """Write the state at ``step`` and point ``latest.json`` at it; older step dirs are removed.
+    ``optimizer``: the optimizer, or its ``state_dict()`` (parameters by index)."""
     directory = Path(directory)
     name = f"step-{step:09d}"
     rng_tensors, rng_json = rng_state()

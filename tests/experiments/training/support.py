@@ -1,6 +1,9 @@
 """Tiny models, data and the resumable run shared by the training tests (no tests here)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -81,3 +84,24 @@ def resume_run(state_dir, delay: float = 0.0, fail_after: int | None = None):
     train(model, batches, cfg, state_dir=state_dir, save_every=3)
     return model
 
+
+
+def torchrun(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` from the repository root (CPU, gloo, one
+    thread per process, a free port). ``kill_at``: the write at which rank 0 SIGKILLs itself
+    (``experiments.artifacts.atomic.KILL_ENV``)."""
+    from experiments.artifacts.atomic import KILL_ENV
+    from tests.paths import REPO
+
+    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env.update(PYTHONPATH=str(REPO), TQDM_DISABLE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    if kill_at is not None:
+        env[KILL_ENV] = kill_at
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=150)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """``result``, asserting it exited 0 (else the ends of its output)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,27 +14,9 @@ from safetensors.torch import load_file
 
 from experiments.training import distributed
 from experiments.errors import UserError
-from experiments.artifacts.atomic import KILL_ENV
-from tests.experiments.training.ddp_worker import run
-from tests.experiments.training.support import flat_weights
-from tests.paths import REPO
+from tests.experiments.training.dist_worker import run
+from tests.experiments.training.support import flat_weights, ok, torchrun
 
-ROOT = REPO
-
-
-def torchrun(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=2 ARGS`` from the repository root (CPU, gloo)."""
-    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
-    env.update(PYTHONPATH=str(ROOT), TQDM_DISABLE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    if kill_at is not None:
-        env[KILL_ENV] = kill_at
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def saved(out: Path) -> tuple[list[dict], torch.Tensor]:
@@ -48,7 +28,7 @@ def saved(out: Path) -> tuple[list[dict], torch.Tensor]:
 @pytest.fixture(scope="module")
 def ddp_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
-    ok(torchrun("tests/experiments/training/ddp_worker.py", str(out)))
+    ok(torchrun("tests/experiments/training/dist_worker.py", str(out)))
     return out
 
 
@@ -66,6 +46,15 @@ def test_without_torchrun_training_is_one_process(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     dist = distributed.init("cpu")
     assert type(dist) is distributed.Single and dist.is_writer and dist.world_size == 1
+
+
+def test_nvlink_multicast_is_off_after_init_whatever_the_environment_said(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name in distributed.MULTICAST_OFF:
+        monkeypatch.setenv(name, "1" if name == "NCCL_NVLS_ENABLE" else "0")  # multicast asked for
+    distributed.init("cpu")
+    assert {name: os.environ[name] for name in distributed.MULTICAST_OFF} == {
+        "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
 def test_neglect_run_under_torchrun_points_to_finetune(monkeypatch, tmp_path, capsys):
@@ -93,13 +82,13 @@ def test_two_processes_match_one_process_with_the_same_batches(ddp_out, tmp_path
 
 def test_a_killed_ddp_run_resumes_from_its_state(ddp_out, tmp_path):
     # Rank 0 SIGKILLs itself during its third state save (step 4); torchrun then stops rank 1.
-    killed = torchrun("tests/experiments/training/ddp_worker.py", str(tmp_path), kill_at=f"{tmp_path / 'state'}/step-@3")
+    killed = torchrun("tests/experiments/training/dist_worker.py", str(tmp_path), kill_at=f"{tmp_path / 'state'}/step-@3")
     assert killed.returncode != 0 and not (tmp_path / "weights.safetensors").exists()
     assert json.loads((tmp_path / "state" / "latest.json").read_text())["step"] == 3
     before = json.loads(next((tmp_path / "state").glob("step-*/state.json")).read_text())["log"]
     checkpoint = tmp_path / "step_3" / "model.safetensors"
     written = checkpoint.stat().st_mtime_ns
-    ok(torchrun("tests/experiments/training/ddp_worker.py", str(tmp_path)))
+    ok(torchrun("tests/experiments/training/dist_worker.py", str(tmp_path)))
     log, weights = saved(tmp_path)
     reference_log, reference = saved(ddp_out)
     assert log[:3] == before  # steps 1-3 come from the saved state (their wall-clock times included)
