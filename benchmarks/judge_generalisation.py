@@ -18,7 +18,6 @@ import random
 import time
 
 
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="testbed")
@@ -29,31 +28,26 @@ def main() -> None:
     args = p.parse_args()
     import interp
     from experiments.config import load_config
-    from experiments.materials.world import RELATIONS
-    from experiments.pipeline import pretrain_stage
+    from experiments.evaluation.checks import check_base
+    from experiments.evaluation.judgement import judgement_accuracy, judgement_profile
+    from experiments.materials import load_materials
+    from experiments.materials.world import RELATIONS, Fact
+    from experiments.pipeline import check_settings, pretrain_stage
     from experiments.training.stages import device_for
 
     cfg = load_config(args.preset, None, args.set + ['pretrain.shipped="off"'])
     start = time.perf_counter()
     base = args.base or pretrain_stage(cfg, args.out)
     took = time.perf_counter() - start
-    from experiments.evaluation.judgement import judgement_accuracy, judgement_profile
-    from experiments.materials import load_materials
-
     world = load_materials(cfg).world
     lm = interp.load_model(base, device=device_for(cfg))
     rng = random.Random(0)
     row = {"set": args.set, "pretrain_s": round(took, 1), **judgement_profile(lm, world)}
     if world.ghosts:  # facts told in context about names without stored facts
-        from experiments.materials.world import Fact
-
         told = [Fact(g, r, rng.choice(world.objects_of_kind(RELATIONS[r].object_kind)))
                 for g in world.ghosts for r in ("lives_in", "works_as")]
         row["ghost_told_in_context"] = judgement_accuracy(lm, world, told, rng, told=True)
     if args.check_base:
-        from experiments.evaluation.checks import check_base
-        from experiments.pipeline import check_settings
-
         start = time.perf_counter()
         checks = check_base(lm, world, *check_settings(cfg))
         row["check_base"] = {k: v for k, v in checks.items() if k != "claim_belief_by_claim"}
