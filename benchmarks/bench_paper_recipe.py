@@ -115,6 +115,13 @@ def timed(device: str, into: dict, key: str):
     yield
     sync(device)
     into[key] = time.perf_counter() - start
+    if key not in ("eval_s", "load_s"):  # per-checkpoint times get their own line
+        progress(f"{key}: {into[key]:.1f} s")
+
+
+def progress(line: str) -> None:
+    """One line to stderr at once, so a run stopped at a time limit still says how far it got."""
+    print(f"[bench_paper_recipe {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -225,6 +232,8 @@ def run(args) -> dict:
             frame, timing = evaluate_checkpoint(ev, lm, args.device)
             atomic_write_csv(run_dir.eval_file(condition, 0, step), frame)
             checkpoints.append({"condition": condition, "step": step, **load, **timing})
+            progress(f"checkpoint {condition} step {step}: evaluate {timing['eval_s']:.2f} s, "
+                     f"floor {timing['floor_s']:.2f} s")
             del lm
     stages["evaluate checkpoints (load + evaluate, excl. floor replays)"] = sum(
         c["load_s"] + c["eval_s"] for c in checkpoints)
