@@ -255,8 +255,10 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     return _run_world(cfg, materials, out_dir)
 
 
-def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label: str = "") -> pd.DataFrame:
-    """:func:`run_pipeline` on one world (``cfg`` checked); ``label`` starts its warning lines."""
+def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label: str = "",
+               report: bool = True) -> pd.DataFrame:
+    """:func:`run_pipeline` on one world (``cfg`` checked); ``label`` starts its warning lines;
+    ``report=False`` leaves out the world's own report (a several-world run writes one at the top)."""
     from experiments.evaluation.controls import compute_controls
 
     with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
@@ -270,13 +272,15 @@ def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label:
             warn(label + line + " (see `neglect check-base`; the report marks it)")
     table = collect(run, cfg)
     write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
-    _report_if_stale(run, [run.metrics, run.pretrain_log, *run.train_logs()])
+    if report:
+        _report_if_stale(run, [run.metrics, run.pretrain_log, *run.train_logs()])
     return table
 
 
 def _run_worlds(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     """:func:`run_pipeline` for ``cfg.worlds`` > 1: every world's whole job in its own run
-    directory (each resumable), then the stacked tables, the controls and the report at the top."""
+    directory (each resumable), then the stacked tables, the controls and the report at the top
+    (the worlds get no report of their own: their figures' activations took ~15 s a world)."""
     from experiments.evaluation.controls import compute_controls
     from experiments.evaluation.worlds import stack_world_tables, world_runs, worlds_index
 
@@ -286,7 +290,8 @@ def _run_worlds(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
     write_json_if_changed(run.worlds_index, worlds_index(cfg))
     for k, world_cfg, world_run in world_runs(cfg, run.root):
         materials = load_materials(world_cfg)
-        _run_world(resolve_steps(world_cfg, materials), materials, world_run.root, label=f"world {k}: ")
+        _run_world(resolve_steps(world_cfg, materials), materials, world_run.root, label=f"world {k}: ",
+                   report=False)  # one report at the top; `neglect report RUN/worlds/w<k>` makes a world's own
     table = stack_world_tables(run, cfg, "metrics")
     stack_world_tables(run, cfg, "incontext", required=False)
     write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))

@@ -8,8 +8,9 @@ World k (0..worlds-1) is the run's config with world seed ``world.seed + k`` and
 pretrained on it (the toy model's initialisation and data order follow the world seed), on which
 every condition x seed is finetuned and evaluated. Each world is a complete run directory,
 ``RUN/worlds/w<k>/`` (``RunDir.world_dir``), made and resumed by the one-world pipeline, with its
-own ``results/check_base.json`` and report. The run's own ``results/metrics.csv`` stacks the
-worlds' tables with a ``world`` column (:func:`stack_world_tables`), so the intervals of
+own ``results/check_base.json`` (a report of its own only on request: ``neglect report
+RUN/worlds/w<k>``; the run's report at the top covers every world). The run's own
+``results/metrics.csv`` stacks the worlds' tables with a ``world`` column (:func:`stack_world_tables`), so the intervals of
 ``experiments.evaluation.stats`` are over worlds > claims > seeds. Claim names repeat across
 worlds (``claim0_won_by`` in each) but name different claims: a claim is (world, claim).
 

@@ -95,6 +95,7 @@ def test_each_world_has_its_own_base_model_checks(two_worlds):
     assert not (out / "results" / "check_base.json").exists()
     report = (out / "report.html").read_text()
     assert "Base model preconditions (world 0)" in report and "Base model preconditions (world 1)" in report
+    assert not any((run.world_dir(k) / "report.html").exists() for k in (0, 1))  # one report, at the top
 
 
 def test_rerun_resumes_and_recomputes_nothing(two_worlds):
