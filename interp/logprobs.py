@@ -137,9 +137,38 @@ def continuation_logprobs(lm: LoadedModel, prompts, continuations, *, batch_size
             raise InterpInputError(f"{what} {i} ({texts[i][:60]!r}) tokenizes to no tokens")
     encoded = Encoded.from_lists([h + t for h, t in zip(heads, tails)])
     check_context(lm, encoded.lengths, lambda i: f"prompt {prompts[i][-60:]!r} + continuation {continuations[i][:60]!r}")
-    first = np.fromiter(map(len, heads), dtype=np.int64, count=len(heads))
-    scores = scored_logprobs(lm, encoded, first, batch_size)
-    return torch.stack([s.sum() for s in scores])
+    out = torch.empty(len(heads), dtype=torch.float32)
+    single = [i for i, t in enumerate(tails) if len(t) == 1]
+    if single:  # one-token continuations: one forward per distinct prompt serves all its continuations
+        out[single] = next_token_logprobs(lm, [heads[i] for i in single], [tails[i][0] for i in single], batch_size)
+    longer = [i for i, t in enumerate(tails) if len(t) > 1]
+    if longer:
+        first = np.fromiter((len(heads[i]) for i in longer), dtype=np.int64, count=len(longer))
+        sub = Encoded.from_lists([heads[i] + tails[i] for i in longer])
+        out[longer] = torch.stack([s.sum() for s in scored_logprobs(lm, sub, first, batch_size)])
+    return out
+
+
+def next_token_logprobs(lm: LoadedModel, heads: list[list[int]], targets: list[int],
+                        batch_size: int | None = None) -> torch.Tensor:
+    """``log p(targets[i] | heads[i])`` for token-id prompts, with one forward per distinct
+    prompt (a question asked with k answer options costs one forward, not k). float32 on CPU."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, head in enumerate(heads):
+        groups.setdefault(tuple(head), []).append(i)
+    keys = list(groups)
+    encoded = Encoded.from_lists(keys)
+    out = torch.empty(len(heads), dtype=torch.float32)
+    with torch.inference_mode():
+        for batch, logits in logit_batches(lm, encoded, None, batch_size):
+            texts = np.asarray(batch.rows)
+            last = torch.from_numpy(batch.starts + encoded.lengths[texts] - 1).to(logits.device)
+            dist = torch.log_softmax(logits[torch.arange(len(texts), device=logits.device), last].float(), -1).cpu()
+            members = [groups[keys[t]] for t in texts.tolist()]
+            row = torch.from_numpy(np.repeat(np.arange(len(texts)), [len(m) for m in members]))
+            pairs = [i for m in members for i in m]
+            out[pairs] = dist[row, torch.tensor([targets[i] for i in pairs])]
+    return out
 
 
 def token_logprobs(lm: LoadedModel, texts, *, offsets: bool = False, batch_size: int | None = None) -> list[TokenLogprobs]:

@@ -45,6 +45,29 @@ def test_continuation_logprobs_equal_one_unpadded_forward_per_pair(tiny_dirs, ki
 
 
 @pytest.mark.parametrize("kind", CAUSAL)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_options_of_one_prompt_share_its_forward_and_give_the_same_numbers(tiny_dirs, kind, side):
+    """k one-token answer options of a question cost one forward of the question (batch_size=1
+    counts forwards); the numbers are those of one unpadded forward per pair, also for a
+    multi-token option scored beside them."""
+    lm = load(tiny_dirs, kind, side)
+    one_token = [w for w in ("cat", "dog", "ran", "mat", "the")
+                 if len(lm.tokenizer(" " + w, add_special_tokens=False)["input_ids"]) == 1]
+    assert len(one_token) >= 3
+    prompts = [PROMPTS[0]] * 3 + [PROMPTS[1]] * 3 + [PROMPTS[0]]
+    options = one_token[:3] * 2 + ["and the dog ran fast"]
+    calls = []
+    handle = lm.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        got = interp.continuation_logprobs(lm, prompts, options, batch_size=1)
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # two distinct prompts for the six one-token options, one multi-token pair
+    want = torch.tensor([hand_continuation(lm, p, c) for p, c in zip(prompts, options)])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
 def test_left_and_right_padding_give_the_same_numbers(tiny_dirs, kind):
     right, left = load(tiny_dirs, kind, "right"), load(tiny_dirs, kind, "left")
     torch.testing.assert_close(interp.continuation_logprobs(left, PROMPTS, CONTINUATIONS),
