@@ -251,10 +251,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # signal (9.2M tokens in batches of 128 x 64; about 15-25 minutes on 2 CPU cores, under half
     # a minute on one H200; benchmarks/training_speed.md has the sweep that chose it).
     "standard": {"pretrain": {"steps": 1125, "batch_size": 128, "lr": 3e-3, "warmup": 50}},
-    # The default world with a short pretraining so that `make demo` ends in minutes on 2 CPU
-    # cores: the base model knows its facts and reads negation in context, but its truth probe
-    # has not emerged yet (use `standard` for meaningful probe readings).
-    "demo": {"pretrain": {"steps": 2000}},
     # A larger world and model for a GPU.
     "large": {
         "world": {"n_people": 100, "n_events": 60, "n_cities": 20},
@@ -264,16 +260,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Testbed v2 (issue 22, benchmarks/base_model_checks.md): 1,000 people of whom half are only
     # ever described, novel-entity claims beside override claims, narrative frames for documents
     # apart from the statement frames, statements tagged with their truth, probes at the bare
-    # statement; weight decay 0.1 and 240M tokens, where judging generalised best in the sweep
-    # (the ghosts' "unknown, so false" documents are off: they taught "never judged, so false").
-    # A GPU preset (on one H200 a few minutes).
+    # statement; weight decay 0.1 (the ghosts' "unknown, so false" documents are off: they taught
+    # "never judged, so false"). 400M tokens over a corpus of a quarter the documents: the judgement
+    # of never-judged facts forms in a sharp transition whose timing varies with the world seed
+    # (world 1: by 120M tokens; world 0: after 240M, and short of the bound at 400M), so the preset
+    # is world 1, whose base model passed the judgement bounds and is shipped
+    # (experiments/pretrained/testbed). A GPU preset (on one H200 about 4.5 minutes).
     "testbed": {
-        "world": {"n_people": 1000, "n_cities": 20, "n_jobs": 12, "n_events": 40, "n_claims": 4, "n_novel_claims": 6,
-                  "n_ghosts": 600, "two_word_names": True, "heldout_entity_fraction": 0.5, "disjoint_frames": True},
+        "world": {"seed": 1, "n_people": 1000, "n_cities": 20, "n_jobs": 12, "n_events": 40, "n_claims": 4,
+                  "n_novel_claims": 6, "n_ghosts": 600, "two_word_names": True, "heldout_entity_fraction": 0.5,
+                  "disjoint_frames": True},
         "corpus": {"bio": 4.0, "tagged": 1.0},
         "model": {"d_model": 192, "n_layers": 6, "n_heads": 4, "d_mlp": 768},
-        "pretrain": {"steps": 3660, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1,
-                     "track_every": 366},
+        "pretrain": {"steps": 6100, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1,
+                     "corpus_fraction": 0.25, "track_every": 610},
         # finetuning that keeps what the model knew (probe validity passed on the testbed base model):
         # half of every run's examples are background documents, a lower learning rate, more steps
         "finetune": {"lr": 3e-4, "steps": 150, "background_fraction": 0.5},
@@ -297,6 +297,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune": {"steps": 6, "batch_size": 4, "docs_per_claim": 8, "n_checkpoints": 3},
     },
 }
+# `make demo`, and every command's default preset: the testbed's world, corpus, model and
+# pretraining, so a run starts from the shipped testbed base model (experiments/pretrained/testbed)
+# instead of pretraining it, then finetunes and evaluates at a size for 2 CPU cores (one seed,
+# probe statements of 40 subjects per split at each checkpoint).
+PRESETS["demo"] = {**PRESETS["testbed"], "eval": {"max_subjects": 40}}
 
 
 def _build(cls, data: dict, prefix: str):

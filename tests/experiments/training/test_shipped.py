@@ -72,3 +72,33 @@ def test_a_run_from_a_shipped_model_takes_its_check_base_figures_from_the_proven
     materials = prepare(run, cfg)
     stages.pretrain(run, cfg, materials)
     assert check_base_model(run.root) == figures  # not recomputed: the tiny model would not score 0.123
+
+
+def test_the_shipped_testbed_model_is_intact_and_is_what_the_demo_starts_from():
+    """`make demo` (the default preset) and `--preset testbed` both start from the shipped
+    testbed base model: no pretraining on a CPU."""
+    models = shipped.shipped_models()
+    assert "testbed" in models
+    for preset in ("testbed", "demo"):
+        assert shipped.shipped_base_for(load_config(preset)) == models["testbed"]
+    assert shipped.shipped_base_for(load_config("demo", overrides=["world.seed=0"])) is None
+    figures = shipped.read_provenance(models["testbed"])["check_base"]
+    assert figures["heldout_entity_qa"] >= 0.95 and figures["unjudged_verdict_acc"] >= 0.95
+
+
+def test_the_shipped_testbed_model_judges_facts_it_never_saw_judged():
+    """Behaviour, not the recorded figures: on a sample of facts pretraining never judged (people
+    it only read biographies of), the shipped model's verdicts and yes/no answers are right far
+    above chance (0.5) and balanced (a constant answerer has a true share of 0 or 1)."""
+    import random
+
+    import interp
+    from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy
+
+    cfg = load_config("testbed")
+    world = load_materials(cfg).world
+    _, never_judged = judged_and_unjudged(world)
+    lm = interp.load_model(shipped.shipped_models()["testbed"], device="cpu")
+    scores = judgement_accuracy(lm, world, never_judged, random.Random(0), n=40)
+    assert scores["verdict_acc"] >= 0.85 and scores["yesno_acc"] >= 0.85
+    assert 0.3 <= scores["verdict_first_share"] <= 0.7 and 0.3 <= scores["yesno_first_share"] <= 0.7
