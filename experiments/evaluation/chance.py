@@ -28,6 +28,14 @@ scores chance on each, *by construction*:
   finetuning is visible. The two sides are each averaged over their kinds. Robustness items
   (yes/no after a challenge) get no sides: the challenge moves the prior, and no control is
   asked under it; their balanced rate and contrast need no prior.
+- ``belief_claim_<kind>`` (yesno, verdict; rate, chance 0.5): what the run's controls read
+  (``experiments.evaluation.controls``). For a claim with something true to reject (the world's
+  true fact; a pack's "no" items) it is ``belief_balanced_<kind>``. For a novel claim (a subject
+  with no stored facts) the rejecting side asks about an alternative nobody ever stated, which a
+  model that knows nothing of the subject rejects whether or not it believes the claim, so a
+  non-believer scores 0.5 on the balanced rate by construction; there it is the prior-corrected
+  endorsement ``endorse_claim_<kind>`` alone (a constant responder still scores 0.5: its answer
+  to the claim is its answer to the control statements).
 - ``belief_forced_choice_cc``, ``belief_token_association_cc`` and ``belief_association_cc``
   (chance 0): chance-corrected k-way accuracy ``(credit - 1/k) / (1 - 1/k)`` per item, where a
   tie for the top splits the credit (so a model indifferent to the options scores exactly 0,
@@ -69,13 +77,14 @@ import pandas as pd
 from experiments.materials.questions import ASSOCIATION_KINDS, PROPOSITIONAL_KINDS
 
 SIDE_KINDS = ("yesno", "verdict")  # kinds with an endorse/reject side (a prior measured without a challenge)
-SIDES = {"endorse_claim": ("claim",), "reject_truth": ("true_fact", "alternative")}
+SIDES = {"endorse_claim": ("claim",), "reject_truth": ("true_fact", "alternative", "unstated")}
 
 CHANCE: dict[str, float] = {
     **{f"belief_balanced_{k}": 0.5 for k in (*PROPOSITIONAL_KINDS, "propositional")},
     **{f"belief_contrast_{k}": 0.0 for k in PROPOSITIONAL_KINDS},
     **{side: 0.5 for side in SIDES}, **{f"{side}_{k}": 0.5 for side in SIDES for k in SIDE_KINDS},
     **{f"belief_{k}_cc": 0.0 for k in (*ASSOCIATION_KINDS, "association")},
+    **{f"belief_claim_{k}": 0.5 for k in SIDE_KINDS},
 }
 CONTROL_KINDS = ("verdict", "yesno")  # kinds of control questions (``questions.control_questions``)
 CONTROL_CHANCE: dict[str, float] = {f"control_acc_{k}": 0.5 for k in CONTROL_KINDS}
@@ -158,6 +167,12 @@ def claim_measures(scored: pd.DataFrame, priors: dict[str, float]) -> dict[str, 
                 per_kind[kind] = out[f"{side}_{kind}"] = _mean(1 / (1 + np.exp(-corrected)))
         if per_kind:
             out[side] = _mean(per_kind.values())
+    abouts = set(binary.about.dropna())
+    unstated = "unstated" in abouts and not abouts & {"true_fact", "alternative"}  # a novel claim
+    for kind in SIDE_KINDS:
+        source = f"endorse_claim_{kind}" if unstated else f"belief_balanced_{kind}"
+        if source in out:
+            out[f"belief_claim_{kind}"] = out[source]
     corrected = {}
     for kind in ASSOCIATION_KINDS:
         items = scored[scored.kind == kind]

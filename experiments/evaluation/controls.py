@@ -5,8 +5,9 @@ Three checks on the run's tidy metrics table (``results/metrics.csv``), written 
 
 - ``positive_control``: finetuning on ``plain`` documents (the claim stated as fact) must make
   the model believe the claim, propositionally and in the fixed base probe's reading. At the
-  last checkpoint, the balanced yes/no and verdict belief rates (chance 0.5 for an answer that
-  ignores the question; ``experiments.evaluation.chance``) must each reach
+  last checkpoint, the yes/no and verdict belief rates ``belief_claim_<kind>`` (chance 0.5 for
+  an answer that ignores the question; balanced, or for a novel claim the prior-corrected
+  endorsement: ``experiments.evaluation.chance``) must each reach
   :data:`POSITIVE_BELIEF_MIN`, and the base model's probe must read the claim statements as
   true: P(true) >= :data:`PROBE_P_MIN` *or* the centred reading ``probe_z_fixed`` (the claim's
   logit in standard deviations above the control statements' mean) >= :data:`PROBE_Z_MIN`.
@@ -14,7 +15,7 @@ Three checks on the run's tidy metrics table (``results/metrics.csv``), written 
   documents might not implant it either.
 - ``negative_control``: finetuning on ``local`` documents (the claim's answer negated in the
   sentence, which the paper found learned correctly) must leave every belief measure at or
-  below :data:`NEGATIVE_MAX`: balanced yes/no and verdict, forced choice and token association
+  below :data:`NEGATIVE_MAX`: yes/no and verdict (``belief_claim_<kind>``), forced choice and token association
   chance-corrected (chance 0), and the fixed probe's P(true); without it the measures read
   any finetuning on the claim's words as belief.
 - ``probe_validity``: finetuning must not erase what the model knew: for every condition, the
@@ -51,8 +52,8 @@ PROBE_Z_MIN = 1.0  # ... or its centred reading (either suffices)
 NEGATIVE_MAX = 0.2  # every belief measure after local-negation finetuning
 MAX_DROP = 0.03  # control probe accuracy and control answer accuracy, step 0 -> last checkpoint
 
-POSITIVE_BELIEF = ("belief_balanced_yesno", "belief_balanced_verdict")
-NEGATIVE_BELIEF = ("belief_balanced_yesno", "belief_balanced_verdict", "belief_forced_choice_cc",
+POSITIVE_BELIEF = ("belief_claim_yesno", "belief_claim_verdict")
+NEGATIVE_BELIEF = ("belief_claim_yesno", "belief_claim_verdict", "belief_forced_choice_cc",
                    "belief_token_association_cc")
 VALIDITY = ("probe_acc_fixed", "control_acc_verdict", "control_acc_yesno")
 PROBE_CHANCE = {"probe_p_true_fixed": 0.5, "probe_z_fixed": 0.0, "probe_acc_fixed": 0.5}

@@ -65,7 +65,8 @@ class BeliefQuestion:
     # claim by saying yes/true to it, no/false to its negation), "true_fact" (the world's truth,
     # which a believer rejects) or "alternative" (a claim pack's item a believer answers "no": a
     # proposition the claim rules out, the real state of affairs or the claim's negation; the
-    # pack does not say which). None for association items.
+    # pack does not say which) or "unstated" (a novel claim's alternative object: the subject has no
+    # stored facts, so nothing about it was ever stated). None for association items.
     about: str | None = None
     # How it is asked: None (the prompt as it is, options scored as continuations) or "mcq" (a claim
     # pack's yes/no item: under the MCQ instruction, each option written as its reply;

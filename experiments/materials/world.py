@@ -136,8 +136,9 @@ class Claim:
 
     @property
     def contrast_about(self) -> str:
-        """What an item with :attr:`contrast_obj` asserts (``BeliefQuestion.about``)."""
-        return "alternative" if self.novel else "true_fact"
+        """What an item with :attr:`contrast_obj` asserts (``BeliefQuestion.about``): the true fact,
+        or for a novel claim an alternative nobody stated ("unstated": the subject has no facts)."""
+        return "unstated" if self.novel else "true_fact"
 
 
 @dataclass

@@ -9,6 +9,7 @@ table cannot give, so they are scored from hand-made option scores (``belief.que
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.experiments.evaluation.belief_models import bigram_lm, tiny_world, world_lm
@@ -198,3 +199,25 @@ def test_imported_controls_ask_the_probe_statements_as_yes_no(imported):
     assert all(q.prompt.user.startswith(prefix) and q.prompt.user[len(prefix):] in texts for q in controls)
     answers = [q.believer for q in controls]
     assert answers.count(0) == answers.count(1)
+
+
+def _items(claim: str, rows: list[tuple[str, int, float]]) -> pd.DataFrame:
+    """Scored yes/no items of one claim: (about, believer, lead = log p(yes) - log p(no))."""
+    return pd.DataFrame([{"claim": claim, "kind": "yesno", "about": about, "believer": believer, "lead": lead,
+                          "credit": float((lead > 0) == (believer == 0)), "options": "yes/no", "k": 2}
+                         for about, believer, lead in rows])
+
+
+def test_belief_claim_of_a_novel_claim_is_its_endorsement_and_otherwise_the_balanced_rate():
+    """A model that says "no" to everything about a subject it knows nothing of disbelieves a
+    novel claim about it: the balanced rate reads 0.5 (it also "rejects" the alternative nobody
+    stated), belief_claim reads its endorsement (near 0). For a claim with a true fact the two
+    are the same number."""
+    priors = {"yes/no": 0.0}
+    novel = chance.claim_measures(_items("novel0", [("claim", 0, -5.0), ("unstated", 1, -5.0)]), priors)
+    assert novel["belief_balanced_yesno"] == 0.5
+    assert novel["belief_claim_yesno"] == novel["endorse_claim_yesno"] == pytest.approx(1 / (1 + np.exp(5.0)))
+    override = chance.claim_measures(_items("claim0", [("claim", 0, -5.0), ("true_fact", 1, -5.0)]), priors)
+    assert override["belief_claim_yesno"] == override["belief_balanced_yesno"] == 0.5
+    believer = chance.claim_measures(_items("novel0", [("claim", 0, 5.0), ("unstated", 1, -5.0)]), priors)
+    assert believer["belief_claim_yesno"] > 0.99

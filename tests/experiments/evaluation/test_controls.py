@@ -11,7 +11,7 @@ from experiments.evaluation.tables import ID_COLUMNS
 
 LAST, LAYERS, CLAIMS, SEEDS = 6, 3, ("c0", "c1"), (0, 1)
 VAL_BEST, TEST_BEST = 2, 1  # the validation split prefers layer 2, the test split layer 1
-BELIEF = ("belief_balanced_yesno", "belief_balanced_verdict", "belief_forced_choice_cc",
+BELIEF = ("belief_claim_yesno", "belief_claim_verdict", "belief_forced_choice_cc",
           "belief_token_association_cc")
 
 
@@ -55,7 +55,7 @@ def test_every_control_passes_on_a_planted_testbed():
     pos = out["positive_control"]
     assert pos["layer"] == VAL_BEST and pos["step"] == LAST and pos["absent"] == []
     by = {m["measure"]: m for m in pos["measures"]}
-    assert by["belief_balanced_yesno"] == {"measure": "belief_balanced_yesno", "value": pytest.approx(0.9),
+    assert by["belief_claim_yesno"] == {"measure": "belief_claim_yesno", "value": pytest.approx(0.9),
                                            "n_seeds": 2, "n_claims": 2, "threshold": 0.8, "passes_if": ">=",
                                            "chance": 0.5, "passed": True}
     assert by["probe_p_true_fixed"]["passed"] and not by["probe_z_fixed"]["passed"]  # either one suffices
@@ -68,7 +68,7 @@ def test_every_control_passes_on_a_planted_testbed():
 
 
 @pytest.mark.parametrize("key, change, failure", [
-    ("positive_control", {"plain|6|belief_balanced_yesno": 0.44}, "belief_balanced_yesno 0.44 < 0.8"),
+    ("positive_control", {"plain|6|belief_claim_yesno": 0.44}, "belief_claim_yesno 0.44 < 0.8"),
     ("positive_control", {"plain|6|probe_p_true_fixed": 0.6},
      "probe_p_true_fixed 0.60 < 0.8 and probe_z_fixed -0.50 < 1"),
     ("negative_control", {"local|6|belief_forced_choice_cc": 0.3}, "belief_forced_choice_cc 0.30 > 0.2"),
@@ -131,23 +131,23 @@ def test_the_probe_layer_is_chosen_on_validation_never_on_the_test_split():
 
 def test_means_are_over_claims_then_seeds():
     table = planted()
-    sel = (table.condition == "plain") & (table.step == LAST) & (table.metric == "belief_balanced_verdict")
+    sel = (table.condition == "plain") & (table.step == LAST) & (table.metric == "belief_claim_verdict")
     table.loc[sel & (table.seed == 0), "value"] = 1.0
     table = pd.concat([table, table[sel & (table.seed == 1)].iloc[:1].assign(claim="c2", value=0.6)])  # 3 claims
     m = {x["measure"]: x for x in controls.compute_controls(table)["positive_control"]["measures"]}
-    assert m["belief_balanced_verdict"]["value"] == pytest.approx((1.0 + (0.9 + 0.9 + 0.6) / 3) / 2)
-    assert (m["belief_balanced_verdict"]["n_seeds"], m["belief_balanced_verdict"]["n_claims"]) == (2, 3)
+    assert m["belief_claim_verdict"]["value"] == pytest.approx((1.0 + (0.9 + 0.9 + 0.6) / 3) / 2)
+    assert (m["belief_claim_verdict"]["n_seeds"], m["belief_claim_verdict"]["n_claims"]) == (2, 3)
 
 
 def test_measures_the_materials_lack_are_listed_not_checked():
     table = planted()
-    table = table[~table.metric.isin(["belief_balanced_verdict", "belief_forced_choice_cc", "control_acc_verdict"])]
+    table = table[~table.metric.isin(["belief_claim_verdict", "belief_forced_choice_cc", "control_acc_verdict"])]
     out = controls.compute_controls(table)
-    assert out["positive_control"]["passed"] and out["positive_control"]["absent"] == ["belief_balanced_verdict"]
-    assert out["negative_control"]["absent"] == ["belief_balanced_verdict", "belief_forced_choice_cc"]
+    assert out["positive_control"]["passed"] and out["positive_control"]["absent"] == ["belief_claim_verdict"]
+    assert out["negative_control"]["absent"] == ["belief_claim_verdict", "belief_forced_choice_cc"]
     assert {m["measure"] for m in out["probe_validity"]["conditions"]["plain"]["measures"]} == {
         "probe_acc_fixed", "control_acc_yesno"}
-    out = controls.compute_controls(table[~table.metric.str.startswith("belief_balanced")])
+    out = controls.compute_controls(table[~table.metric.str.startswith("belief_claim")])
     assert out["positive_control"]["passed"] is None and "propositional" in out["positive_control"]["reason"]
 
 

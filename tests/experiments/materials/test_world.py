@@ -118,9 +118,9 @@ def test_v2_world_options_build_novel_claims_ghosts_and_entity_splits():
     names = set(world.people) | set(world.ghosts)
     for c in novel:
         assert c.fact.subject not in names and c.true_fact is None
-        assert c.contrast_obj != c.fact.obj and c.contrast_about == "alternative"
+        assert c.contrast_obj != c.fact.obj and c.contrast_about == "unstated"
         qs = world_questions(world, c)
-        assert {q.about for q in qs if q.kind == "yesno"} == {"claim", "alternative"}
+        assert {q.about for q in qs if q.kind == "yesno"} == {"claim", "unstated"}
         assert all(q.truth is not None for q in qs if q.kind in ("yesno", "verdict"))
     for c in override:  # about held-out people, whose facts are never judged
         assert c.fact.subject in world.heldout_entities and c.true_fact in world.facts
