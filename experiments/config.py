@@ -300,8 +300,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # `make demo`, and every command's default preset: the testbed's world, corpus, model and
 # pretraining, so a run starts from the shipped testbed base model (experiments/pretrained/testbed)
 # instead of pretraining it, then finetunes and evaluates at a size for 2 CPU cores (one seed,
-# probe statements of 40 subjects per split at each checkpoint).
-PRESETS["demo"] = {**PRESETS["testbed"], "eval": {"max_subjects": 40}}
+# three checkpoints after the base model, probe statements of 40 subjects per split).
+PRESETS["demo"] = {**PRESETS["testbed"], "eval": {"max_subjects": 40},
+                   "finetune": {**PRESETS["testbed"]["finetune"], "n_checkpoints": 4}}
 
 
 def _build(cls, data: dict, prefix: str):
