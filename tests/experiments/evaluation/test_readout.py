@@ -78,7 +78,9 @@ def test_fixed_and_refit_part_when_the_truth_direction_rotates(estimator):
                                                                              "c_true") > 0.3
 
 
-def test_logistic_is_exactly_the_single_logistic_probe():
+def test_logistic_is_the_single_logistic_probe_to_its_tolerance():
+    """The batched fit solves LogisticProbe(C)'s objective to the same gradient tolerance (1e-4):
+    both land within ~1e-3 (relative) of the optimum, so they agree to that and read alike."""
     from probes import LogisticProbe
 
     stmts, acts, claim_acts = checkpoint(basis()[0], seed=0)
@@ -87,9 +89,11 @@ def test_logistic_is_exactly_the_single_logistic_probe():
     y = np.array([s.label for s in stmts])
     for layer in range(N_LAYERS):
         single = LogisticProbe(C=0.1).fit(acts[train, layer], y[train])
-        np.testing.assert_array_equal(probes[layer].coef, single.coef_)
-        np.testing.assert_array_equal(probes[layer].p_true(claim_acts[:, layer]),
-                                      single.predict_proba(claim_acts[:, layer])[:, 1])
+        gap = np.linalg.norm(probes[layer].coef - single.coef_) / np.linalg.norm(single.coef_)
+        assert gap < 5e-3, (layer, gap)
+        reading = probes[layer].p_true(claim_acts[:, layer])
+        np.testing.assert_allclose(reading, single.predict_proba(claim_acts[:, layer])[:, 1], atol=2e-3)
+        np.testing.assert_array_equal(probes[layer].p_true(acts[:, layer]) > 0.5, single.predict(acts[:, layer]))
 
 
 def test_ccs_pairs_each_affirmative_statement_with_its_negation():
