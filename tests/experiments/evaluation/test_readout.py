@@ -148,6 +148,36 @@ def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimat
     np.testing.assert_allclose(fixed, refit, atol=1e-12)
 
 
+def test_the_base_model_evaluation_reuses_the_fixed_fit_only_on_that_unchanged_model(tiny_run, monkeypatch):
+    """evaluate() of the model fit_fixed read takes its activations and probes instead of
+    reading and fitting again; a model changed in place since, or another model, is read anew."""
+    import torch
+
+    import interp
+    from experiments.artifacts.rundir import RunDir
+    from experiments.evaluation.evaluator import Evaluator
+    from experiments.materials import load_materials
+
+    out, _ = tiny_run
+    cfg = load_config("tiny")
+    ev = Evaluator(cfg, load_materials(cfg))
+    lm = interp.load_model(RunDir(out).base_model)
+    reads = []
+    real = ev.activations
+    monkeypatch.setattr(ev, "activations", lambda model: reads.append(model) or real(model))
+    ev.fit_fixed(lm)
+    first = ev.evaluate(lm)
+    assert len(reads) == 1
+    again = ev.evaluate(interp.load_model(RunDir(out).base_model))  # the same weights, another model: read anew
+    assert len(reads) == 2
+    pd.testing.assert_frame_equal(first, again, rtol=1e-9, atol=1e-12)
+    ev.fit_fixed(lm)
+    with torch.no_grad():
+        next(lm.model.parameters()).mul_(0.5)  # changed in place after the fit: read anew
+    ev.evaluate(lm)
+    assert len(reads) == 4
+
+
 def test_bad_probe_estimator_is_one_line_and_exit_2(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--preset", "tiny", "--set", 'eval.probe="svm"', "--out", str(out)]) == 2
