@@ -51,7 +51,8 @@ def make_tokenizer(vocab_size: int):
 
 def make_model(size: str, device: str, dtype: torch.dtype):
     """size: "tiny" (2 layers, a smoke test), "toy" (24 layers at hidden size 64: host-side costs
-    weigh, so it shows them on a CPU), or "full" (0.5B)."""
+    weigh, so it shows them on a CPU), "mid" (8 layers at hidden size 512, 8k vocabulary: minutes
+    of CPU work where "full" takes much longer), or "full" (0.5B)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if size == "tiny":
@@ -61,6 +62,10 @@ def make_model(size: str, device: str, dtype: torch.dtype):
     elif size == "toy":
         cfg = Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=32, num_hidden_layers=24,
                           num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    elif size == "mid":
+        cfg = Qwen2Config(vocab_size=8192, hidden_size=512, intermediate_size=2048, num_hidden_layers=8,
+                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
+                          tie_word_embeddings=True)
     else:  # Qwen2.5-0.5B shapes: 494M parameters
         cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                           num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,

@@ -36,7 +36,7 @@ def linear_logits(acts, coef, intercept) -> np.ndarray:
     array ``[*batch, m]`` (float64). Each probe is applied as one matrix-vector product, so
     the numbers equal a single probe's ``decision_function`` bit for bit.
     """
-    acts = to_numpy(acts, dtype=np.float64)
+    acts = to_numpy(acts)  # as given (a layer-major view of [n, L, d] is not copied): one probe's rows at a time below
     coef, intercept = to_numpy(coef, dtype=np.float64), to_numpy(intercept, dtype=np.float64)
     batch = coef.shape[:-1]
     if acts.ndim != coef.ndim + 1 or acts.shape[:-2] != batch or acts.shape[-1] != coef.shape[-1] \
@@ -46,7 +46,7 @@ def linear_logits(acts, coef, intercept) -> np.ndarray:
     k = int(np.prod(batch))
     out = np.zeros((k, acts.shape[-2]))
     for i, (x, c, b) in enumerate(zip(acts.reshape(k, *acts.shape[-2:]), coef.reshape(k, -1), intercept.reshape(k))):
-        out[i] = np.ascontiguousarray(x) @ c + b
+        out[i] = np.ascontiguousarray(x, dtype=np.float64) @ c + b
     return out.reshape(*batch, acts.shape[-2])
 
 

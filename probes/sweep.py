@@ -269,7 +269,7 @@ def _fit_chunk_torch(X, t, train_index, test_index, *, method, C, lda, shrinkage
                               max_iter=max_iter, random_state=seed)
         coef = fit.weight / fit.scale
         return (coef, fit.bias - (fit.mean_pos * coef).sum(-1), fit.bias - (fit.mean_neg * coef).sum(-1)), None
-    X = torch.as_tensor(X).to(device=device, dtype=dtype)
+    X = torch.as_tensor(X).to(device=device).to(dtype=dtype)  # moved as given (float32: half the bytes), then cast
     if not bool(torch.isfinite(X).all()):
         raise ProbeInputError("acts contains NaN or infinite values; expected finite activations")
     dev = X.device

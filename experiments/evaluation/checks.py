@@ -19,7 +19,7 @@ KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
 def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str) -> list[float]:
     statements = probe_statements(world, frame)
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
-    probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
+    probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C, device=lm.device)
     return readout.heldout_accuracy(acts, statements, probes).tolist()
 
 

@@ -7,6 +7,7 @@ the per-checkpoint tables are made in worker processes (``evaluate_unit``).
 """
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -36,21 +37,56 @@ class Evaluator:
         self.controls = control_questions(self.statements, self.world)  # the response prior's questions
         self.fixed: readout.SweepResult | None = None  # the base model's per-layer probes
         self.fixed_val: readout.SweepResult | None = None  # the same, fit without the validation subjects
+        self._fixed_on: tuple | None = None  # fit_fixed's (weakref to the model, its versions, acts, claim_acts)
 
     def activations(self, lm) -> tuple[np.ndarray, np.ndarray]:
+        """Residual-stream activations of the probe statements and of the claim statements.
+
+        Parameters
+        ----------
+        lm : interp.LoadedModel
+
+        Returns
+        -------
+        ``(acts [n, L, d], claim_acts [m, L, d])``, float32 numpy arrays
+        """
         kw = dict(position=self.cfg.eval.position, batch_size=self.cfg.eval.batch_size)
         acts = interp.residuals(lm, [s.text for s in self.statements], **kw).numpy()
         claim_acts = interp.residuals(lm, [c.text for c in self.claim_stmts], **kw).numpy()
         return acts, claim_acts
 
-    def fit_probes(self, acts) -> tuple[readout.SweepResult, readout.SweepResult]:
-        """Per-layer probes on the training split, and on it less the validation subjects."""
+    def fit_probes(self, acts, device=None) -> tuple[readout.SweepResult, readout.SweepResult]:
+        """Per-layer probes on the training split, and on it less the validation subjects.
+
+        Parameters
+        ----------
+        acts : array ``[n, L, d]`` of the probe statements (:meth:`activations`)
+        device : where to fit them (``readout.fit_probes``); pass the model's (``lm.device``)
+
+        Returns
+        -------
+        ``(probes, validation_probes)``, ``readout.SweepResult`` each
+        """
         return tuple(readout.fit_probes(acts, self.statements, estimator=self.cfg.eval.probe, C=self.cfg.eval.probe_C,
-                                        validation=validation) for validation in (False, True))
+                                        validation=validation, device=device) for validation in (False, True))
 
     def fit_fixed(self, lm) -> None:
-        acts, _ = self.activations(lm)
-        self.fixed, self.fixed_val = self.fit_probes(acts)
+        """Fit the fixed probes (``self.fixed``, ``self.fixed_val``) on ``lm``, the base model,
+        on its device. Its activations are kept until the next :meth:`evaluate`: that of the
+        same, unchanged model reuses them, and these probes as its refit ones (the same numbers,
+        computed once)."""
+        acts, claim_acts = self.activations(lm)
+        self.fixed, self.fixed_val = self.fit_probes(acts, device=lm.device)
+        self._fixed_on = (weakref.ref(lm.model), _versions(lm.model), acts, claim_acts, self.fixed, self.fixed_val)
+
+    def _probe_inputs(self, lm):
+        """``(acts, claim_acts, refit, refit_val)`` of ``lm``: those of :meth:`fit_fixed` when
+        ``lm`` is the model it was fit on and no parameter changed in place since, else new."""
+        kept, self._fixed_on = self._fixed_on, None
+        if kept is not None and kept[0]() is lm.model and kept[1] == _versions(lm.model):
+            return kept[2:]
+        acts, claim_acts = self.activations(lm)
+        return (acts, claim_acts, *self.fit_probes(acts, device=lm.device))
 
     @property
     def incontext_condition(self) -> str:
@@ -83,8 +119,7 @@ class Evaluator:
             sweep = incontext.incontext_sweep(lm, self.world, self.incontext_condition, seed=self.cfg.seeds[0],
                                               batch_size=self.cfg.eval.batch_size)
             rows += incontext.incontext_rows(sweep)
-        acts, claim_acts = self.activations(lm)
-        refit, refit_val = self.fit_probes(acts)
+        acts, claim_acts, refit, refit_val = self._probe_inputs(lm)
         rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed,
                                    refit_val=refit_val, fixed_val=self.fixed_val)
         if self.neighbours:
@@ -93,6 +128,12 @@ class Evaluator:
             rows += readout.neighbour_rows(acts, self.statements, neighbour_acts, self.neighbours,
                                            {"refit": refit, "fixed": self.fixed})
         return pd.DataFrame(rows)
+
+
+def _versions(model) -> tuple[int, ...]:
+    """The version counters of ``model``'s parameters: any in-place change (an optimizer step,
+    ``load_state_dict``) moves one."""
+    return tuple(p._version for p in model.parameters())
 
 
 class _WorkerState:

@@ -27,7 +27,9 @@ change concentrates near the claim.
 
 The estimator is ``eval.probe``; each takes from the statement set what it needs:
 
-- ``"logistic"`` (default): labels only; exactly :class:`probes.LogisticProbe` (``C``).
+- ``"logistic"`` (default): labels only; the objective of :class:`probes.LogisticProbe` (``C``),
+  solved for every layer at once by the batched L-BFGS of ``probes.sweep`` to the same
+  gradient tolerance as the single estimator (so readings agree with it to that tolerance).
 - ``"mass_mean"``: labels only; difference of class means (batched).
 - ``"polarity_aware"`` (TTPD): labels and the negation flags, as the statements' polarity;
   it reads with the general truth direction, so no polarity is needed to apply it.
@@ -50,10 +52,16 @@ import torch
 from experiments.errors import UserError
 from probes.sweep import SweepResult, sweep_probes
 
-__all__ = ["CLAIM_KIND_METRICS", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
+__all__ = ["CLAIM_KIND_METRICS", "CPU_CHUNK", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
            "heldout_accuracy", "neighbour_rows", "probe_rows", "validation_split"]
 
 VALIDATION_FRACTION = 0.25  # of each dataset's training-split subjects
+
+# Layers solved together by ``fit_probes`` on the CPU. One at a time keeps a layer's float64
+# activations (n x d) in cache; all 25 layers of a 0.5B-shaped model at once (160 MB) made the
+# batched L-BFGS memory-bound: 7.1 s against 4.3 s for one layer at a time (1,276 statements,
+# d 896, one thread). On a GPU every layer is solved at once.
+CPU_CHUNK = 1
 
 # Claim statement kind -> what its metrics add to the stem (``probe_p_true``, ``probe_z``): the
 # claim's own reading keeps the bare stem; kinds not listed get ``_<kind>``.
@@ -139,8 +147,13 @@ def validation_split(statements, fraction: float = VALIDATION_FRACTION) -> np.nd
 
 
 def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
-               validation: bool = False) -> SweepResult:
+               validation: bool = False, device=None) -> SweepResult:
     """One truth probe per layer, fit on the statements of the training split.
+
+    Every estimator is fit by the batched torch sweep (``probes.sweep``, float64), all layers
+    together on ``device``; pass the model's device (``lm.device``) so that a model on a GPU
+    has its probes fit there too. On the CPU the layers are solved one after another
+    (:data:`CPU_CHUNK`), which keeps each layer's activations in cache.
 
     Parameters
     ----------
@@ -155,6 +168,8 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
     validation : bool
         Fit on the training split less the validation subjects (:func:`validation_split`) and
         score on those (``test_accuracy``), for choosing a layer without the test split.
+    device : torch device or str, optional
+        Where the probes are fit (default: the CPU). The result is on the CPU either way.
 
     Returns
     -------
@@ -167,11 +182,11 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
     if validation:
         test = validation_split(statements)
         train &= ~test
-    kw = dict(method=estimator, train_index=np.flatnonzero(train), test_index=np.flatnonzero(test))
-    if estimator == "logistic":  # the single estimator, layer by layer: LogisticProbe(C) exactly
-        return sweep_probes(_by_layer(acts), label, backend="sklearn", C=C, **kw)
+    device = torch.device("cpu" if device is None else device)
     extra = {"polarity_aware": dict(polarity=negated), "ccs": dict(pairs=contrast_pairs(statements))}
-    return sweep_probes(_by_layer(acts), label, dtype=torch.float64, **extra.get(estimator, {}), **kw)
+    return sweep_probes(_by_layer(acts), label, method=estimator, C=C, train_index=np.flatnonzero(train),
+                        test_index=np.flatnonzero(test), device=device, dtype=torch.float64,
+                        chunk_size=CPU_CHUNK if device.type == "cpu" else None, **extra.get(estimator, {}))
 
 
 def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:

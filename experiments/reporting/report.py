@@ -245,7 +245,7 @@ def checkpoint_activations(model_dir, statements, claim_stmts, *, position: str 
     kw = dict(position=position, batch_size=batch_size)
     acts = interp.residuals(lm, [s.text for s in statements], **kw).numpy()
     claim_acts = interp.residuals(lm, [c.text for c in claim_stmts], **kw).numpy()
-    fitted = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C)
+    fitted = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C, device=lm.device)
     return {"acts": acts, "claim_acts": claim_acts, "coef": fitted.coef, "intercept": fitted.intercept}
 
 

@@ -78,7 +78,9 @@ def test_fixed_and_refit_part_when_the_truth_direction_rotates(estimator):
                                                                              "c_true") > 0.3
 
 
-def test_logistic_is_exactly_the_single_logistic_probe():
+def test_logistic_is_the_single_logistic_probe_to_its_tolerance():
+    """The batched fit solves LogisticProbe(C)'s objective to the same gradient tolerance (1e-4):
+    both land within ~1e-3 (relative) of the optimum, so they agree to that and read alike."""
     from probes import LogisticProbe
 
     stmts, acts, claim_acts = checkpoint(basis()[0], seed=0)
@@ -87,9 +89,11 @@ def test_logistic_is_exactly_the_single_logistic_probe():
     y = np.array([s.label for s in stmts])
     for layer in range(N_LAYERS):
         single = LogisticProbe(C=0.1).fit(acts[train, layer], y[train])
-        np.testing.assert_array_equal(probes[layer].coef, single.coef_)
-        np.testing.assert_array_equal(probes[layer].p_true(claim_acts[:, layer]),
-                                      single.predict_proba(claim_acts[:, layer])[:, 1])
+        gap = np.linalg.norm(probes[layer].coef - single.coef_) / np.linalg.norm(single.coef_)
+        assert gap < 5e-3, (layer, gap)
+        reading = probes[layer].p_true(claim_acts[:, layer])
+        np.testing.assert_allclose(reading, single.predict_proba(claim_acts[:, layer])[:, 1], atol=2e-3)
+        np.testing.assert_array_equal(probes[layer].p_true(acts[:, layer]) > 0.5, single.predict(acts[:, layer]))
 
 
 def test_ccs_pairs_each_affirmative_statement_with_its_negation():
@@ -142,6 +146,36 @@ def test_the_evaluator_reads_a_real_model_with_every_estimator(tiny_run, estimat
     fixed = probe[probe.metric.str.endswith("_fixed")].value.to_numpy()
     refit = probe[probe.metric.str.endswith("_refit")].value.to_numpy()
     np.testing.assert_allclose(fixed, refit, atol=1e-12)
+
+
+def test_the_base_model_evaluation_reuses_the_fixed_fit_only_on_that_unchanged_model(tiny_run, monkeypatch):
+    """evaluate() of the model fit_fixed read takes its activations and probes instead of
+    reading and fitting again; a model changed in place since, or another model, is read anew."""
+    import torch
+
+    import interp
+    from experiments.artifacts.rundir import RunDir
+    from experiments.evaluation.evaluator import Evaluator
+    from experiments.materials import load_materials
+
+    out, _ = tiny_run
+    cfg = load_config("tiny")
+    ev = Evaluator(cfg, load_materials(cfg))
+    lm = interp.load_model(RunDir(out).base_model)
+    reads = []
+    real = ev.activations
+    monkeypatch.setattr(ev, "activations", lambda model: reads.append(model) or real(model))
+    ev.fit_fixed(lm)
+    first = ev.evaluate(lm)
+    assert len(reads) == 1
+    again = ev.evaluate(interp.load_model(RunDir(out).base_model))  # the same weights, another model: read anew
+    assert len(reads) == 2
+    pd.testing.assert_frame_equal(first, again, rtol=1e-9, atol=1e-12)
+    ev.fit_fixed(lm)
+    with torch.no_grad():
+        next(lm.model.parameters()).mul_(0.5)  # changed in place after the fit: read anew
+    ev.evaluate(lm)
+    assert len(reads) == 4
 
 
 def test_bad_probe_estimator_is_one_line_and_exit_2(tmp_path, capsys):
