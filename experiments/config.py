@@ -274,9 +274,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"d_model": 192, "n_layers": 6, "n_heads": 4, "d_mlp": 768},
         "pretrain": {"steps": 6100, "batch_size": 512, "seq_len": 128, "lr": 2e-3, "warmup": 100, "weight_decay": 0.1,
                      "corpus_fraction": 0.25, "track_every": 610},
-        # finetuning that keeps what the model knew (probe validity passed on the testbed base model):
-        # half of every run's examples are background documents, a lower learning rate, more steps
-        "finetune": {"lr": 3e-4, "steps": 150, "background_fraction": 0.5},
+        # finetuning that keeps what the model knew: half of every run's examples are background
+        # documents, a lower learning rate, more steps. On the shipped base model (CPU, one seed;
+        # benchmarks/base_model_checks.md) lr 5e-4 moved plain belief furthest with probe validity
+        # passing (3e-4: less belief; 1e-3: forgetting, validity fails)
+        "finetune": {"lr": 5e-4, "steps": 150, "background_fraction": 0.5},
     },
     # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
     # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),

@@ -185,7 +185,7 @@ def test_a_hub_model_runs_the_whole_job_on_imported_materials(imported_run):
     assert "run directory" in proc.stdout and "belief_yesno" in proc.stdout
     controls = json.loads((out / "results" / "controls.json").read_text())
     assert controls["negative_control"] == {"passed": None, "reason": "condition 'local' not run"}
-    assert "belief_balanced_verdict" in controls["positive_control"]["absent"]  # packs ask no verdicts
+    assert "belief_claim_verdict" in controls["positive_control"]["absent"]  # packs ask no verdicts
     assert set(controls["probe_validity"]["conditions"]) == {"plain", "negated"}
     assert "negative control: not assessed (condition 'local' not run)" in proc.stdout.splitlines()
 
