@@ -121,5 +121,7 @@ def test_artifacts_is_the_bottom_layer_of_experiments():
 def test_only_the_entry_points_are_modules_at_the_top_of_experiments():
     top = {p.stem for p in (REPO / "experiments").glob("*.py")}
     assert top == TOP_LEVEL
+    data = {"__pycache__", "pretrained"}  # pretrained/: shipped base models (package data, no code)
     assert all((d / "__init__.py").is_file() for d in (REPO / "experiments").iterdir()
-               if d.is_dir() and d.name != "__pycache__")
+               if d.is_dir() and d.name not in data)
+    assert not list((REPO / "experiments" / "pretrained").rglob("*.py"))
