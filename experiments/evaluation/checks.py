@@ -8,12 +8,14 @@ import random
 import numpy as np
 
 import interp
-from experiments.evaluation import belief, readout
+from experiments.evaluation import belief, chance, readout
 from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy
+from experiments.materials.questions import control_questions, world_questions
 from experiments.materials.statements import probe_statements
 from experiments.materials.world import World
 
-KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")
+KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")  # the raw rates (claim_belief_raw*)
+CLAIM_MEASURES = ("belief_claim_yesno", "belief_claim_verdict")  # what the run's controls read
 
 
 def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str) -> list[float]:
@@ -46,11 +48,11 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
         the same test statements); ``in_context_true_answer`` (a negated document in context,
         the true answer kept) and ``in_context_plain_answer`` (a plain document in context, the
-        claim's answer taken: the model reads context both ways); ``claim_belief`` (mean raw
-        belief rate over claims and kinds) with ``claim_belief_max`` (the largest of any claim
-        and kind) and ``claim_belief_by_kind``; and the layer profiles.
+        claim's answer taken: the model reads context both ways); the claims' belief before
+        finetuning (:func:`claim_belief_figures`: ``claim_belief``, ``claim_belief_max``,
+        ``claim_belief_by_claim``, and the raw rates as ``claim_belief_raw*``); and the layer
+        profiles.
     """
-    per_claim = {c.name: belief.claim_belief(lm, c, world) for c in world.claims}
     statement_profile = _probe_profile(lm, world, "statement", probe_C, position, estimator)
     verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)
     before_last = statement_profile[:-1] or statement_profile
@@ -70,12 +72,60 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         "verdict_logit_acc": float((says_true.numpy()[test] == y[test]).mean()),
         "in_context_true_answer": belief.in_context_true_answer(lm, world),
         "in_context_plain_answer": 1 - belief.in_context_true_answer(lm, world, condition="plain"),
-        "claim_belief": float(np.mean([b[k] for b in per_claim.values() for k in KINDS])),
-        "claim_belief_max": float(max(b[k] for b in per_claim.values() for k in KINDS)),
-        "claim_belief_by_kind": {k: float(np.mean([b[k] for b in per_claim.values()])) for k in KINDS},
-        "claim_belief_by_claim": {name: {k: b[k] for k in KINDS} for name, b in per_claim.items()},
+        **claim_belief_figures(lm, world),
         "statement_probe_acc_by_layer": statement_profile,
         "verdict_probe_acc_by_layer": verdict_profile,
+    }
+
+
+def claim_belief_figures(lm, world: World) -> dict:
+    """How much the base model believes each claim before finetuning, on the measures the run's
+    controls read, beside the raw rates.
+
+    Per claim: ``belief_claim_yesno`` and ``belief_claim_verdict``
+    (``experiments.evaluation.chance``: for a claim with a true fact the balanced rate, for a
+    novel claim the endorsement with the response prior removed; a non-believer scores 0, a
+    constant responder 0.5), and for a claim with a true fact ``belief_forced_choice`` (the
+    claim's answer preferred to the true one). A novel claim's forced choice (its answer against
+    an alternative nobody stated, about a person the model never read of) has no answer that a
+    non-believer gives, so it is reported (``forced_choice_novel``) but read by no bound. The
+    response prior comes from control questions about the probe statements (as in a run).
+
+    Parameters
+    ----------
+    lm : interp.LoadedModel
+    world : World
+
+    Returns
+    -------
+    dict
+        ``claim_belief`` (mean over claims and measures), ``claim_belief_max`` (the largest: the
+        precondition), ``claim_belief_by_claim`` (claim -> measure -> value), and the raw rates
+        (``experiments.evaluation.belief``, whose chance depends on the model's answer priors):
+        ``claim_belief_raw``, ``claim_belief_raw_max``, ``claim_belief_raw_by_kind``.
+    """
+    questions = [q for c in world.claims for q in world_questions(world, c, tokenizer=lm.tokenizer)]
+    scored = belief.score_questions(lm, questions)
+    raw = {c.name: {} for c in world.claims}
+    for row in belief.belief_rows(scored, n_boot=1):
+        if row["claim"] in raw and row["metric"] in KINDS:
+            raw[row["claim"]][row["metric"]] = row["value"]
+    priors = chance.response_priors(belief.score_questions(lm, control_questions(probe_statements(world), world)))
+    by_claim = {}
+    for claim in world.claims:
+        measures = chance.claim_measures(scored[scored.claim == claim.name], priors)
+        values = {m: measures[m] for m in CLAIM_MEASURES if m in measures}
+        key = "forced_choice_novel" if claim.novel else "belief_forced_choice"
+        values[key] = raw[claim.name]["belief_forced_choice"]
+        by_claim[claim.name] = values
+    bounded = [v for values in by_claim.values() for m, v in values.items() if m != "forced_choice_novel"]
+    return {
+        "claim_belief": float(np.mean(bounded)),
+        "claim_belief_max": float(max(bounded)),
+        "claim_belief_by_claim": by_claim,
+        "claim_belief_raw": float(np.mean([b[k] for b in raw.values() for k in KINDS])),
+        "claim_belief_raw_max": float(max(b[k] for b in raw.values() for k in KINDS)),
+        "claim_belief_raw_by_kind": {k: float(np.mean([b[k] for b in raw.values()])) for k in KINDS},
     }
 
 

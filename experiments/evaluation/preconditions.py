@@ -11,7 +11,9 @@ Each is a figure of ``experiments.evaluation.checks.check_base`` and a bound:
   entities, at some layer before the last (chance 0.5).
 - ``in_context_true_answer`` >= 0.9 (a negated document in context keeps the true answer) and
   ``in_context_plain_answer`` >= 0.5 (a plain one moves it): the model reads context both ways.
-- ``claim_belief_max`` <= 0.05: no claim is believed before finetuning on any raw measure.
+- ``claim_belief_max`` <= 0.05: no claim is believed before finetuning on any measure the
+  controls read (``checks.claim_belief_figures``: chance-corrected, so a constant responder
+  fails it; the raw rates are reported beside as ``claim_belief_raw*``).
 """
 from __future__ import annotations
 

@@ -15,11 +15,13 @@ import pytest
 from tests.experiments.evaluation.belief_models import bigram_lm, tiny_world, world_lm
 from tests.paths import FIXTURES
 from experiments.config import load_config
-from experiments.evaluation import belief, chance
+from experiments.evaluation import belief, chance, checks
+from experiments.evaluation.preconditions import precondition_table
 from experiments.evaluation.evaluator import Evaluator
 from experiments.materials import questions
 from experiments.materials.imported import ImportedMaterials
 from experiments.materials.synthetic import WorldMaterials
+from experiments.materials.world import build_world
 
 CONSTANT = {"always yes": {"yes": 3.0}, "always true": {"true": 3.0}, "always no and false": {"no": 3.0, "false": 3.0},
             "always the first option": {"yes": 3.0, "true": 3.0},  # the first listed answer of every 2-option item
@@ -221,3 +223,26 @@ def test_belief_claim_of_a_novel_claim_is_its_endorsement_and_otherwise_the_bala
     assert override["belief_claim_yesno"] == override["belief_balanced_yesno"] == 0.5
     believer = chance.claim_measures(_items("novel0", [("claim", 0, 5.0), ("unstated", 1, -5.0)]), priors)
     assert believer["belief_claim_yesno"] > 0.99
+
+
+# ---------------------------------------------------------------------------- check-base's claim belief
+
+@pytest.mark.parametrize("name", ["always yes", "always no and false"])
+def test_check_base_reads_the_claims_on_the_chance_measures(name):
+    """check-base's claim-belief precondition reads what the controls read, so a constant
+    answer (which believes nothing and disbelieves nothing) gets 0.5 there and fails the
+    <= 0.05 bound, on override and novel claims alike, while its raw rates differ by answer."""
+    cfg = load_config("tiny", overrides=["world.n_novel_claims=1", "world.two_word_names=true"])
+    world = build_world(cfg.world)
+    assert {c.novel for c in world.claims} == {True, False}
+    figures = checks.claim_belief_figures(world_lm(world, {":": CONSTANT[name]}), world)
+    for claim in world.claims:
+        values = figures["claim_belief_by_claim"][claim.name]
+        assert values["belief_claim_yesno"] == pytest.approx(0.5)
+        assert values["belief_claim_verdict"] == pytest.approx(0.5)
+        assert ("forced_choice_novel" in values) == claim.novel  # reported, read by no bound
+    assert figures["claim_belief_max"] == pytest.approx(0.5)
+    row = next(r for r in precondition_table(figures) if r["name"] == "claim_belief_max")
+    assert row["passed"] is False
+    raw = figures["claim_belief_raw_by_kind"]["belief_verdict"]
+    assert raw == pytest.approx(0.4 if name == "always yes" else 0.6)  # the documented bias, for contrast
