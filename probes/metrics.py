@@ -89,13 +89,18 @@ def expected_calibration_error(y_true, prob, n_bins: int = 10) -> float:
 METRICS = {"accuracy": accuracy, "auroc": auroc, "ece": expected_calibration_error}
 
 
-def bootstrap(metric, y_true, scores, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Estimate:
-    """``metric(y_true, scores)`` with a percentile bootstrap interval over resampled statements."""
+def bootstrap(metric, y_true, scores, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+              batched: bool = False) -> Estimate:
+    """``metric(y_true, scores)`` with a percentile bootstrap interval over resampled statements.
+
+    ``batched``: ``metric`` also takes every resample at once, ``[n_boot, n]`` arrays, and
+    returns their ``[n_boot]`` values (e.g. ``lambda y, s: s.mean(-1)``), one call instead of
+    ``n_boot``; the same resamples either way."""
     y = _targets(y_true)
     s = _scores(scores, len(y))
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(y), size=(n_boot, len(y)))
-    values = np.array([metric(y[i], s[i]) for i in draws])
+    values = np.asarray(metric(y[draws], s[draws])) if batched else np.array([metric(y[i], s[i]) for i in draws])
     alpha = (1 - level) / 2
     low, high = np.nanquantile(values, [alpha, 1 - alpha])
     return Estimate(metric(y, s), float(low), float(high))

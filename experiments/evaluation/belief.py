@@ -94,8 +94,8 @@ def question_table(questions: list[BeliefQuestion], scores) -> pd.DataFrame:
 def rate_with_ci(values, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Mean of 0/1 outcomes with a percentile bootstrap interval over the questions."""
     x = np.asarray(values, dtype=float)
-    est = bootstrap(lambda _y, s: float(s.mean()), x.astype(int), x, n_boot=n_boot, level=level, seed=seed)
-    return est.value, est.low, est.high
+    est = bootstrap(lambda _y, s: s.mean(-1), x.astype(int), x, n_boot=n_boot, level=level, seed=seed, batched=True)
+    return float(est.value), est.low, est.high
 
 
 def _rate_rows(scored: pd.DataFrame, claim, prefix: str, n_boot: int) -> list[dict]:

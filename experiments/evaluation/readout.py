@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from experiments.errors import UserError
+from probes.linear import sigmoid
 from probes.sweep import SweepResult, sweep_probes
 
 __all__ = ["CLAIM_KIND_METRICS", "CPU_CHUNK", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
@@ -260,9 +261,14 @@ def centred_readings(acts, statements, claim_acts, probes: SweepResult, claim_ne
     -------
     array ``[L, m]``; NaN at a layer where some dataset's controls all read the same
     """
-    label, negated, test = _flags(statements)
-    controls = probes.logits(_by_layer(acts), negated)
-    claims = probes.logits(_by_layer(claim_acts), claim_negated)
+    negated = _flags(statements)[1]
+    return _centred(statements, probes.logits(_by_layer(acts), negated),
+                    probes.logits(_by_layer(claim_acts), claim_negated))
+
+
+def _centred(statements, controls: np.ndarray, claims: np.ndarray) -> np.ndarray:
+    """:func:`centred_readings` from the probes' logits of the controls ``[L, n]`` and of the claims ``[L, m]``."""
+    test = _flags(statements)[2]
     datasets = np.array([s.dataset for s in statements])
     z = []
     for dataset in sorted(set(datasets[test])):
@@ -305,8 +311,9 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
     label, negated, test = _flags(statements)
     masks = _claim_masks(claim_stmts)
     claim_negated = _claim_negated(claim_stmts)
-    readings = {name: (probe.p_true(_by_layer(acts), negated), probe.p_true(_by_layer(claim_acts), claim_negated))
-                for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
+    logits = {name: (probe.logits(_by_layer(acts), negated), probe.logits(_by_layer(claim_acts), claim_negated))
+              for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}  # read once: P(true) and z
+    readings = {name: (sigmoid(controls), sigmoid(claims)) for name, (controls, claims) in logits.items()}
     rows = []
     for layer in range(acts.shape[1]):
         for name, (p, p_claims) in readings.items():
@@ -315,8 +322,8 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
                 if sel.any():
                     rows.append({"layer": layer, "metric": metric, "value": float((pred[sel] == label[sel]).mean())})
             rows += _claim_layer_rows(layer, name, p_claims[layer], masks)
-    return rows + _validation_rows(acts, statements, refit_val, fixed_val) + _centred_rows(
-        acts, statements, claim_acts, claim_stmts, refit, fixed)
+    return rows + _validation_rows(acts, statements, refit_val, fixed_val) + _centred_rows(statements, claim_stmts,
+                                                                                          logits, acts.shape[1])
 
 
 def _validation_rows(acts, statements, refit_val: SweepResult | None, fixed_val: SweepResult | None) -> list[dict]:
@@ -332,14 +339,14 @@ def _validation_rows(acts, statements, refit_val: SweepResult | None, fixed_val:
             for layer in range(acts.shape[1]) for name, c in correct.items()]
 
 
-def _centred_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
-                  fixed: SweepResult | None) -> list[dict]:
-    """``probe_z[_truefact]_<kind>`` per layer and claim; none where z is undefined (the controls
-    all read alike, as at the embeddings when every statement ends in the same token)."""
+def _centred_rows(statements, claim_stmts, logits: dict[str, tuple[np.ndarray, np.ndarray]],
+                  n_layers: int) -> list[dict]:
+    """``probe_z[_truefact]_<kind>`` per layer and claim, from each probe's ``(control logits
+    [L, n], claim logits [L, m])``; none where z is undefined (the controls all read alike, as
+    at the embeddings when every statement ends in the same token)."""
     masks = _claim_masks(claim_stmts, "probe_z")
-    z = {name: centred_readings(acts, statements, claim_acts, probe, _claim_negated(claim_stmts))
-         for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}
-    return [row for layer in range(acts.shape[1]) for name, zs in z.items()
+    z = {name: _centred(statements, controls, claims) for name, (controls, claims) in logits.items()}
+    return [row for layer in range(n_layers) for name, zs in z.items()
             for row in _claim_layer_rows(layer, name, zs[layer], masks) if np.isfinite(row["value"])]
 
 
