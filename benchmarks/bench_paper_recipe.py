@@ -175,10 +175,48 @@ def tokens_of(calls) -> int:
     return total
 
 
+PHASES = {"belief rows (score + measures)": ("evaluator", "Evaluator", "belief_rows"),
+          "activations (residual reads)": ("evaluator", "Evaluator", "activations"),
+          "fit probes (refit + validation)": ("evaluator", "Evaluator", "fit_probes"),
+          "probe rows (readings, z)": ("readout", None, "probe_rows"),
+          "neighbour rows": ("readout", None, "neighbour_rows")}
+
+
+@contextlib.contextmanager
+def phases(device: str, into: dict):
+    """Time the parts of ``Evaluator.evaluate`` (device synchronised at each edge) into
+    ``into[phase]``, by wrapping the functions of :data:`PHASES` while the block runs."""
+    from experiments.evaluation import evaluator, readout
+
+    modules = {"evaluator": evaluator, "readout": readout}
+    originals = []
+    for phase, (module, cls, name) in PHASES.items():
+        owner = getattr(modules[module], cls) if cls else modules[module]
+        original = getattr(owner, name)
+
+        def wrapper(*args, _original=original, _phase=phase, **kwargs):
+            sync(device)
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                sync(device)
+                into[_phase] = into.get(_phase, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, wrapper)
+        originals.append((owner, name, original))
+    try:
+        yield into
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
 def evaluate_checkpoint(ev, lm, device: str, *, with_model_checks: bool = False) -> tuple[object, dict]:
-    """``ev.evaluate(lm)`` timed, with its forward calls recorded, then the floor."""
-    out: dict = {}
-    with recording(lm) as calls, timed(device, out, "eval_s"):
+    """``ev.evaluate(lm)`` timed, with its forward calls recorded and its phases timed
+    (``phases_s``), then the floor."""
+    out: dict = {"phases_s": {}}
+    with recording(lm) as calls, phases(device, out["phases_s"]), timed(device, out, "eval_s"):
         frame = ev.evaluate(lm, with_model_checks=with_model_checks)
     out["floor_s"] = replay(lm, calls, device)
     out["forward_calls"], out["tokens"] = len(calls), tokens_of(calls)
@@ -241,8 +279,9 @@ def run(args) -> dict:
         evaluate_all(run_dir, cfg, materials, model)
     with timed(args.device, stages, "collect metrics"):
         collect(run_dir, cfg)
-    with timed(args.device, stages, "report (incl. figure activations)"):
-        write_report(run_dir.root)
+    if not args.skip_report:
+        with timed(args.device, stages, "report (incl. figure activations)"):
+            write_report(run_dir.root)
     assert all(read_csv_or_none(run_dir.eval_file(c, 0, s)) is not None for c in cfg.conditions for s in steps[1:])
     total_eval = sum(c["eval_s"] for c in checkpoints)
     total_floor = sum(c["floor_s"] for c in checkpoints)
@@ -265,6 +304,15 @@ def markdown(result: dict) -> str:
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {c['condition']} | {c['step']} | {c['load_s']:.2f} | {c['eval_s']:.2f} | {c['floor_s']:.2f} | "
               f"{c['ratio']:.2f} | {c['forward_calls']} | {c['tokens']} |" for c in result["checkpoints"]]
+    totals: dict[str, float] = {}
+    for c in result["checkpoints"]:
+        for phase, seconds in c.get("phases_s", {}).items():
+            totals[phase] = totals.get(phase, 0.0) + seconds
+    if totals:
+        lines += ["", "Where evaluation's time goes, all checkpoints (phases of `Evaluator.evaluate`; forward "
+                      "passes fall inside the first two):", "", "| phase | seconds |", "| --- | ---: |"]
+        lines += [f"| {phase} | {seconds:.1f} |" for phase, seconds in totals.items()]
+        lines += [f"| rest of evaluate (QA, in-context checks, glue) | {result['evaluation_s'] - sum(totals.values()):.1f} |"]
     verdict = "met" if result["ratio"] <= result["target"] else "NOT met"
     lines += ["", f"All checkpoints: evaluation {result['evaluation_s']:.1f} s, floor {result['floor_s']:.1f} s, "
                   f"ratio **{result['ratio']:.2f}** (target <= {result['target']:g}: {verdict})."]
@@ -276,6 +324,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="working directory (model, pack, run, results)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model and a short run: a smoke test")
+    parser.add_argument("--skip-report", action="store_true", help="stop after collecting the metrics (no report)")
     parser.add_argument("--docs-per-claim", type=int, default=None,
                         help="documents per claim and condition (default 1000; --tiny 12)")
     parser.add_argument("--repeats", type=int, default=None,
