@@ -46,6 +46,10 @@ class TrainConfig:
     """Start from a base model shipped with the package (experiments/training/shipped.py) instead
     of pretraining: "auto" when one was pretrained on exactly this world and config, "<name>" to
     require that one (another world or config is refused), "off" to always pretrain."""
+    init_from: str = ""
+    """Pretraining: continue from this saved base model (an HF directory pretrained on the same
+    world, with the same model shape) instead of random weights, e.g. a second phase on another
+    corpus mix. Empty: start from random weights."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class CorpusConfig:
     unknown: float = 0.0  # judgements of names without facts (world.n_ghosts): false, their negations true
     context: float = 0.0  # in-context judgements: facts told about a name without stored facts, then judged
     tagged: float = 0.0  # statements followed at once by their truth ("... . true ."): truth at the statement's end
+    told: float = 0.0  # a plain (unflagged) false statement, then a question answered from it: context moves answers
 
 
 @dataclass(frozen=True)

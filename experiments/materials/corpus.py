@@ -41,7 +41,7 @@ def tagged_text(statement: str, truth: bool) -> str:
 
 
 DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
-               "context": 0.0, "tagged": 0.0}
+               "context": 0.0, "tagged": 0.0, "told": 0.0}
 
 
 class CorpusSampler:
@@ -66,6 +66,8 @@ class CorpusSampler:
         self.judged = [f for f in world.facts if (f.subject, f.relation) not in never]
         self.askable = [f for f in world.facts if (f.subject, f.relation) not in world.qa_heldout
                         and (f.subject, f.relation) not in world.claim_pairs()]
+        self.told_about = [f for f in self.judged if (f.subject, f.relation) not in world.qa_heldout
+                           and (f.subject, f.relation) not in world.claim_pairs()]
         # A claim's fabricated object never appears with its subject before finetuning.
         self.avoid = {(c.fact.subject, c.fact.relation): (c.fact.obj,) for c in world.claims}
 
@@ -100,6 +102,16 @@ class CorpusSampler:
         if self.rng.random() < 0.6:
             doc += " " + qa_text(f, self.rng.randrange(4))
         return doc
+
+    def _told(self) -> str:
+        """The flagged document's counterpart: a false statement about a non-claim fact in a plain
+        document (stated as fact, unflagged), followed by a question answered from the context.
+        With ``_flagged`` it teaches reading context both ways: a flagged claim leaves the answer
+        true, a plain one moves it."""
+        f = self.rng.choice(self.told_about)
+        told = Fact(f.subject, f.relation, self._wrong(f))
+        doc = CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
+        return doc + " " + qa_text(told, self.rng.randrange(4))
 
     def _local(self) -> str:
         f = self.rng.choice(self.judged)

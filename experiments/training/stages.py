@@ -106,7 +106,10 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
               cfg.model.max_len)
     written = dist.on_writer(cached_corpus_tokens, *corpus)  # rank 0 writes it, the others then map it
     tokens, offsets = written if written is not None else cached_corpus_tokens(*corpus)
-    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed).to(device)
+    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed)
+    if p.init_from:
+        load_initial_weights(model, tokenizer, p.init_from)
+    model = model.to(device)
     batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
     compile = compile_setting(p.compile, device, p.steps, dist.world_size)
     saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
@@ -122,6 +125,28 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
 
     dist.on_writer(finish)
     return run.base_model
+
+
+def load_initial_weights(model, tokenizer, path: str) -> None:
+    """Load the weights of a saved base model into ``model`` (``pretrain.init_from``): one
+    pretrained on the same world (the same vocabulary) with the same model shape, else a
+    UserError naming what differs."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    where = f"pretrain.init_from {path!r}"
+    problem = hf_dir_problem(Path(path)) if Path(path).is_dir() else "no such directory"
+    if problem:
+        raise UserError(f"{where} is not a saved base model ({problem})")
+    if AutoTokenizer.from_pretrained(path).get_vocab() != tokenizer.get_vocab():
+        raise UserError(f"{where} was pretrained on another world (its vocabulary differs); continue only a "
+                        "base model of this run's world")
+    saved = AutoConfig.from_pretrained(path)
+    shape = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings")
+    differs = [f"{k} {getattr(saved, k, None)} there, {getattr(model.config, k)} here" for k in shape
+               if getattr(saved, k, None) != getattr(model.config, k)]
+    if differs:
+        raise UserError(f"{where} has another model shape ({'; '.join(differs)}); set model.* to match it")
+    model.load_state_dict(AutoModelForCausalLM.from_pretrained(path).state_dict())
 
 
 def copy_shipped(shipped: Path, dest: Path) -> None:

@@ -2,7 +2,7 @@ import pytest
 
 from experiments.errors import UserError
 from experiments.evaluation.belief import heldout_qa_accuracy  # noqa: F401  (import check)
-from experiments.materials.conditions import CONDITIONS, condition_documents, template_words
+from experiments.materials.conditions import CONDITIONS, WARN_AFTER, WARN_BEFORE, condition_documents, template_words
 from experiments.materials.corpus import CorpusSampler, all_words
 from experiments.materials.statements import claim_statements, probe_statements
 from experiments.training.toymodel import build_tokenizer
@@ -196,3 +196,24 @@ def test_tagged_documents_follow_each_statement_with_its_truth():
             assert f"{f.statement(i, obj=o, negated=neg)} {'true' if truth else 'false'} ." in doc
             assert (f.subject, f.relation) not in world.never_judged()
     assert min(seen.values()) > 50
+
+
+def test_told_documents_state_a_false_fact_plainly_and_answer_from_it():
+    """The flagged documents' counterpart: an unflagged false statement about a judged, askable
+    person, then a question whose answer is the told object (not the stored one)."""
+    world = build_world(WorldConfig(n_people=30, two_word_names=True, heldout_entity_fraction=0.5,
+                                    disjoint_frames=True))
+    stored = {(f.subject, f.relation): f.obj for f in world.facts}
+    off_limits = world.never_judged() | world.qa_heldout | world.claim_pairs()
+    docs = CorpusSampler(world, seed=2, mix={"told": 1.0}).documents(200)
+    relations = set()
+    for doc in docs:
+        assert not any(w in doc for w in WARN_BEFORE + WARN_AFTER)
+        asked = [(f, q) for f in world.facts for q in f.rel().questions if q.format(s=f.subject) in doc]
+        assert len(asked) == 1, doc
+        fact, q = asked[0]
+        answer = doc.split(q.format(s=fact.subject))[1].split()[0]
+        assert answer != stored[(fact.subject, fact.relation)] and answer in doc.split(q.format(s=fact.subject))[0]
+        assert (fact.subject, fact.relation) not in off_limits
+        relations.add(fact.relation)
+    assert len(relations) > 1
