@@ -9,6 +9,7 @@ export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 t0=$(date +%s)
 timeout ${T:-540} python3 -m experiments run --preset testbed --out $R --set 'seeds=[0,1,2]' --set jobs=${JOBS:-4} \
   ${EXTRA:-} > $OUT/log.txt 2>&1
-echo "run: $(( $(date +%s) - t0 )) s wall, rc $?" | tee -a $OUT/log.txt >&2
+rc=$?
+echo "run: $(( $(date +%s) - t0 )) s wall, rc $rc" | tee -a $OUT/log.txt >&2
 tar czf $OUT/i22_results.tgz -C $R results config.json evals 2>/dev/null
 tail -n 25 $OUT/log.txt >&2
