@@ -112,6 +112,9 @@ class FinetuneConfig:
     (cut into consecutive pieces of at most the context, with one warning line)."""
     schedule: str = "linear"  # learning rate after warmup: "linear" (decays to 0), "cosine" or "constant"
     adam_betas: tuple[float, ...] = (0.9, 0.95)  # AdamW (beta1, beta2)
+    precision: str = "auto"
+    """Finetuning arithmetic: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32".
+    Set it to compare a GPU run with a CPU one: the toy testbed's belief after finetuning depends on it."""
     epochs: float = 0.0
     """When > 0, finetune.steps is derived from the data: ceil(epochs * examples / batch_size),
     with examples the size of the training set (claim documents + background + instruct; the
@@ -134,6 +137,7 @@ class FinetuneConfig:
 
 
 PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS
+PRECISIONS = ("auto", "bf16", "fp32")  # experiments.training.loop.OptimConfig.precision
 LR_SCHEDULES = ("linear", "cosine", "constant")  # experiments.training.schedules.lr_at
 LOSS_WEIGHTINGS = ("token", "example")  # experiments.training.batches.MixedBatches
 PARALLEL_MODES = ("ddp", "fsdp")  # experiments.training.distributed, experiments.training.sharded
@@ -310,7 +314,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 # pretraining, so a run starts from the shipped testbed base model (experiments/pretrained/testbed)
 # instead of pretraining it, then finetunes and evaluates at a size for 2 CPU cores (one seed,
 # three checkpoints after the base model, probe statements of 40 subjects per split).
-PRESETS["demo"] = {**PRESETS["testbed"], "eval": {"max_subjects": 40},
+# Two worker processes (``jobs``): one thread each keeps both of 2 cores busy, where one process
+# with one thread (what ``experiments/training/threads.py`` gives it there) leaves one idle.
+PRESETS["demo"] = {**PRESETS["testbed"], "jobs": 2, "eval": {"max_subjects": 40},
                    "finetune": {**PRESETS["testbed"]["finetune"], "n_checkpoints": 4}}
 
 
@@ -522,6 +528,7 @@ def check_finetune(f: FinetuneConfig) -> None:
     _one_of("finetune.checkpoint_format", f.checkpoint_format, ("auto", "adapter", "merged"))
     _one_of("finetune.parallel", f.parallel, PARALLEL_MODES)
     _one_of("finetune.schedule", f.schedule, LR_SCHEDULES)
+    _one_of("finetune.precision", f.precision, PRECISIONS)
     unknown = [label for label in f.loss_mask if label not in LABELS]
     if unknown:
         raise UserError(f"config key 'finetune.loss_mask' has unknown span labels {unknown}; expected some of "

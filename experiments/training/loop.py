@@ -30,7 +30,7 @@ from experiments.training.batches import (Source, Tokenized, mixed_batches, pack
                                      tokenize_documents, tokenize_with_spans)
 from experiments.training.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
 
-PRECISIONS = ("auto", "bf16", "fp32")
+from experiments.config import PRECISIONS  # noqa: E402  (one list of them, validated in the config too)
 
 
 @dataclass(frozen=True)

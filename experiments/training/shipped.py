@@ -33,6 +33,17 @@ def provenance_key(cfg) -> dict:
                                   "model": dataclasses.asdict(cfg.model), "pretrain": pretrain}))
 
 
+def shipped_config(path: Path) -> dict:
+    """The provenance key a shipped model was pretrained with, with every config key added to
+    the toolkit since at its default (a new key's default keeps the old behaviour, so a model
+    pretrained before it existed was pretrained with that default)."""
+    from experiments.config import RunConfig
+
+    saved, defaults = read_provenance(path)["config"], provenance_key(RunConfig())
+    return {section: ({**defaults[section], **value} if isinstance(value, dict) and section in defaults else value)
+            for section, value in saved.items()}
+
+
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
@@ -68,7 +79,7 @@ def find_shipped(cfg) -> Path | None:
     """The shipped base model whose provenance matches ``cfg`` exactly, or None."""
     key = provenance_key(cfg)
     for path in shipped_models().values():
-        if read_provenance(path)["config"] == key:
+        if shipped_config(path) == key:
             return _checked(path)
     return None
 
@@ -85,7 +96,7 @@ def resolve_shipped(name: str, cfg) -> Path:
     models = shipped_models()
     if name not in models:
         raise UserError(f"no shipped base model {name!r}; shipped: {sorted(models) or 'none'}")
-    diff = _differences(read_provenance(models[name])["config"], provenance_key(cfg))
+    diff = _differences(shipped_config(models[name]), provenance_key(cfg))
     if diff:
         raise UserError(f"shipped base model {name!r} was pretrained on another world or config: "
                         + "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")

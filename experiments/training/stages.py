@@ -387,7 +387,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
             model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else str(base)
     state_dir = run.finetune_state(condition, seed)
     optim = OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip, schedule=f.schedule,
-                        betas=tuple(f.adam_betas))
+                        betas=tuple(f.adam_betas), precision=f.precision)
     log = train(model, batches, optim, checkpoint_steps=steps, desc=f"finetune {condition} seed{seed}",
                 state_dir=state_dir, save_every=max(1, f.steps // 10), dist=dist,
                 on_checkpoint=lambda step, m: save_checkpoint(run.checkpoint(condition, seed, step), m, tokenizer,

@@ -62,3 +62,12 @@ def test_a_run_config_json_with_nan_is_refused_naming_the_key():
 
     with pytest.raises(UserError, match="'eval.probe_C' must be a finite number"):
         build_config({"eval": {"probe_C": float("nan")}})
+
+
+def test_finetune_precision_is_validated_and_reaches_the_training_loop():
+    from experiments.training import stages
+
+    assert load_config("tiny", overrides=['finetune.precision="fp32"']).finetune.precision == "fp32"
+    with pytest.raises(UserError, match="finetune.precision"):
+        load_config("tiny", overrides=['finetune.precision="fp16"'])
+    assert "precision=f.precision" in open(stages.__file__).read()

@@ -102,3 +102,20 @@ def test_the_shipped_testbed_model_judges_facts_it_never_saw_judged():
     scores = judgement_accuracy(lm, world, never_judged, random.Random(0), n=40)
     assert scores["verdict_acc"] >= 0.85 and scores["yesno_acc"] >= 0.85
     assert 0.3 <= scores["verdict_first_share"] <= 0.7 and 0.3 <= scores["yesno_first_share"] <= 0.7
+
+
+def test_the_shipped_testbed_model_is_what_the_demo_and_testbed_presets_start_from():
+    """Adding a config key must not orphan the shipped model (a `make demo` would pretrain on
+    2 CPU cores): the presets that name its recipe find it."""
+    for preset in ("demo", "testbed"):
+        assert shipped.shipped_base_for(load_config(preset)) == shipped.SHIPPED_DIR / "testbed"
+
+
+def test_a_key_added_after_a_model_was_shipped_matches_only_at_its_default(shelf):
+    import json
+
+    provenance = json.loads((shelf / "provenance.json").read_text())
+    del provenance["config"]["corpus"]["told"]  # as if shipped before corpus.told existed
+    (shelf / "provenance.json").write_text(json.dumps(provenance))
+    assert shipped.shipped_base_for(load_config("tiny")) == shelf
+    assert shipped.shipped_base_for(load_config("tiny", overrides=["corpus.told=1"])) is None
