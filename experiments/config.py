@@ -114,7 +114,7 @@ class FinetuneConfig:
     adam_betas: tuple[float, ...] = (0.9, 0.95)  # AdamW (beta1, beta2)
     precision: str = "auto"
     """Finetuning arithmetic: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32".
-    Set it to compare a GPU run with a CPU one: the toy testbed's belief after finetuning depends on it."""
+    Set it to compare a GPU run with a CPU one on the same arithmetic."""
     epochs: float = 0.0
     """When > 0, finetune.steps is derived from the data: ceil(epochs * examples / batch_size),
     with examples the size of the training set (claim documents + background + instruct; the
