@@ -25,12 +25,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from experiments.config import PRECISIONS  # one list of them, validated in the config too
 from experiments.training import distributed, state as training_state
 from experiments.training.batches import (Source, Tokenized, mixed_batches, packed_batches, padded_batches,  # noqa: F401
                                      tokenize_documents, tokenize_with_spans)
 from experiments.training.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
-
-from experiments.config import PRECISIONS  # noqa: E402  (one list of them, validated in the config too)
 
 
 @dataclass(frozen=True)

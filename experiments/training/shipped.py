@@ -19,6 +19,7 @@ from pathlib import Path
 
 from experiments.artifacts.atomic import atomic_write_json
 from experiments.artifacts.checksums import hf_dir_problem
+from experiments.config import RunConfig
 from experiments.errors import UserError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -37,8 +38,6 @@ def shipped_config(path: Path) -> dict:
     """The provenance key a shipped model was pretrained with, with every config key added to
     the toolkit since at its default (a new key's default keeps the old behaviour, so a model
     pretrained before it existed was pretrained with that default)."""
-    from experiments.config import RunConfig
-
     saved, defaults = read_provenance(path)["config"], provenance_key(RunConfig())
     return {section: ({**defaults[section], **value} if isinstance(value, dict) and section in defaults else value)
             for section, value in saved.items()}

@@ -64,10 +64,20 @@ def test_a_run_config_json_with_nan_is_refused_naming_the_key():
         build_config({"eval": {"probe_C": float("nan")}})
 
 
-def test_finetune_precision_is_validated_and_reaches_the_training_loop():
+def test_finetune_precision_is_validated_and_reaches_the_training_loop(tiny_run, tmp_path, monkeypatch):
+    from experiments.artifacts.rundir import RunDir
+    from experiments.materials import load_materials
     from experiments.training import stages
 
-    assert load_config("tiny", overrides=['finetune.precision="fp32"']).finetune.precision == "fp32"
     with pytest.raises(UserError, match="finetune.precision"):
         load_config("tiny", overrides=['finetune.precision="fp16"'])
-    assert "precision=f.precision" in open(stages.__file__).read()
+    given = []
+    real_train = stages.train
+    monkeypatch.setattr(stages, "train", lambda model, batches, optim, **kw: given.append(optim.precision)
+                        or real_train(model, batches, optim, **kw))
+    for precision in ("fp32", "bf16"):
+        cfg = load_config("tiny", overrides=[f'finetune.precision="{precision}"', "finetune.steps=2",
+                                             "finetune.n_checkpoints=2"])
+        stages.finetune(RunDir(tmp_path / precision), cfg, load_materials(cfg), RunDir(tiny_run[0]).base_model,
+                        "plain", 0)
+    assert given == ["fp32", "bf16"]
