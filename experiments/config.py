@@ -46,6 +46,10 @@ class TrainConfig:
     """Start from a base model shipped with the package (experiments/training/shipped.py) instead
     of pretraining: "auto" when one was pretrained on exactly this world and config, "<name>" to
     require that one (another world or config is refused), "off" to always pretrain."""
+    seed: int | None = None
+    """Pretraining's own seed: the corpus sample, the initial weights and the batch order. None:
+    the world's seed (``world.seed``), as before this key existed. Another value pretrains the
+    same world again, to measure how much a recipe's base models vary from run to run."""
     init_from: str = ""
     """Pretraining: continue from this saved base model (an HF directory pretrained on the same
     world, with the same model shape) instead of random weights, e.g. a second phase on another
@@ -253,6 +257,12 @@ class RunConfig:
     1: one unit after another in this process. The tables do not depend on it (every unit
     seeds itself; on CPU a worker's thread count may change float sums), so a run may resume
     with another value. Ignored under torchrun (training there is data-parallel)."""
+
+
+def pretraining_seed(cfg: RunConfig) -> int:
+    """The seed of pretraining's corpus sample, initial weights and batch order:
+    ``pretrain.seed``, or the world's seed when that is None."""
+    return cfg.world.seed if cfg.pretrain.seed is None else cfg.pretrain.seed
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -10,7 +10,7 @@ import torch
 
 from experiments.artifacts.atomic import atomic_write_json
 from experiments.artifacts.rundir import RunDir, ensure_writable
-from experiments.config import RunConfig, build_config, config_to_dict
+from experiments.config import RunConfig, build_config, config_to_dict, pretraining_seed
 from experiments.errors import UserError, warn
 
 
@@ -63,7 +63,7 @@ def record_run(run: RunDir, cfg: RunConfig) -> None:
     else:
         atomic_write_json(config_path, config)
     versions = library_versions()
-    seeds = {"world": cfg.world.seed, "finetune": list(cfg.seeds), "torch_global": 0}
+    seeds = {"world": cfg.world.seed, "pretrain": pretraining_seed(cfg), "finetune": list(cfg.seeds), "torch_global": 0}
     versions_path = run.path("versions.json")
     try:
         recorded = json.loads(versions_path.read_text())

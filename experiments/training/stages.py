@@ -21,7 +21,7 @@ import interp
 from experiments.artifacts.atomic import atomic_write_csv, atomic_write_json, atomic_write_text, write_dir
 from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
 from experiments.artifacts.rundir import RunDir
-from experiments.config import RunConfig
+from experiments.config import RunConfig, pretraining_seed
 from experiments.errors import UserError, warn
 from experiments.materials.base import Materials
 from experiments.materials.conditions import LabelledDocument, template_words
@@ -98,19 +98,20 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
     if shipped is not None:
         dist.on_writer(copy_shipped, shipped, run.base_model)
         return run.base_model
-    torch.manual_seed(cfg.world.seed)
+    seed = pretraining_seed(cfg)
+    torch.manual_seed(seed)
     device = device_for(cfg)
     tokenizer = build_tokenizer(all_words(world) | template_words())
     p = cfg.pretrain
-    corpus = (run, world, dataclasses.asdict(cfg.corpus), cfg.world.seed, pretraining_documents(cfg), tokenizer,
+    corpus = (run, world, dataclasses.asdict(cfg.corpus), seed, pretraining_documents(cfg), tokenizer,
               cfg.model.max_len)
     written = dist.on_writer(cached_corpus_tokens, *corpus)  # rank 0 writes it, the others then map it
     tokens, offsets = written if written is not None else cached_corpus_tokens(*corpus)
-    model = build_model(cfg.model, len(tokenizer), seed=cfg.world.seed)
+    model = build_model(cfg.model, len(tokenizer), seed=seed)
     if p.init_from:
         load_initial_weights(model, tokenizer, p.init_from)
     model = model.to(device)
-    batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=cfg.world.seed, device=device)
+    batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=seed, device=device)
     compile = compile_setting(p.compile, device, p.steps, dist.world_size)
     saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
     track = tracking_steps(p.steps, p.track_every) if on_track is not None else []

@@ -150,4 +150,4 @@ def test_seeds_and_versions_are_recorded(reference):
     assert libs["torch"] == torch.__version__ and libs["numpy"] == numpy.__version__
     assert libs["scikit-learn"] == sklearn.__version__ and libs["transformers"] == transformers.__version__
     config = json.loads((reference / "config.json").read_text())
-    assert versions["seeds"] == {"world": config["world"]["seed"], "finetune": config["seeds"], "torch_global": 0}
+    assert versions["seeds"] == {"world": config["world"]["seed"], "pretrain": config["world"]["seed"], "finetune": config["seeds"], "torch_global": 0}
