@@ -7,23 +7,11 @@
 # and comes back as <run>.tgz (the export) with its pretraining log and judgement tracking.
 # A smoke test on a CPU: EXTRA="--set pretrain.steps=2 --set pretrain.batch_size=4 --set pretrain.track_every=0" bash THIS
 set -u
-OUT=${OUT:-/tmp/i22g}; R=${R:-/tmp/i22g_runs}; mkdir -p $OUT $R
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-stamp() { echo "$(date +%T) $*" >> $OUT/status.txt; }
-run() {  # name, overrides...
-  local name=$1; shift
-  ( timeout ${T:-560} neglect pretrain --preset testbed --out $R/$name --export $R/$name.export "$@" ${EXTRA:-} \
-      > $R/$name.log 2>&1
-    stamp "$name rc=$?"
-    cp $R/$name/results/pretrain_tracking.csv $R/$name/results/pretrain_log.csv $R/$name.export/ 2>/dev/null
-    tar czf $OUT/$name.tgz -C $R $(cd $R && ls -d $name.export $name.log 2>/dev/null) ) &
-}
+OUT=${OUT:-/tmp/i22g}; R=${R:-/tmp/i22g_runs}
+source "$(dirname "$0")/judge_sweep_lib.sh"
 stamp start
-run told1 --set corpus.told=1
-run told1_tag2 --set corpus.told=1 --set corpus.tagged=2
+exported told1 --set corpus.told=1
+exported told1_tag2 --set corpus.told=1 --set corpus.tagged=2
 wait
 cat $OUT/status.txt
-for name in told1 told1_tag2; do  # the preconditions, from each export's provenance
-  python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['check_base']; print(sys.argv[2], {k: v for k, v in c.items() if not isinstance(v, (dict, list))})" \
-    $R/$name.export/provenance.json $name 2>/dev/null || tail -5 $R/$name.log
-done
+preconditions told1 told1_tag2

@@ -6,24 +6,13 @@
 # sample, initial weights, batch order), side by side on one H200, each `neglect pretrain
 # --export` (check-base on the GPU, in the export's provenance.json), so each base model comes
 # back as <run>.tgz to be finetuned on the CPU (plain / local controls).
+# On the device (no `neglect` script there): NEGLECT="python3 -m experiments" bash THIS
 # A smoke test on a CPU: SEEDS=101 EXTRA="--set pretrain.steps=2 --set pretrain.batch_size=4 --set pretrain.track_every=0" bash THIS
 set -u
-OUT=${OUT:-/tmp/i22h}; R=${R:-/tmp/i22h_runs}; mkdir -p $OUT $R
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-stamp() { echo "$(date +%T) $*" >> $OUT/status.txt; }
-NEGLECT=${NEGLECT:-neglect}
+OUT=${OUT:-/tmp/i22h}; R=${R:-/tmp/i22h_runs}
+source "$(dirname "$0")/judge_sweep_lib.sh"
 stamp start
-for s in ${SEEDS:-101 102 103}; do
-  name=seed$s
-  ( timeout ${T:-560} $NEGLECT pretrain --preset testbed --out $R/$name --export $R/$name.export \
-      --set pretrain.seed=$s --set 'pretrain.shipped="off"' ${EXTRA:-} > $R/$name.log 2>&1
-    stamp "$name rc=$?"
-    cp $R/$name/results/pretrain_tracking.csv $R/$name/results/pretrain_log.csv $R/$name.export/ 2>/dev/null
-    tar czf $OUT/$name.tgz -C $R $(cd $R && ls -d $name.export $name.log 2>/dev/null) ) &
-done
+for s in ${SEEDS:-101 102 103}; do exported seed$s --set pretrain.seed=$s; done
 wait
 cat $OUT/status.txt
-for s in ${SEEDS:-101 102 103}; do  # the preconditions, from each export's provenance
-  python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['check_base']; print(sys.argv[2], {k: v for k, v in c.items() if not isinstance(v, (dict, list))})" \
-    $R/seed$s.export/provenance.json seed$s 2>/dev/null || tail -5 $R/seed$s.log
-done
+preconditions $(for s in ${SEEDS:-101 102 103}; do echo seed$s; done)

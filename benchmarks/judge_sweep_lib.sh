@@ -1,4 +1,4 @@
-# Shared by the issue-22 sweep scripts (gpu_issue22_c.sh, gpu_issue22_d.sh): OUT, R and the
+# Shared by the issue-22 sweep scripts (gpu_issue22_c.sh to gpu_issue22_i.sh): OUT, R and the
 # optional PRESET / EXTRA / T (timeout per run) come from the caller's environment.
 OUT=${OUT:-/tmp/i22}; mkdir -p "$OUT"; R=${R:-/tmp/i22_runs}; mkdir -p $R
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -8,6 +8,21 @@ variant() {  # name, overrides...: pretrain one testbed variant in the backgroun
   ( timeout ${T:-540} python3 benchmarks/judge_generalisation.py --preset ${PRESET:-testbed} --out $R/$name \
       --check-base "$@" ${EXTRA:-} > $OUT/$name.json 2> $OUT/$name.err
     stamp "$name rc=$?" ) &
+}
+exported() {  # name, overrides...: `neglect pretrain --preset testbed --export` in the background (check-base
+  # on the GPU, into the export's provenance.json); the export, its log and tracking come back as <name>.tgz
+  local name=$1; shift
+  ( timeout ${T:-560} ${NEGLECT:-neglect} pretrain --preset testbed --out $R/$name --export $R/$name.export \
+      --set 'pretrain.shipped="off"' "$@" ${EXTRA:-} > $R/$name.log 2>&1
+    stamp "$name rc=$?"
+    cp $R/$name/results/pretrain_tracking.csv $R/$name/results/pretrain_log.csv $R/$name.export/ 2>/dev/null
+    tar czf $OUT/$name.tgz -C $R $(cd $R && ls -d $name.export $name.log 2>/dev/null) ) &
+}
+preconditions() {  # names...: each export's check-base figures, from its provenance.json
+  for name in "$@"; do
+    python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['check_base']; print(sys.argv[2], {k: round(v, 3) for k, v in c.items() if isinstance(v, (int, float))})" \
+      $R/$name.export/provenance.json $name 2>/dev/null || tail -5 $R/$name.log
+  done
 }
 collect() {  # the runs' JSON lines into summary.jsonl, their logs and log tails into errs.tgz
   for d in $R/*; do tail -c 1500 $d/results/pretrain_log.csv > $OUT/$(basename $d).log_tail.csv 2>/dev/null; done
