@@ -49,7 +49,8 @@ class TrainConfig:
     seed: int | None = None
     """Pretraining's own seed: the corpus sample, the initial weights and the batch order. None:
     the world's seed (``world.seed``), as before this key existed. Another value pretrains the
-    same world again, to measure how much a recipe's base models vary from run to run."""
+    same world again, to measure how much a recipe's base models vary from run to run. With
+    ``worlds > 1`` a set seed is every world's pretraining seed (the worlds still differ)."""
     init_from: str = ""
     """Pretraining: continue from this saved base model (an HF directory pretrained on the same
     world, with the same model shape) instead of random weights, e.g. a second phase on another
