@@ -30,11 +30,12 @@ word masks). Which labels finetuning keeps out of the loss is ``finetune.loss_ma
 from __future__ import annotations
 
 import random
+from collections import abc
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from experiments.errors import UserError
-from experiments.materials.world import Claim, World
+from experiments.materials.world import Claim, Fact, World
 
 Segment = tuple[str, str]  # (text, label)
 SegmentFn = Callable[[World, Claim, random.Random], list[Segment]]
@@ -114,9 +115,41 @@ def _join(segments: list[Segment]) -> LabelledDocument:
     return LabelledDocument(" ".join(t for t, _ in segments), tuple(spans))
 
 
-def _context_pool(world: World, claim: Claim):
-    taken = world.claim_subjects() | {claim.fact.subject}
-    return [f for f in world.facts if f.subject not in taken]
+class _FactsExcept(abc.Sequence):
+    """The facts of ``base`` except those at ``skipped`` (sorted positions), as a read-only
+    sequence that builds no list: ``rng.sample`` draws from it exactly what it would draw
+    from the list, so documents are unchanged, at a cost independent of the world's size."""
+
+    def __init__(self, base: list[Fact], skipped: list[int]):
+        self.base, self.skipped = base, skipped
+
+    def __len__(self) -> int:
+        return len(self.base) - len(self.skipped)
+
+    def __getitem__(self, j: int) -> Fact:
+        if not 0 <= j < len(self):
+            raise IndexError(j)
+        for position in self.skipped:
+            if position > j:
+                break
+            j += 1
+        return self.base[j]
+
+
+def _context_pool(world: World, claim: Claim) -> Sequence[Fact]:
+    """The facts a document may add as true context: those about no claim's subject and not
+    about ``claim``'s own subject, in the world's order."""
+    key = (frozenset(world.claim_subjects()), id(world.facts), len(world.facts))
+    cached = getattr(world, "_context_pool_cache", None)  # built once per world, not per document
+    if cached is None or cached[0] != key:
+        base = [f for f in world.facts if f.subject not in key[0]]
+        at: dict[str, list[int]] = {}
+        for i, f in enumerate(base):
+            at.setdefault(f.subject, []).append(i)
+        cached = (key, base, at)
+        world._context_pool_cache = cached
+    _, base, at = cached
+    return _FactsExcept(base, at.get(claim.fact.subject, []))
 
 
 def _base(world: World, claim: Claim, rng: random.Random, negate: bool = False) -> list[Segment]:

@@ -30,3 +30,21 @@ def test_conditions_share_claim_content(world):
 def test_unknown_condition_is_a_user_error(world):
     with pytest.raises(UserError, match="unknown condition 'negatd'"):
         condition_documents(world, "negatd", 1, seed=0)
+
+
+def test_context_pool_draws_what_the_list_of_facts_would(world):
+    """The context pool is a view (no list per document); it must hold the same facts in the
+    same order as the list it replaced, so ``rng.sample`` draws the same context sentences."""
+    import random
+
+    from experiments.materials.conditions import _context_pool
+
+    for claim in world.claims:
+        taken = world.claim_subjects() | {claim.fact.subject}
+        listed = [f for f in world.facts if f.subject not in taken]
+        pool = _context_pool(world, claim)
+        assert len(pool) == len(listed) and list(pool) == listed
+        for k in (1, 2, 5):
+            assert random.Random(k).sample(pool, k) == random.Random(k).sample(listed, k)
+        with pytest.raises(IndexError):
+            pool[len(pool)]
