@@ -7,14 +7,19 @@
 # same recipe with the three pretraining seeds on which the 6-layer recipe memorised its
 # verdicts, side by side on one H200, each exported with its check-base.
 # On the device: NEGLECT="python3 -m experiments" bash THIS
-# A smoke test on a CPU: SEEDS=101 EXTRA="--set pretrain.steps=2 --set pretrain.batch_size=4 --set pretrain.track_every=0" bash THIS
+# A smoke test on a CPU: RUNS=m8told_wd03_s101 EXTRA="--set pretrain.steps=2 --set pretrain.batch_size=4 --set pretrain.track_every=0" bash THIS
 set -u
 OUT=${OUT:-/tmp/i22k}; R=${R:-/tmp/i22k_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
 stamp start
-for s in ${SEEDS:-101 102 103}; do
-  exported m8told_s$s --set model.n_layers=8 --set corpus.told=1 --set pretrain.seed=$s
+# Second call (sweep k2): RUNS="m8told_s104 m8told_s105 m8told_wd03_s101" (two more seeds, and
+# weight decay 0.3, sweep i's partial lever, on the 8-layer recipe).
+RUNS=${RUNS:-m8told_s101 m8told_s102 m8told_s103}
+for name in $RUNS; do
+  seed=${name##*_s}; wd=
+  case $name in *_wd*) wd=${name#*_wd}; wd=${wd%%_*}; wd="--set pretrain.weight_decay=${wd:0:1}.${wd:1}";; esac
+  exported $name --set model.n_layers=8 --set corpus.told=1 --set pretrain.seed=$seed $wd
 done
 wait
 cat $OUT/status.txt
-preconditions $(for s in ${SEEDS:-101 102 103}; do echo m8told_s$s; done)
+preconditions $RUNS

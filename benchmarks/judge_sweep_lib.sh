@@ -10,13 +10,14 @@ variant() {  # name, overrides...: pretrain one testbed variant in the backgroun
     stamp "$name rc=$?" ) &
 }
 exported() {  # name, overrides...: `neglect pretrain --preset testbed --export` in the background (check-base
-  # on the GPU, into the export's provenance.json); the export, its log and tracking come back as <name>.tgz
+  # on the GPU, into the export's provenance.json); the export, its log and tracking come back as <name>.tgz.aa, .ab ...
   local name=$1; shift
   ( timeout ${T:-560} ${NEGLECT:-neglect} pretrain --preset testbed --out $R/$name --export $R/$name.export \
       --set 'pretrain.shipped="off"' "$@" ${EXTRA:-} > $R/$name.log 2>&1
     stamp "$name rc=$?"
     cp $R/$name/results/pretrain_tracking.csv $R/$name/results/pretrain_log.csv $R/$name.export/ 2>/dev/null
-    tar czf $OUT/$name.tgz -C $R $(cd $R && ls -d $name.export $name.log 2>/dev/null) ) &
+    # in parts of 15 MiB (a file over 16 MiB does not come back): cat NAME.tgz.* | tar xz
+    tar czf - -C $R $(cd $R && ls -d $name.export $name.log 2>/dev/null) | split -b 15M - $OUT/$name.tgz. ) &
 }
 preconditions() {  # names...: each export's check-base figures, from its provenance.json
   for name in "$@"; do
