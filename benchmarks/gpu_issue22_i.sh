@@ -11,12 +11,8 @@
 set -u
 OUT=${OUT:-/tmp/i22i}; R=${R:-/tmp/i22i_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
-stamp start
-RUNS=${RUNS:-wd03_s101 wd03_s102 wd03_s103 wd10_s101}
-for name in $RUNS; do
-  wd=${name%%_*}; wd=${wd#wd}; wd=${wd:0:1}.${wd:1}; seed=${name##*_s}
-  exported $name --set pretrain.weight_decay=$wd --set pretrain.seed=$seed
-done
-wait
-cat $OUT/status.txt
-preconditions $RUNS
+overrides() {  # wdXY_sN: weight decay X.Y, pretraining seed N
+  local wd=${1%%_*}; wd=${wd#wd}
+  echo --set pretrain.weight_decay=${wd:0:1}.${wd:1} --set pretrain.seed=${1##*_s}
+}
+sweep ${RUNS:-wd03_s101 wd03_s102 wd03_s103 wd10_s101}

@@ -12,12 +12,8 @@
 set -u
 OUT=${OUT:-/tmp/i22j}; R=${R:-/tmp/i22j_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
-stamp start
-RUNS=${RUNS:-p4000_s101 p4000_s102 p4000_s103 p2000_s101}
-for name in $RUNS; do
-  people=${name%%_*}; people=${people#p}; seed=${name##*_s}
-  exported $name --set world.n_people=$people --set pretrain.seed=$seed
-done
-wait
-cat $OUT/status.txt
-preconditions $RUNS
+overrides() {  # pN_sM: N people, pretraining seed M
+  local people=${1%%_*}
+  echo --set world.n_people=${people#p} --set pretrain.seed=${1##*_s}
+}
+sweep ${RUNS:-p4000_s101 p4000_s102 p4000_s103 p2000_s101}

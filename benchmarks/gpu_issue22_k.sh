@@ -11,15 +11,10 @@
 set -u
 OUT=${OUT:-/tmp/i22k}; R=${R:-/tmp/i22k_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
-stamp start
 # Second call (sweep k2): RUNS="m8told_s104 m8told_s105 m8told_wd03_s101" (two more seeds, and
 # weight decay 0.3, sweep i's partial lever, on the 8-layer recipe).
-RUNS=${RUNS:-m8told_s101 m8told_s102 m8told_s103}
-for name in $RUNS; do
-  seed=${name##*_s}; wd=
-  case $name in *_wd*) wd=${name#*_wd}; wd=${wd%%_*}; wd="--set pretrain.weight_decay=${wd:0:1}.${wd:1}";; esac
-  exported $name --set model.n_layers=8 --set corpus.told=1 --set pretrain.seed=$seed $wd
-done
-wait
-cat $OUT/status.txt
-preconditions $RUNS
+overrides() {  # m8told[_wdXY]_sN: 8 layers, told documents, [weight decay X.Y,] pretraining seed N
+  echo --set model.n_layers=8 --set corpus.told=1 --set pretrain.seed=${1##*_s}
+  case $1 in *_wd*) local wd=${1#*_wd}; wd=${wd%%_*}; echo --set pretrain.weight_decay=${wd:0:1}.${wd:1};; esac
+}
+sweep ${RUNS:-m8told_s101 m8told_s102 m8told_s103}

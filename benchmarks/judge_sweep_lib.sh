@@ -31,3 +31,11 @@ collect() {  # the runs' JSON lines into summary.jsonl, their logs and log tails
   tar czf $OUT/errs.tgz -C $OUT $(cd $OUT && ls *.err *.log_tail.csv *.tracking.csv 2>/dev/null) && rm -f $OUT/*.err $OUT/*.log_tail.csv $OUT/*.tracking.csv
   cat $OUT/status.txt
 }
+sweep() {  # names...: each name's overrides from the caller's `overrides NAME`, pretrained side by side
+  # (`exported`), then every run's status and check-base figures
+  stamp start
+  for name in "$@"; do exported $name $(overrides $name); done
+  wait
+  cat $OUT/status.txt
+  preconditions "$@"
+}
