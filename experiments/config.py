@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,11 @@ class FinetuneConfig:
     attaches them to the base model named in adapter_config.json), "merged" (full HF models),
     "auto" (adapters for --model runs, merged for the toy model). Full finetuning always saves
     full models."""
+    trainable: str = ""
+    """Which parameters are finetuned: a regular expression searched in each parameter name
+    (``r"layers\\.[0-3]\\."``: decoder layers 0-3 only; ``"mlp"``: the MLPs only); the others
+    stay frozen. With LoRA it chooses among the adapters. "": every parameter (every adapter).
+    Not with ``parallel = "fsdp"``. (experiments/training/trainable.py)"""
     parallel: str = "ddp"
     """How finetuning runs over torchrun's processes (`torchrun --nproc_per_node=N -m experiments
     finetune ...`): "ddp" (every process holds the whole model; in one process, the plain loop)
@@ -544,6 +550,14 @@ def check_finetune(f: FinetuneConfig) -> None:
     if unknown:
         raise UserError(f"config key 'finetune.loss_mask' has unknown span labels {unknown}; expected some of "
                         f"{list(LABELS)}")
+    if f.trainable:
+        try:
+            re.compile(f.trainable)
+        except re.error as e:
+            raise UserError(f"config key 'finetune.trainable' '{f.trainable}' is not a regular expression ({e})")
+        if f.parallel == "fsdp":
+            raise UserError("config key 'finetune.trainable' is not supported with finetune.parallel = \"fsdp\"; "
+                            "use \"ddp\" or train every parameter")
     if len(f.adam_betas) != 2 or not all(0 <= b < 1 for b in f.adam_betas):
         raise UserError(f"config key 'finetune.adam_betas' must be two numbers in [0, 1); got {list(f.adam_betas)}")
 

@@ -31,6 +31,7 @@ from experiments.training.corpus_tokens import cached_corpus_tokens
 from experiments.training.distributed import Single
 from experiments.training.sharded import sharded
 from experiments.training.lora import LoraSettings, add_lora
+from experiments.training.trainable import restrict_trainable
 from experiments.training.batches import fit_context, tokenize_rows
 from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batches, train
 from experiments.training.schedules import log_spaced_from
@@ -386,6 +387,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
         if adapters:  # where interp.load_model finds the base model of an adapter checkpoint
             local = Path(str(base)).expanduser()
             model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else str(base)
+    restrict_trainable(model, f.trainable)
     state_dir = run.finetune_state(condition, seed)
     optim = OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip, schedule=f.schedule,
                         betas=tuple(f.adam_betas), precision=f.precision)
