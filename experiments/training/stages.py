@@ -387,7 +387,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
         if adapters:  # where interp.load_model finds the base model of an adapter checkpoint
             local = Path(str(base)).expanduser()
             model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else str(base)
-    restrict_trainable(model, f.trainable)
+    n_trainable = restrict_trainable(model, f.trainable)
     state_dir = run.finetune_state(condition, seed)
     optim = OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip, schedule=f.schedule,
                         betas=tuple(f.adam_betas), precision=f.precision)
@@ -397,7 +397,8 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
                                                               as_adapter=adapters))
     mix = {"condition": condition, "seed": seed, "weighting": f.loss_weighting, "context": context,
            "examples": {k: sum(r["source"] == k for r in rows) for k in dict.fromkeys(r["source"] for r in rows)},
-           "n_trained_examples": len(examples), "served": batches.source_shares()}
+           "n_trained_examples": len(examples), "served": batches.source_shares(),
+           "trainable": f.trainable, "n_trainable_parameters": n_trainable}
 
     def finish() -> None:
         atomic_write_csv(log_path, pd.DataFrame(log).assign(condition=condition, seed=seed))

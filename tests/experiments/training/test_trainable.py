@@ -65,3 +65,8 @@ def test_the_finetuning_stage_freezes_what_the_pattern_leaves_out(tiny_run, tmp_
     after = AutoModelForCausalLM.from_pretrained(run.checkpoint("plain", 0, 2)).state_dict()
     changed = {n for n in after if not torch.equal(after[n], before[n])}
     assert changed and all(n.startswith("model.layers.1.") for n in changed)
+    import json
+
+    mix = json.loads(run.mix_log("plain", 0).read_text())  # what was trained, recorded with the run
+    assert mix["trainable"] == "layers\\.1\\."
+    assert mix["n_trainable_parameters"] == sum(v.numel() for n, v in after.items() if n.startswith("model.layers.1."))
