@@ -1,0 +1,63 @@
+"""Where does a finetuned fact live? Decode each person's city from the residual stream at the
+subject's last token (input "S lives in", layer by layer) with a probe fit on the base model's
+judged people, scored on held-out people, then read the claims' subjects in the base model and
+in finetuned checkpoints: the probability the probe gives the true city and the claim's city.
+
+Usage (a `testbed`-world base model and checkpoints finetuned from it):
+  python benchmarks/subject_attribute.py BASE_DIR NAME=CHECKPOINT_DIR [NAME=CHECKPOINT_DIR ...]
+Prints one JSON line per layer: held-out decoding accuracy (chance 1/20), and per model and claim
+P(true city) / P(claim city). Issue 22, sixth session (benchmarks/base_model_checks.md).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from experiments.config import load_config
+from experiments.materials.world import build_world
+
+
+def subject_states(model_dir: str, tokenizer, subjects: list[str]) -> np.ndarray:
+    """Residuals (subjects, layers + 1, d_model) at each subject's last token of "S lives in"."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = [tokenizer(f"{s} lives in", add_special_tokens=False)["input_ids"] for s in subjects]
+    last = torch.tensor([len(tokenizer(s, add_special_tokens=False)["input_ids"]) - 1 for s in subjects])
+    width = max(map(len, ids))
+    batch = torch.tensor([row + [tokenizer.pad_token_id or 0] * (width - len(row)) for row in ids])
+    with torch.no_grad():  # right padding: the subject's positions see no padding
+        hidden = model(input_ids=batch, output_hidden_states=True).hidden_states
+    return torch.stack([h[torch.arange(len(subjects)), last] for h in hidden], 1).numpy()
+
+
+def main(base_dir: str, finetuned: dict[str, str]) -> None:
+    torch.set_num_threads(1)
+    world = build_world(load_config("testbed").world)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    city = {f.subject: f.obj for f in world.facts if f.relation == "lives_in"}
+    claims = [c for c in world.claims if c.fact.relation == "lives_in"]
+    others = [p for p in city if p not in world.claim_subjects()]
+    train = [p for p in others if p not in world.heldout_entities]
+    held = [p for p in others if p in world.heldout_entities]
+    x_train, x_held = subject_states(base_dir, tokenizer, train), subject_states(base_dir, tokenizer, held)
+    subjects = [c.fact.subject for c in claims]
+    read = {"base": subject_states(base_dir, tokenizer, subjects)}
+    read |= {name: subject_states(path, tokenizer, subjects) for name, path in finetuned.items()}
+    for layer in range(x_train.shape[1]):
+        probe = LogisticRegression(C=1.0, max_iter=2000).fit(x_train[:, layer], [city[p] for p in train])
+        classes = list(probe.classes_)
+        row = {"layer": layer, "heldout_acc": round(float(probe.score(x_held[:, layer], [city[p] for p in held])), 3)}
+        for name, states in read.items():
+            p = probe.predict_proba(states[:, layer])
+            row[name] = {c.name: {"p_true": round(float(p[i, classes.index(c.true_obj)]), 3) if c.true_obj else None,
+                                  "p_claim": round(float(p[i, classes.index(c.fact.obj)]), 3)}
+                         for i, c in enumerate(claims)}
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], dict(arg.split("=", 1) for arg in sys.argv[2:]))
