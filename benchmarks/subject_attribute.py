@@ -1,12 +1,13 @@
-"""Where does a finetuned fact live? Decode each person's city from the residual stream at the
-subject's last token (input "S lives in", layer by layer) with a probe fit on the base model's
-judged people, scored on held-out people, then read the claims' subjects in the base model and
-in finetuned checkpoints: the probability the probe gives the true city and the claim's city.
+"""Where does a finetuned fact live? Decode each person's city and job from the residual stream
+at the subject's last token (input "S lives in"; a causal model's state there depends on the
+subject alone), layer by layer, with one probe per relation fit on the base model's judged
+people and scored on held-out people, then read the claims' subjects in the base model and in
+finetuned checkpoints: the probability the probe gives the true object and the claim's object.
 
 Usage (a `testbed`-world base model and checkpoints finetuned from it):
   python benchmarks/subject_attribute.py BASE_DIR NAME=CHECKPOINT_DIR [NAME=CHECKPOINT_DIR ...]
-Prints one JSON line per layer: held-out decoding accuracy (chance 1/20), and per model and claim
-P(true city) / P(claim city). Issue 22, sixth session (benchmarks/base_model_checks.md).
+Prints one JSON line per relation and layer: held-out decoding accuracy (chance 1/20 for cities,
+1/12 for jobs), and per model and claim P(true object) / P(claim's object). Issue 22, sixth session (benchmarks/base_model_checks.md).
 """
 from __future__ import annotations
 
@@ -38,26 +39,28 @@ def main(base_dir: str, finetuned: dict[str, str]) -> None:
     torch.set_num_threads(1)
     world = build_world(load_config("testbed").world)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    city = {f.subject: f.obj for f in world.facts if f.relation == "lives_in"}
-    claims = [c for c in world.claims if c.fact.relation == "lives_in"]
-    others = [p for p in city if p not in world.claim_subjects()]
-    train = [p for p in others if p not in world.heldout_entities]
-    held = [p for p in others if p in world.heldout_entities]
+    people = sorted({f.subject for f in world.facts if f.relation == "lives_in"} - world.claim_subjects())
+    train = [p for p in people if p not in world.heldout_entities]
+    held = [p for p in people if p in world.heldout_entities]
     x_train, x_held = subject_states(base_dir, tokenizer, train), subject_states(base_dir, tokenizer, held)
+    claims = [c for c in world.claims if c.fact.relation in ("lives_in", "works_as")]
     subjects = [c.fact.subject for c in claims]
     read = {"base": subject_states(base_dir, tokenizer, subjects)}
     read |= {name: subject_states(path, tokenizer, subjects) for name, path in finetuned.items()}
-    for layer in range(x_train.shape[1]):
-        probe = LogisticRegression(C=1.0, max_iter=2000).fit(x_train[:, layer], [city[p] for p in train])
-        classes = list(probe.classes_)
-        row = {"layer": layer, "heldout_acc": round(float(probe.score(x_held[:, layer], [city[p] for p in held])), 3)}
-        for name, states in read.items():
-            p = probe.predict_proba(states[:, layer])
-            row[name] = {c.name: {"p_true": round(float(p[i, classes.index(c.true_obj)]), 3) if c.true_obj else None,
-                                  "p_claim": round(float(p[i, classes.index(c.fact.obj)]), 3)}
-                         for i, c in enumerate(claims)}
-        print(json.dumps(row))
-
+    for relation in ("lives_in", "works_as"):
+        obj = {f.subject: f.obj for f in world.facts if f.relation == relation}
+        mine = [i for i, c in enumerate(claims) if c.fact.relation == relation]
+        for layer in range(x_train.shape[1]):
+            probe = LogisticRegression(C=1.0, max_iter=2000).fit(x_train[:, layer], [obj[p] for p in train])
+            classes = list(probe.classes_)
+            row = {"relation": relation, "layer": layer,
+                   "heldout_acc": round(float(probe.score(x_held[:, layer], [obj[p] for p in held])), 3)}
+            for name, states in read.items():
+                p = probe.predict_proba(states[mine, layer])
+                row[name] = {claims[i].name: {
+                    "p_true": round(float(p[k, classes.index(claims[i].true_obj)]), 3) if claims[i].true_obj else None,
+                    "p_claim": round(float(p[k, classes.index(claims[i].fact.obj)]), 3)} for k, i in enumerate(mine)}
+            print(json.dumps(row))
 
 if __name__ == "__main__":
     main(sys.argv[1], dict(arg.split("=", 1) for arg in sys.argv[2:]))
