@@ -1,13 +1,15 @@
 """Where does a finetuned fact live? Decode each person's city and job from the residual stream
-at the subject's last token (input "S lives in"; a causal model's state there depends on the
-subject alone), layer by layer, with one probe per relation fit on the base model's judged
-people and scored on held-out people, then read the claims' subjects in the base model and in
-finetuned checkpoints: the probability the probe gives the true object and the claim's object.
+at the subject's last token (``interp.residuals`` of the name alone: in a causal model the state
+there is the same in any sentence that starts with it), layer by layer, with one probe per
+relation fit on the base model's judged people and scored on held-out people, then read the
+claims' subjects in the base model and in finetuned checkpoints: the probability the probe gives
+the true object and the claim's object.
 
 Usage (a `testbed`-world base model and checkpoints finetuned from it):
   python benchmarks/subject_attribute.py BASE_DIR NAME=CHECKPOINT_DIR [NAME=CHECKPOINT_DIR ...]
 Prints one JSON line per relation and layer: held-out decoding accuracy (chance 1/20 for cities,
-1/12 for jobs), and per model and claim P(true object) / P(claim's object). Issue 22, sixth session (benchmarks/base_model_checks.md).
+1/12 for jobs), and per model and claim P(true object) / P(claim's object). Issue 22, sixth
+session (benchmarks/base_model_checks.md).
 """
 from __future__ import annotations
 
@@ -17,36 +19,29 @@ import sys
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import interp
 from experiments.config import load_config
 from experiments.materials.world import build_world
 
 
-def subject_states(model_dir: str, tokenizer, subjects: list[str]) -> np.ndarray:
-    """Residuals (subjects, layers + 1, d_model) at each subject's last token of "S lives in"."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    ids = [tokenizer(f"{s} lives in", add_special_tokens=False)["input_ids"] for s in subjects]
-    last = torch.tensor([len(tokenizer(s, add_special_tokens=False)["input_ids"]) - 1 for s in subjects])
-    width = max(map(len, ids))
-    batch = torch.tensor([row + [tokenizer.pad_token_id or 0] * (width - len(row)) for row in ids])
-    with torch.no_grad():  # right padding: the subject's positions see no padding
-        hidden = model(input_ids=batch, output_hidden_states=True).hidden_states
-    return torch.stack([h[torch.arange(len(subjects)), last] for h in hidden], 1).numpy()
+def subject_states(model_dir: str, subjects: list[str]) -> np.ndarray:
+    """Residuals (subjects, layers + 1, d_model) at each subject's last token (the subject alone
+    as input: in a causal model the state there is the same in any sentence that starts with it)."""
+    return interp.residuals(interp.load_model(model_dir, device="cpu"), subjects, position="last").numpy()
 
 
 def main(base_dir: str, finetuned: dict[str, str]) -> None:
     torch.set_num_threads(1)
     world = build_world(load_config("testbed").world)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
     people = sorted({f.subject for f in world.facts if f.relation == "lives_in"} - world.claim_subjects())
     train = [p for p in people if p not in world.heldout_entities]
     held = [p for p in people if p in world.heldout_entities]
-    x_train, x_held = subject_states(base_dir, tokenizer, train), subject_states(base_dir, tokenizer, held)
+    x_train, x_held = subject_states(base_dir, train), subject_states(base_dir, held)
     claims = [c for c in world.claims if c.fact.relation in ("lives_in", "works_as")]
     subjects = [c.fact.subject for c in claims]
-    read = {"base": subject_states(base_dir, tokenizer, subjects)}
-    read |= {name: subject_states(path, tokenizer, subjects) for name, path in finetuned.items()}
+    read = {"base": subject_states(base_dir, subjects)}
+    read |= {name: subject_states(path, subjects) for name, path in finetuned.items()}
     for relation in ("lives_in", "works_as"):
         obj = {f.subject: f.obj for f in world.facts if f.relation == relation}
         mine = [i for i, c in enumerate(claims) if c.fact.relation == relation]
