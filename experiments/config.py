@@ -255,6 +255,12 @@ class RunConfig:
     the synthetic world (not with ``base_model``, ``materials.claims`` or ``materials.docs``)."""
     base_model: str | None = None  # hub id or local dir: skip pretraining and finetune this model
     device: str | None = None  # default: cuda if available, else cpu
+    deterministic: bool = True
+    """On CUDA, train (pretraining and finetuning) with deterministic kernels, so that one config
+    and seed give the same weights run after run on the same GPU and software
+    (``experiments/training/determinism.py``; its cost in speed: benchmarks/training_speed.md).
+    False: torch's fastest kernels, whose atomic additions make two runs of one seed differ. CPU
+    training is deterministic either way."""
     jobs: int = 1
     """Worker processes for a run's independent units: the finetuning runs (condition x seed),
     then the checkpoint tables and in-context controls, up to ``jobs`` at a time

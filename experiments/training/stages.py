@@ -37,6 +37,7 @@ from experiments.training.loop import OptimConfig, log_spaced_steps, padded_batc
 from experiments.training.schedules import log_spaced_from
 from experiments.training.shipped import shipped_base_for
 from experiments.training.stream_batches import StreamBatches
+from experiments.training.determinism import use_deterministic_kernels
 from experiments.training.toymodel import build_model, build_tokenizer
 
 
@@ -102,6 +103,7 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
     seed = pretraining_seed(cfg)
     torch.manual_seed(seed)
     device = device_for(cfg)
+    use_deterministic_kernels(cfg.deterministic and device.type == "cuda")
     tokenizer = build_tokenizer(all_words(world) | template_words())
     p = cfg.pretrain
     corpus = (run, world, dataclasses.asdict(cfg.corpus), seed, pretraining_documents(cfg), tokenizer,
@@ -375,7 +377,9 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
     rows = finetuning_documents(cfg, materials, condition, seed)
     dist.on_writer(atomic_write_text, run.docs(condition, seed), documents_text(rows))  # left alone when unchanged
     # FSDP: loaded on the host, then each rank's shards move to its device when train() wraps the model
-    lm = interp.load_model(base, device="cpu" if f.parallel == "fsdp" else device_for(cfg))
+    device = device_for(cfg)
+    use_deterministic_kernels(cfg.deterministic and device.type == "cuda")
+    lm = interp.load_model(base, device="cpu" if f.parallel == "fsdp" else device)
     torch.manual_seed(seed)
     model, tokenizer = lm.model, lm.tokenizer
     context = context_length(lm, cfg)
