@@ -46,7 +46,6 @@ def main() -> None:
     p.add_argument("--deterministic", default="true", choices=["true", "false"])
     p.add_argument("--finetune-steps", type=int, default=100)
     args = p.parse_args()
-    import dataclasses
 
     import torch
 
