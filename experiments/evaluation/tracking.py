@@ -7,8 +7,11 @@ the pretraining stage a callback (:func:`judgement_tracker`) that scores a fixed
 (:func:`experiments.evaluation.judgement.judgement_profile`) and keeps one row per step in
 ``RUN/results/pretrain_tracking.csv``: ``step``, ``tokens`` and ``judged_<measure>`` /
 ``never_judged_<measure>`` for verdicts, yes/no, tagged statements (accuracy, chance 0.5, and
-the share of "true"/"yes") and the statement frames' cloze. A resumed run rewrites the rows of
-the steps it redoes.
+the share of "true"/"yes") and the statement frames' cloze, and, in worlds with held-out
+entities, ``name_city_<measure>``: whether judged and held-out people keep their city in one
+format at their name (:func:`experiments.evaluation.name_attribute.name_attribute_profile`; a
+run whose judgement will not generalise shows ``transfer_acc`` near chance while ``judged_acc``
+is high). A resumed run rewrites the rows of the steps it redoes.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import pandas as pd
 import interp
 from experiments.artifacts.atomic import atomic_write_csv
 from experiments.evaluation.judgement import judgement_profile
+from experiments.evaluation.name_attribute import name_attribute_profile
 from experiments.materials.conditions import template_words
 from experiments.materials.corpus import all_words
 from experiments.materials.world import World
@@ -37,6 +41,7 @@ def judgement_tracker(path: Path, world: World, tokens_per_step: int):
         profile = judgement_profile(lm, world, n=TRACK_FACTS)
         row = {"step": step, "tokens": step * tokens_per_step}
         row.update({f"{kind}_{k}": v for kind, measures in profile.items() for k, v in measures.items()})
+        row.update({f"name_city_{k}": v for k, v in name_attribute_profile(lm, world).items()})
         old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
         if len(old):
             old = old[old.step != step]

@@ -32,6 +32,8 @@ def test_pretraining_tracks_judgement_without_changing_the_model(tmp_path):
         for measure in ("verdict_acc", "verdict_first_share", "yesno_acc", "tagged_acc", "statement_cloze_acc"):
             values = table[f"{kind}_{measure}"]
             assert values.between(0, 1).all() and values.notna().all()
+    for measure in ("judged_acc", "transfer_acc", "heldout_acc"):  # the world holds out people
+        assert table[f"name_city_{measure}"].between(0, 1).all()
     assert not RunDir(tmp_path / "b").table("pretrain_tracking").exists()
     a, b = load_file(tracked / "model.safetensors"), load_file(plain / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
