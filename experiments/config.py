@@ -312,7 +312,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         # shipped base model (CPU, 3 seeds; benchmarks/base_model_checks.md) plain documents reach
         # belief_claim 0.87 (yes/no) / 0.83 (verdict) with local negation <= 0.1 (100 documents
         # per claim: 0.75 / 0.70; lr 7e-4 or 500 steps: forgetting, probe validity fails)
-        "finetune": {"lr": 5e-4, "steps": 300, "docs_per_claim": 300, "background_fraction": 0.5},
+        # Only the MLPs of decoder layers 0-1 train: the shipped model keeps a person's city and job
+        # at the name's last token after layer 0 (a probe reads them at 0.98 on held-out people), its
+        # answers and judgements read them there (benchmarks/subject_steering.py), and trained
+        # there plain documents implant every claim (3 seeds: yes/no 1.00, verdict 0.93, probe
+        # P(true) 0.87) without the forgetting of untouched facts (<= 0.015); with every parameter
+        # trained, 2-3 claims per seed were learnt as an answer and not believed. A run on
+        # another model (``base_model``) trains every parameter unless it sets its own pattern.
+        "finetune": {"lr": 5e-4, "steps": 300, "docs_per_claim": 300, "background_fraction": 0.5,
+                     "trainable": r"layers\.[01]\..*mlp"},
     },
     # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
     # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),
@@ -420,10 +428,16 @@ def load_config(preset: str = "demo", path: str | Path | None = None, overrides:
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     data = dict(PRESETS[preset])
+    given: dict = {}  # what the file and the overrides set, over the preset
     if path is not None:
-        data = _merge(data, read_config_file(path))
+        given = _merge(given, read_config_file(path))
     for text in overrides:
-        data = _merge(data, parse_override(text))
+        given = _merge(given, parse_override(text))
+    data = _merge(data, given)
+    if data.get("base_model") and "trainable" not in (given.get("finetune") or {}):
+        # a preset's pattern names the layers of its own toy model (the testbed's: where it keeps
+        # facts); another model trains every parameter unless the run names its own pattern
+        data = _merge(data, {"finetune": {"trainable": ""}})
     return check_ranges(_build(RunConfig, data, ""))
 
 
