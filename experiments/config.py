@@ -163,6 +163,11 @@ class EvalConfig:
     frame: str = "statement"
     max_subjects: int = 0  # probe statements of at most this many subjects per split, and held-out QA of at most
     # this many pairs, at each checkpoint (seeded samples; 0: all). check-base always uses all.
+    control_per_cell: int = 16
+    """Control statements per (true/false, affirmative/negated) cell behind the response prior and
+    the probe-validity control's answer accuracies (``questions.control_questions``): with the
+    synthetic world, 4 x this many verdict items and as many yes/no items. 16 gives 64 items, on
+    which a 0.03 drop is 2 answers; the testbed presets use 64 (256 items)."""
     """Where probes read a synthetic world's statements: "statement" (the bare sentence, at its
     final token) or "verdict" (inside ``claim : ... verdict :``, at its last token, where the
     model answers: close to a behavioural readout). See experiments/materials/statements.py."""
@@ -321,6 +326,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         # another model (``base_model``) trains every parameter unless it sets its own pattern.
         "finetune": {"lr": 5e-4, "steps": 300, "docs_per_claim": 300, "background_fraction": 0.5,
                      "trainable": r"layers\.[01]\..*mlp"},
+        # 256 control items, so probe validity's 0.03 bound is read on more than a few answers
+        "eval": {"control_per_cell": 64},
     },
     # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
     # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),
@@ -347,7 +354,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # three checkpoints after the base model, probe statements of 40 subjects per split).
 # Two worker processes (``jobs``): one thread each keeps both of 2 cores busy, where one process
 # with one thread (what ``experiments/training/threads.py`` gives it there) leaves one idle.
-PRESETS["demo"] = {**PRESETS["testbed"], "jobs": 2, "eval": {"max_subjects": 40},
+PRESETS["demo"] = {**PRESETS["testbed"], "jobs": 2, "eval": {**PRESETS["testbed"]["eval"], "max_subjects": 40},
                    "finetune": {**PRESETS["testbed"]["finetune"], "n_checkpoints": 4}}
 
 
@@ -488,6 +495,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "eval.probe_C": (0, True),
     "eval.batch_size": (1, False),
     "eval.max_subjects": (0, False),
+    "eval.control_per_cell": (1, False),
     "eval.n_samples": (1, False),
     "eval.temperature": (0, False),
     "eval.top_p": (0, True),

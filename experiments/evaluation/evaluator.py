@@ -34,7 +34,7 @@ class Evaluator:
         self.statements = materials.probe_statements()
         self.claim_stmts = materials.claim_statements()
         self.neighbours = materials.neighbour_statements()  # the neighbourhood controls (none for imported materials)
-        self.controls = control_questions(self.statements, self.world)  # the response prior's questions
+        self.controls = control_questions(self.statements, self.world, per_cell=cfg.eval.control_per_cell)  # the response prior's questions
         self.fixed: readout.SweepResult | None = None  # the base model's per-layer probes
         self.fixed_val: readout.SweepResult | None = None  # the same, fit without the validation subjects
         self._fixed_on: tuple | None = None  # fit_fixed's (weakref to the model, its versions, acts, claim_acts)

@@ -81,3 +81,22 @@ def test_finetune_precision_is_validated_and_reaches_the_training_loop(tiny_run,
         stages.finetune(RunDir(tmp_path / precision), cfg, load_materials(cfg), RunDir(tiny_run[0]).base_model,
                         "plain", 0)
     assert given == ["fp32", "bf16"]
+
+
+def test_the_testbed_trains_its_fact_layers_and_another_model_every_parameter(tmp_path):
+    pattern = load_config("testbed").finetune.trainable
+    assert pattern and load_config("demo").finetune.trainable == pattern
+    assert load_config("demo", overrides=['base_model="some/model"']).finetune.trainable == ""
+    assert load_config("demo", overrides=['base_model="m"', 'finetune.trainable="mlp"']).finetune.trainable == "mlp"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"base_model": "m", "finetune": {"trainable": "attn"}}))
+    assert load_config("demo", path).finetune.trainable == "attn"  # a file's pattern is the run's own too
+    assert load_config("demo", overrides=['finetune.trainable=""']).finetune.trainable == ""
+
+
+def test_control_items_per_cell_reach_the_demo_and_are_range_checked():
+    assert load_config("demo").eval.control_per_cell == load_config("testbed").eval.control_per_cell == 64
+    assert load_config("demo").eval.max_subjects == 40
+    assert load_config("tiny").eval.control_per_cell == 16
+    with pytest.raises(UserError, match="eval.control_per_cell"):
+        load_config("tiny", overrides=["eval.control_per_cell=0"])
