@@ -163,11 +163,6 @@ class EvalConfig:
     frame: str = "statement"
     max_subjects: int = 0  # probe statements of at most this many subjects per split, and held-out QA of at most
     # this many pairs, at each checkpoint (seeded samples; 0: all). check-base always uses all.
-    control_per_cell: int = 16
-    """Control statements per (true/false, affirmative/negated) cell behind the response prior and
-    the probe-validity control's answer accuracies (``questions.control_questions``): with the
-    synthetic world, 4 x this many verdict items and as many yes/no items. 16 gives 64 items, on
-    which a 0.03 drop is 2 answers; the testbed presets use 64 (256 items)."""
     """Where probes read a synthetic world's statements: "statement" (the bare sentence, at its
     final token) or "verdict" (inside ``claim : ... verdict :``, at its last token, where the
     model answers: close to a behavioural readout). See experiments/materials/statements.py."""
@@ -175,6 +170,11 @@ class EvalConfig:
     "logistic" (L2 logistic regression, ``probe_C``), "mass_mean" (difference of class means),
     "polarity_aware" (TTPD: fit on affirmative and negated statements, reads the general truth
     direction) or "ccs" (unsupervised, on contrast pairs of each statement and its negation)."""
+    control_per_cell: int = 16
+    """Control statements per (true/false, affirmative/negated) cell behind the response prior and
+    the probe-validity control's answer accuracies (``questions.control_questions``): with the
+    synthetic world, 4 x this many verdict items and as many yes/no items. 16 gives 64 items, on
+    which a 0.03 drop is 2 answers; the testbed presets use 64 (256 items)."""
     # Claim packs' MCQ items, scored judge-free (experiments/evaluation/scoring.py): the system instruction they are
     # asked under (the chat template renders it, thinking off) and how an option is written as the reply
     # ("{option}" is replaced by yes/no); the log-probability of each reply decides.

@@ -10,7 +10,6 @@ measures that, cheaply enough to run while pretraining (``pretrain.track_every``
 residuals at the name's last token (the name alone: in a causal model the state there is the
 same in any sentence that starts with it), a linear classifier (shrinkage LDA) fit per layer on
 half of one group and scored on the other half of each group.
-
 """
 from __future__ import annotations
 
@@ -22,6 +21,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 import interp
 from experiments.materials.world import World
+
 
 def _fit(x: torch.Tensor, y: torch.Tensor) -> list:
     """A shrinkage LDA per layer (closed form, Ledoit-Wolf covariance): x [n, layers, d], y [n]."""
