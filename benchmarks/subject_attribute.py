@@ -22,13 +22,14 @@ from sklearn.linear_model import LogisticRegression
 
 import interp
 from experiments.config import load_config
+from experiments.evaluation.attribute_steering import name_states
 from experiments.materials.world import build_world
 
 
 def subject_states(model_dir: str, subjects: list[str]) -> np.ndarray:
-    """Residuals (subjects, layers + 1, d_model) at each subject's last token (the subject alone
-    as input: in a causal model the state there is the same in any sentence that starts with it)."""
-    return interp.residuals(interp.load_model(model_dir, device="cpu"), subjects, position="last").numpy()
+    """Residuals (subjects, layers + 1, d_model) at each subject's last token, the subject alone as
+    input (``attribute_steering.name_states``), of the model in ``model_dir``."""
+    return name_states(interp.load_model(model_dir, device="cpu"), subjects)
 
 
 def main(base_dir: str, finetuned: dict[str, str]) -> None:

@@ -7,8 +7,7 @@ people's cities in one linearly decodable format there; runs that memorised thei
 only the judged people's (``benchmarks/base_model_checks.md``, seventh session). This module
 measures that, cheaply enough to run while pretraining (``pretrain.track_every``):
 
-residuals at the name's last token (the name alone: in a causal model the state there is the
-same in any sentence that starts with it), a linear classifier (shrinkage LDA) fit per layer on
+residuals at the name's last token (``attribute_steering.name_states``), a linear classifier (shrinkage LDA) fit per layer on
 half of one group and scored on the other half of each group.
 """
 from __future__ import annotations
@@ -19,7 +18,7 @@ import warnings
 import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-import interp
+from experiments.evaluation.attribute_steering import name_states
 from experiments.materials.world import World
 
 
@@ -69,7 +68,7 @@ def name_attribute_profile(lm, world: World, relation: str = "lives_in", n: int 
     judged, held = rng.sample(judged, min(n, len(judged))), rng.sample(held, min(n, len(held)))
     classes = sorted(set(obj.values()))
     label = {o: i for i, o in enumerate(classes)}
-    x = interp.residuals(lm, judged + held, position="last")
+    x = torch.from_numpy(name_states(lm, judged + held))
     y = torch.tensor([label[obj[p]] for p in judged + held])
     hj, nj, hh = len(judged) // 2, len(judged), len(judged) + len(held) // 2
     if len(set(y[:hj].tolist())) < 2 or len(set(y[nj:hh].tolist())) < 2:
