@@ -11,9 +11,9 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 REPO = REPO
 
 
-def test_the_three_notebooks_exist():
+def test_the_four_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_probe_dynamics.ipynb",
-                                           "03_stability_hypotheses.ipynb"]
+                                           "03_stability_hypotheses.ipynb", "04_where_belief_lives.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -71,3 +71,11 @@ def test_analysis_notebooks_run_on_a_tiny_run(index, tiny_run, tmp_path):
     nb = _execute(NOTEBOOKS[index], _env(NEGLECT_RUN_DIR=str(out)), tmp_path)
     assert not any(o.get("output_type") == "error" for o in _outputs(nb))
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in _outputs(nb))
+
+
+def test_where_belief_lives_steers_the_shipped_model(tmp_path):
+    """On the shipped testbed base model, without a checkpoint (its last section says how to add one)."""
+    nb = _execute(NOTEBOOKS[3], _env(NEGLECT_NOTEBOOK_PEOPLE="8", OMP_NUM_THREADS="1"), tmp_path)
+    assert not any(o.get("output_type") == "error" for o in _outputs(nb))
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in _outputs(nb)) >= 2
+    assert any("set NEGLECT_CHECKPOINT" in o.get("text", "") for o in _outputs(nb))
