@@ -239,6 +239,35 @@ def loss_figure(train_logs: pd.DataFrame, pretrain_log: pd.DataFrame | None = No
     return fig
 
 
+# What ``pretrain.track_every`` records (experiments/evaluation/tracking.py): column, label, panel.
+TRACKED = (("judged_verdict_acc", "verdict, judged facts", 1), ("never_judged_verdict_acc", "verdict, never judged", 1),
+           ("never_judged_yesno_acc", "yes/no, never judged", 1),
+           ("never_judged_statement_cloze_acc", "cloze, never judged", 1),
+           ("name_city_judged_acc", "city at the name: judged", 2),
+           ("name_city_transfer_acc", "judged -> held-out", 2), ("name_city_heldout_acc", "held-out", 2))
+
+
+def pretraining_tracking_figure(tracking: pd.DataFrame) -> go.Figure:
+    """The judgement and the attribute at the name over pretraining (``pretrain_tracking.csv``):
+    left, verdict / yes/no accuracy on judged and never-judged facts (chance 0.5) and the cloze;
+    right, how well a person's city is decoded at their name within and across judged and
+    held-out people (chance: ``name_city_chance``). A run whose judgement generalises keeps the
+    two groups in one format (judged -> held-out close to judged)."""
+    x = tracking.tokens / 1e6 if "tokens" in tracking else tracking.step
+    panels = 2 if any(c.startswith("name_city_") for c in tracking) else 1
+    fig = make_subplots(rows=1, cols=panels, subplot_titles=["judgement", "attribute at the name"][:panels])
+    for column, label, panel in TRACKED:
+        if column in tracking and panel <= panels:
+            fig.add_trace(go.Scatter(x=x, y=tracking[column], mode="lines+markers", name=label), row=1, col=panel)
+    fig.add_hline(y=0.5, line=dict(dash="dot", color="grey"), row=1, col=1)
+    if panels == 2 and "name_city_chance" in tracking:
+        fig.add_hline(y=float(tracking.name_city_chance.iloc[-1]), line=dict(dash="dot", color="grey"), row=1, col=2)
+    fig.update_xaxes(title_text="tokens (M)" if "tokens" in tracking else "step")
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02])
+    fig.update_layout(title="Pretraining: judgement and the attribute at the name")
+    return fig
+
+
 # ---------------------------------------------------------------------------- array figures
 
 def _pca_basis(X: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:

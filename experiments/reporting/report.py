@@ -528,6 +528,14 @@ FIGURES: dict[str, FigureSpec] = {
                                           "Stability protocol: loss and belief along the straight line in weight "
                                           "space from the Phase-1 end (alpha 0) to the unanchored run's end "
                                           "(alpha 1)."),
+    "pretraining_tracking": FigureSpec(
+        lambda data, layer: (None if _results_table(data, "pretrain_tracking") is None
+                             else plots.pretraining_tracking_figure(_results_table(data, "pretrain_tracking"))),
+        "Pretraining tracked every pretrain.track_every steps (results/pretrain_tracking.csv): verdict and yes/no "
+        "accuracy on judged and never-judged facts (chance 0.5) and the cloze; and a person's city decoded at "
+        "their name, fit and scored on judged people, fit on judged and scored on held-out people, and within "
+        "held-out people (chance: one over the number of cities). A judgement that generalises comes with the "
+        "two groups in one format. Only for runs that pretrained their base model with tracking on."),
 }
 
 
@@ -601,8 +609,9 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     stability_run = run.table("stability").is_file()
     judged_run = bool(judged_metrics(data.table))  # the optional judge was on
+    tracked_run = run.table("pretrain_tracking").is_file()  # pretrained here, with pretrain.track_every
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))
-               and (judged_run or n != "judged_belief")]
+               and (judged_run or n != "judged_belief") and (tracked_run or n != "pretraining_tracking")]
     summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),

@@ -64,8 +64,10 @@ def test_report_renders_every_figure_without_js_errors(tiny_run, browser, tmp_pa
     browser.get(report.resolve().as_uri())
     div_ids = browser.execute_script(
         "return Array.from(document.querySelectorAll('div.plotly-graph-div')).map(d => d.id)")
-    # the tiny run has data for every figure but the stability protocol's and the judge's (off)
-    expected = [f"fig-{name}" for name in FIGURES if not name.startswith("stability_") and name != "judged_belief"]
+    # the tiny run has data for every figure but the stability protocol's, the judge's (off) and
+    # pretraining tracking's (off)
+    expected = [f"fig-{name}" for name in FIGURES
+                if not name.startswith("stability_") and name not in ("judged_belief", "pretraining_tracking")]
     assert sorted(div_ids) == sorted(expected), div_ids
 
     rendered = ("return Array.from(document.querySelectorAll('div.plotly-graph-div'))"

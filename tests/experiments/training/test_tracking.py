@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from experiments.artifacts.rundir import RunDir
 from experiments.config import load_config
 from experiments.pipeline import pretrain_stage
+from experiments.reporting.report import build_figure
 from experiments.training.stages import tracking_steps
 
 SETTINGS = ["pretrain.steps=25", 'pretrain.shipped="off"', "world.heldout_entity_fraction=0.5",
@@ -35,5 +36,9 @@ def test_pretraining_tracks_judgement_without_changing_the_model(tmp_path):
     for measure in ("judged_acc", "transfer_acc", "heldout_acc"):  # the world holds out people
         assert table[f"name_city_{measure}"].between(0, 1).all()
     assert not RunDir(tmp_path / "b").table("pretrain_tracking").exists()
+    fig = build_figure(tmp_path / "a", "pretraining_tracking")  # `neglect plot RUN pretraining_tracking`
+    names = {trace.name for trace in fig.data}
+    assert {"verdict, never judged", "judged -> held-out"} <= names
+    assert build_figure(tmp_path / "b", "pretraining_tracking") is None
     a, b = load_file(tracked / "model.safetensors"), load_file(plain / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
