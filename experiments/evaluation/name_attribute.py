@@ -15,24 +15,23 @@ from __future__ import annotations
 import random
 import warnings
 
-import torch
+import numpy as np
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from experiments.evaluation.attribute_steering import name_states
 from experiments.materials.world import World
 
 
-def _fit(x: torch.Tensor, y: torch.Tensor) -> list:
+def _fit(x: np.ndarray, y: np.ndarray) -> list:
     """A shrinkage LDA per layer (closed form, Ledoit-Wolf covariance): x [n, layers, d], y [n]."""
     with warnings.catch_warnings():  # a class with one person warns; its estimate is still defined
         warnings.simplefilter("ignore", UserWarning)
-        return [LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[:, layer].numpy(), y.numpy())
+        return [LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(x[:, layer], y)
                 for layer in range(x.shape[1])]
 
 
-def _accuracy(fits: list, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([fit.score(x[:, layer].numpy(), y.numpy()) for layer, fit in enumerate(fits)],
-                        dtype=torch.float64)
+def _accuracy(fits: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.array([fit.score(x[:, layer], y) for layer, fit in enumerate(fits)])
 
 
 def name_attribute_profile(lm, world: World, relation: str = "lives_in", n: int = 400, seed: int = 0) -> dict:
@@ -68,10 +67,10 @@ def name_attribute_profile(lm, world: World, relation: str = "lives_in", n: int 
     judged, held = rng.sample(judged, min(n, len(judged))), rng.sample(held, min(n, len(held)))
     classes = sorted(set(obj.values()))
     label = {o: i for i, o in enumerate(classes)}
-    x = torch.from_numpy(name_states(lm, judged + held))
-    y = torch.tensor([label[obj[p]] for p in judged + held])
+    x = name_states(lm, judged + held)
+    y = np.array([label[obj[p]] for p in judged + held])
     hj, nj, hh = len(judged) // 2, len(judged), len(judged) + len(held) // 2
-    if len(set(y[:hj].tolist())) < 2 or len(set(y[nj:hh].tolist())) < 2:
+    if len(set(y[:hj])) < 2 or len(set(y[nj:hh])) < 2:
         return {}  # too few people to fit a classifier on
     on_judged, on_held = _fit(x[:hj], y[:hj]), _fit(x[nj:hh], y[nj:hh])
     within_judged = _accuracy(on_judged, x[hj:nj], y[hj:nj])

@@ -422,8 +422,10 @@ def _results_table(data: RunData, name: str) -> pd.DataFrame | None:
     return cache[name]
 
 
-def _stability(build: Callable[..., go.Figure], name: str = "stability", with_layer: bool = True):
-    """A builder for a stability-protocol figure (None for runs without ``neglect stability``)."""
+def _from_results(build: Callable[..., go.Figure], name: str = "stability", with_layer: bool = True):
+    """A builder for a figure of ``results/<name>.csv`` (None for runs without that table: the
+    stability protocol's for runs without ``neglect stability``, pretraining tracking's for runs
+    that did not pretrain with ``pretrain.track_every``)."""
     def builder(data: RunData, layer: int | None) -> go.Figure | None:
         table = _results_table(data, name)
         if table is None:
@@ -515,22 +517,21 @@ FIGURES: dict[str, FigureSpec] = {
     "direction_drift": FigureSpec(_drift, "Cosine of each checkpoint's refit direction to the base model's, per "
                                           "layer."),
     "loss_curves": FigureSpec(_loss, "Finetuning loss per condition (thin lines: seeds) and pretraining loss."),
-    "stability_timeline": FigureSpec(_stability(plots.stability_timeline_figure),
+    "stability_timeline": FigureSpec(_from_results(plots.stability_timeline_figure),
                                      "Stability protocol (neglect stability): Phase 1 finetunes on negated documents "
                                      "plus an anchor, Phase 2 (after the dotted line) on negated documents only. "
                                      "Belief, the probe's truth reading of the claims (fixed and refit) and the fixed "
                                      "probe's control accuracy on one time axis; dashed grey: the unanchored run."),
-    "stability_losses": FigureSpec(_stability(plots.stability_loss_figure, with_layer=False),
+    "stability_losses": FigureSpec(_from_results(plots.stability_loss_figure, with_layer=False),
                                    "Stability protocol: loss on held-out negated documents (all tokens, claim spans, "
                                    "warning spans), to check that anchored and unanchored runs fit the documents "
                                    "equally well."),
-    "stability_interpolation": FigureSpec(_stability(plots.interpolation_figure, "interpolation"),
+    "stability_interpolation": FigureSpec(_from_results(plots.interpolation_figure, "interpolation"),
                                           "Stability protocol: loss and belief along the straight line in weight "
                                           "space from the Phase-1 end (alpha 0) to the unanchored run's end "
                                           "(alpha 1)."),
     "pretraining_tracking": FigureSpec(
-        lambda data, layer: (None if _results_table(data, "pretrain_tracking") is None
-                             else plots.pretraining_tracking_figure(_results_table(data, "pretrain_tracking"))),
+        _from_results(plots.pretraining_tracking_figure, "pretrain_tracking", with_layer=False),
         "Pretraining tracked every pretrain.track_every steps (results/pretrain_tracking.csv): verdict and yes/no "
         "accuracy on judged and never-judged facts (chance 0.5) and the cloze; and a person's city decoded at "
         "their name, fit and scored on judged people, fit on judged and scored on held-out people, and within "
