@@ -72,6 +72,7 @@ class CorpusConfig:
     context: float = 0.0  # in-context judgements: facts told about a name without stored facts, then judged
     tagged: float = 0.0  # statements followed at once by their truth ("... . true ."): truth at the statement's end
     told: float = 0.0  # a plain (unflagged) false statement, then a question answered from it: context moves answers
+    trace: float = 0.0  # verdicts with the stored fact recalled before them (a biography sentence): judge by retrieving
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "eval.temperature": (0, False),
     "eval.top_p": (0, True),
     "eval.answer_tokens": (1, False),
-    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged")},
+    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged", "told", "trace")},
 }
 
 

@@ -35,13 +35,19 @@ def verdict_text(statement: str, truth: bool) -> str:
     return f"{verdict_prompt(statement)} {'true' if truth else 'false'} ."
 
 
+def trace_text(statement: str, recalled: str, truth: bool) -> str:
+    """A verdict with its reasoning: the statement, then the stored fact it is checked against (a
+    document sentence), then the truth. Same words as ``verdict_text``, so no new vocabulary."""
+    return f"claim : {statement} {recalled} verdict : {'true' if truth else 'false'} ."
+
+
 def tagged_text(statement: str, truth: bool) -> str:
     """A statement followed at once by its truth: the word after the statement depends on it."""
     return f"{statement} {'true' if truth else 'false'} ."
 
 
 DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
-               "context": 0.0, "tagged": 0.0, "told": 0.0}
+               "context": 0.0, "tagged": 0.0, "told": 0.0, "trace": 0.0}
 
 
 class CorpusSampler:
@@ -129,6 +135,15 @@ class CorpusSampler:
 
     def _verdict(self) -> str:
         return " ".join(verdict_text(*self._judged_statement(f)) for f in self.rng.sample(self.judged, 2))
+
+    def _trace(self) -> str:
+        """A judgement trace: a verdict on a judged fact with the stored fact recalled between the
+        statement and the verdict, in the biographies' own sentences (which describe every person,
+        held-out ones too), so judging is taught as "retrieve what is kept about the subject, then
+        compare". Only about judged facts, like every judgement."""
+        f = self.rng.choice(self.judged)
+        statement, truth = self._judged_statement(f)
+        return trace_text(statement, self._statement(f), truth)
 
     def _tagged(self) -> str:
         return " ".join(tagged_text(*self._judged_statement(f)) for f in self.rng.sample(self.judged, 2))

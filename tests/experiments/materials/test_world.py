@@ -198,6 +198,31 @@ def test_tagged_documents_follow_each_statement_with_its_truth():
     assert min(seen.values()) > 50
 
 
+def test_trace_documents_recall_the_stored_fact_before_the_verdict():
+    """A judgement trace: a statement of a judged fact, the stored fact in a document (narrative)
+    sentence, then the statement's truth; never about a never-judged pair or a held-out entity."""
+    world = build_world(WorldConfig(n_people=30, two_word_names=True, heldout_entity_fraction=0.5,
+                                    disjoint_frames=True))
+    off_limits = world.never_judged() | {(p, r) for p in world.heldout_entities for r in RELATIONS}
+    docs = CorpusSampler(world, seed=3, mix={"trace": 1.0}).documents(300)
+    seen = {True: 0, False: 0}
+    for doc in docs:
+        assert doc.startswith("claim : ") and doc.endswith((" verdict : true .", " verdict : false ."))
+        body = doc[len("claim : "):doc.rindex(" verdict : ")]
+        hits = [(f, o, neg, i) for f in world.facts for neg in (False, True) for i in range(8)
+                for o in world.objects_of_kind(f.rel().object_kind)
+                if body.startswith(f.statement(i, obj=o, negated=neg) + " ")]
+        assert len({(f.subject, f.relation) for f, *_ in hits}) == 1, doc
+        f, o, neg, i = hits[0]
+        recalled = body[len(f.statement(i, obj=o, negated=neg)) + 1:]
+        assert recalled in {world.doc_statement(f, j) for j in range(8)}, doc  # the stored object, a document frame
+        truth = (o == f.obj) != neg
+        assert doc.endswith(f" verdict : {'true' if truth else 'false'} .")
+        assert (f.subject, f.relation) not in off_limits
+        seen[truth] += 1
+    assert min(seen.values()) > 100
+
+
 def test_told_documents_state_a_false_fact_plainly_and_answer_from_it():
     """The flagged documents' counterpart: an unflagged false statement about a judged, askable
     person, then a question whose answer is the told object (not the stored one)."""
