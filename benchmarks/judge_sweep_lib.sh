@@ -16,8 +16,12 @@ exported() {  # name, overrides...: `neglect pretrain --preset testbed --export`
       --set 'pretrain.shipped="off"' "$@" ${EXTRA:-} > $R/$name.log 2>&1
     stamp "$name rc=$?"
     cp $R/$name/results/pretrain_tracking.csv $R/$name/results/pretrain_log.csv $R/$name.export/ 2>/dev/null
+    # a run stopped by its timeout still sends back how far it got
+    cp $R/$name/results/pretrain_tracking.csv $R/$name.tracking.csv 2>/dev/null
+    cp $R/$name/results/pretrain_log.csv $R/$name.pretrain_log.csv 2>/dev/null
     # in parts of 15 MiB (a file over 16 MiB does not come back): cat NAME.tgz.* | tar xz
-    tar czf - -C $R $(cd $R && ls -d $name.export $name.log 2>/dev/null) | split -b 15M - $OUT/$name.tgz. ) &
+    tar czf - -C $R $(cd $R && ls -d $name.export $name.log $name.tracking.csv $name.pretrain_log.csv 2>/dev/null) \
+      | split -b 15M - $OUT/$name.tgz. ) &
 }
 preconditions() {  # names...: each export's check-base figures, from its provenance.json
   for name in "$@"; do
