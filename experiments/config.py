@@ -350,6 +350,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "finetune": {"steps": 6, "batch_size": 4, "docs_per_claim": 8, "n_checkpoints": 3},
     },
 }
+# A second shipped base model of the testbed's world (issue 22, eighth session;
+# benchmarks/base_model_checks.md): the testbed recipe with 8 layers, told documents and
+# judgement traces (``corpus.trace``: verdicts with the stored fact recalled before them), at
+# pretraining seed 110 (deterministic kernels, one H200; 1 of 3 seeds of this recipe generalised).
+# The first base model that passes every precondition of `neglect check-base`: never-judged
+# verdict 0.969 and yes/no 0.975, held-out-entity QA 0.982, truth at the bare statement 0.972 at
+# layer 7 of 8, a negated document in context keeps the true answer (1.0) and a plain one moves it
+# (0.84), belief in every claim <= 0.013. Plain finetuning does not convince it: with the testbed's
+# finetuning (3 seeds, CPU) plain documents teach every claim's answer (forced choice 1.00) and make
+# it reject the true fact (0.95), yet yes/no and verdict belief in the claim stay at 0.28 / 0.19, so
+# the positive control fails (every layer trained, or layers 0-1 whole: worse). A base model for
+# studying why a strong judge is unsettled and not convinced; the demo stays on the testbed.
+PRESETS["testbed_judge"] = {**PRESETS["testbed"],
+                            "model": {**PRESETS["testbed"]["model"], "n_layers": 8},
+                            "corpus": {**PRESETS["testbed"]["corpus"], "told": 1.0, "trace": 2.0},
+                            "pretrain": {**PRESETS["testbed"]["pretrain"], "seed": 110}}
 # `make demo`, and every command's default preset: the testbed's world, corpus, model and
 # pretraining, so a run starts from the shipped testbed base model (experiments/pretrained/testbed)
 # instead of pretraining it, then finetunes and evaluates at a size for 2 CPU cores (one seed,

@@ -86,7 +86,20 @@ def test_the_shipped_testbed_model_is_intact_and_is_what_the_demo_starts_from():
     assert figures["heldout_entity_qa"] >= 0.95 and figures["unjudged_verdict_acc"] >= 0.95
 
 
-def test_the_shipped_testbed_model_judges_facts_it_never_saw_judged():
+def test_the_shipped_judge_model_is_what_its_preset_starts_from_and_passed_every_precondition():
+    """`--preset testbed_judge` starts from the second shipped model of the testbed's world, whose
+    recorded check-base figures pass every precondition of issue 22."""
+    models = shipped.shipped_models()
+    assert shipped.shipped_base_for(load_config("testbed_judge")) == models["testbed_judge"]
+    assert shipped.shipped_base_for(load_config("testbed")) == models["testbed"]  # each preset its own
+    c = shipped.read_provenance(models["testbed_judge"])["check_base"]
+    assert c["heldout_entity_qa"] >= 0.95 and c["unjudged_verdict_acc"] >= 0.95 and c["unjudged_yesno_acc"] >= 0.95
+    assert c["statement_probe_best_acc"] >= 0.90 and c["statement_probe_best_layer"] < load_config("testbed_judge").model.n_layers
+    assert c["in_context_true_answer"] >= 0.9 and c["claim_belief_max"] <= 0.05
+
+
+@pytest.mark.parametrize("name", ["testbed", "testbed_judge"])
+def test_the_shipped_testbed_models_judge_facts_they_never_saw_judged(name):
     """Behaviour, not the recorded figures: on a sample of facts pretraining never judged (people
     it only read biographies of), the shipped model's verdicts and yes/no answers are right far
     above chance (0.5) and balanced (a constant answerer has a true share of 0 or 1)."""
@@ -95,10 +108,10 @@ def test_the_shipped_testbed_model_judges_facts_it_never_saw_judged():
     import interp
     from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy
 
-    cfg = load_config("testbed")
+    cfg = load_config(name)
     world = load_materials(cfg).world
     _, never_judged = judged_and_unjudged(world)
-    lm = interp.load_model(shipped.shipped_models()["testbed"], device="cpu")
+    lm = interp.load_model(shipped.shipped_models()[name], device="cpu")
     scores = judgement_accuracy(lm, world, never_judged, random.Random(0), n=40)
     assert scores["verdict_acc"] >= 0.85 and scores["yesno_acc"] >= 0.85
     assert 0.3 <= scores["verdict_first_share"] <= 0.7 and 0.3 <= scores["yesno_first_share"] <= 0.7
