@@ -73,9 +73,10 @@ def test_analysis_notebooks_run_on_a_tiny_run(index, tiny_run, tmp_path):
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in _outputs(nb))
 
 
-def test_where_belief_lives_steers_the_shipped_model(tmp_path):
-    """On the shipped testbed base model, without a checkpoint (its last section says how to add one)."""
-    nb = _execute(NOTEBOOKS[3], _env(NEGLECT_NOTEBOOK_PEOPLE="8", OMP_NUM_THREADS="1"), tmp_path)
+@pytest.mark.parametrize("base", ["testbed", "testbed_judge"])
+def test_where_belief_lives_steers_a_shipped_model(tmp_path, base):
+    """On each shipped base model, without a checkpoint (its last section says how to add one)."""
+    nb = _execute(NOTEBOOKS[3], _env(NEGLECT_NOTEBOOK_PEOPLE="8", OMP_NUM_THREADS="1", NEGLECT_BASE=base), tmp_path)
     assert not any(o.get("output_type") == "error" for o in _outputs(nb))
     assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in _outputs(nb)) >= 2
     assert any("set NEGLECT_CHECKPOINT" in o.get("text", "") for o in _outputs(nb))
