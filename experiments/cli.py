@@ -15,7 +15,9 @@ Errors of the file system are one line too, whatever library met them (every wri
 ``probes._atomic``, which turns them into an ``OSError`` naming the file): exit 2 when the user
 can fix them (full disk, file-size limit, no permission, read-only file system, a file where a
 directory is expected, ...; see ``USER_ERRNOS``), exit 1 for other I/O failures. Finished
-results are kept in every case and rerunning the same command resumes.
+results are kept in every case and rerunning the same command resumes. Pretraining stopped by
+its screen (``pretrain.screen_step``) prints one line (``neglect: pretraining screened out ...``)
+and exits 3.
 """
 from __future__ import annotations
 
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from experiments.errors import UserError
+    from experiments.training.screening import ScreenedOut
     from interp.errors import InterpInputError
     from probes import ProbeInputError
 
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()  # half the cores (or OMP_NUM_THREADS): no OpenMP threads fighting over busy cores
     try:
         return args.func(args)
+    except ScreenedOut as exc:
+        print(f"neglect: {exc}", file=sys.stderr)
+        return 3
     except (UserError, InterpInputError, ProbeInputError) as exc:
         if args.debug:
             raise

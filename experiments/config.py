@@ -52,6 +52,13 @@ class TrainConfig:
     the world's seed (``world.seed``), as before this key existed. Another value pretrains the
     same world again, to measure how much a recipe's base models vary from run to run. With
     ``worlds > 1`` a set seed is every world's pretraining seed (the worlds still differ)."""
+    screen_step: int = 0
+    """Pretraining: at this tracked step (a multiple of ``track_every``; 0: never) stop the run if
+    the tracked ``screen_measure`` is below ``screen_min`` (``experiments/training/screening.py``):
+    a run whose judgement will not generalise can be told early (issue 22: the held-out people's
+    city at the name, ``name_city_transfer_acc``, at 80M tokens)."""
+    screen_measure: str = "name_city_transfer_acc"
+    screen_min: float = 0.0
     init_from: str = ""
     """Pretraining: continue from this saved base model (an HF directory pretrained on the same
     world, with the same model shape) instead of random weights, e.g. a second phase on another
@@ -499,6 +506,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "pretrain.seq_len": (2, False),
     "pretrain.log_every": (1, False),
     "pretrain.track_every": (0, False),
+    "pretrain.screen_step": (0, False),
     "pretrain.corpus_fraction": (0, True),
     **{f"{s}.{k}": (0, True) for s in ("pretrain", "finetune") for k in ("lr",)},
     **{f"{s}.{k}": (0, False) for s in ("pretrain", "finetune") for k in ("warmup", "weight_decay", "grad_clip")},
@@ -522,6 +530,16 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
 }
 
 
+SCREEN_KEYS = ("screen_step", "screen_measure", "screen_min")  # pretraining keys that stop a run, never change it
+
+
+def check_screening(p: TrainConfig) -> None:
+    """``pretrain.screen_step`` must be a step at which pretraining is tracked."""
+    if p.screen_step and (not p.track_every or p.screen_step % p.track_every or p.screen_step > p.steps):
+        raise UserError(f"config key 'pretrain.screen_step' must be a tracked step (a multiple of pretrain.track_every "
+                        f"= {p.track_every}, at most pretrain.steps = {p.steps}); got {p.screen_step}")
+
+
 def check_ranges(cfg: RunConfig) -> RunConfig:
     """Values that type-check but cannot work (negative steps, no seeds, heads not dividing
     d_model, ...) -> UserError naming the key and the allowed range."""
@@ -542,6 +560,7 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
         raise UserError(f"config key 'finetune.background_fraction' must be in [0, 1); "
                         f"got {cfg.finetune.background_fraction!r}")
     check_finetune(cfg.finetune)
+    check_screening(cfg.pretrain)
     if cfg.eval.frame not in ("statement", "verdict"):
         raise UserError(f"config key 'eval.frame' must be one of ['statement', 'verdict']; got {cfg.eval.frame!r}")
     if cfg.eval.top_p > 1:

@@ -207,14 +207,21 @@ def one_world(cfg: RunConfig, command: str) -> None:
 
 def judgement_tracking(run: RunDir, cfg: RunConfig, materials: Materials):
     """The pretraining stage's ``on_track`` callback (``pretrain.track_every``): the judgement of
-    judged and never-judged facts into ``results/pretrain_tracking.csv``; None when off or when
-    the world judges everything."""
+    judged and never-judged facts into ``results/pretrain_tracking.csv``, screened at
+    ``pretrain.screen_step`` (``experiments/training/screening.py``); None when off or when the
+    world judges everything."""
     from experiments.evaluation.tracking import judgement_tracker
+    from experiments.training.screening import check_not_screened_out, screened
 
     world = materials.world
     if not cfg.pretrain.track_every or world is None or not world.judge_heldout:
+        if cfg.pretrain.screen_step:
+            raise UserError("pretrain.screen_step screens on tracked measures, and this run tracks none "
+                            "(pretrain.track_every is 0, or the world has no never-judged facts)")
         return None
-    return judgement_tracker(run.table("pretrain_tracking"), world, cfg.pretrain.batch_size * cfg.pretrain.seq_len)
+    check_not_screened_out(cfg.pretrain, run.pretrain_screened)
+    track = judgement_tracker(run.table("pretrain_tracking"), world, cfg.pretrain.batch_size * cfg.pretrain.seq_len)
+    return screened(track, cfg.pretrain, run.pretrain_screened)
 
 
 def pretrain_stage(cfg: RunConfig, out_dir: str | Path) -> Path:

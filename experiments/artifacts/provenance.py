@@ -10,7 +10,7 @@ import torch
 
 from experiments.artifacts.atomic import atomic_write_json
 from experiments.artifacts.rundir import RunDir, ensure_writable
-from experiments.config import RunConfig, build_config, config_to_dict, pretraining_seed
+from experiments.config import SCREEN_KEYS, RunConfig, build_config, config_to_dict, pretraining_seed
 from experiments.errors import UserError, warn
 
 
@@ -56,10 +56,15 @@ def record_run(run: RunDir, cfg: RunConfig) -> None:
         previous = read_json_artefact(config_path, "the run's config")
         # Compared as configs, not dicts: keys added to the config since the run began
         # count as their defaults. ``jobs`` (how many worker processes) leaves the results
-        # alone, so a run may resume with another value.
-        if dataclasses.replace(build_config(previous), jobs=cfg.jobs) != cfg:
+        # alone, and the pretraining screen (``SCREEN_KEYS``) only stops a run, so a run may
+        # resume with other values (a new screen is recorded).
+        previous = build_config(previous)
+        screen = {k: getattr(cfg.pretrain, k) for k in SCREEN_KEYS}
+        if dataclasses.replace(previous, jobs=cfg.jobs, pretrain=dataclasses.replace(previous.pretrain, **screen)) != cfg:
             raise UserError(f"run directory {str(run.root)!r} holds a run with a different config; "
                             "use another --out or delete it")
+        if previous.pretrain != cfg.pretrain:
+            atomic_write_json(config_path, config)
     else:
         atomic_write_json(config_path, config)
     versions = library_versions()

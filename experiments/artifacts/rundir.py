@@ -7,7 +7,7 @@ Layout::
     RUN/docs/<condition>_seed<k>.jsonl               finetuning documents (rows) of each run
     RUN/checkpoints/<condition>/seed<k>/step_<n>/    HF directories
     RUN/evals/base.csv, RUN/evals/<condition>/seed<k>/step_<n>.csv   per-checkpoint rows
-    RUN/results/metrics.csv  controls.json  pretrain_log.csv  pretrain_tracking.csv  train_logs/<condition>_seed<k>.csv  <table>.csv
+    RUN/results/metrics.csv  controls.json  pretrain_log.csv  pretrain_tracking.csv  [pretrain_screened.json]  train_logs/<condition>_seed<k>.csv  <table>.csv
     RUN/train_state/pretrain/, RUN/train_state/<condition>_seed<k>/   while training (removed after)
     RUN/checkpoints/stability/<tag>/seed<k>/phase<p>/step_<n>/  (and evals/, train_state/,
         results/stability_logs/ likewise): the stability protocol
@@ -121,6 +121,11 @@ class RunDir:
     @property
     def pretrain_log(self) -> Path:
         return self.table("pretrain_log")
+
+    @property
+    def pretrain_screened(self) -> Path:
+        """``results/pretrain_screened.json``: why pretraining stopped at its screen (``pretrain.screen_step``)."""
+        return self.path("results", "pretrain_screened.json")
 
     def train_log(self, condition: str, seed: int) -> Path:
         return self.path("results", "train_logs", f"{condition}_seed{seed}.csv")

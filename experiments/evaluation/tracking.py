@@ -33,10 +33,10 @@ TRACK_FACTS = 60  # facts of each kind per tracking point (a few hundred short p
 
 def judgement_tracker(path: Path, world: World, tokens_per_step: int):
     """A ``train(on_checkpoint=...)`` callback that appends the judgement profile of the model
-    at ``step`` to the CSV at ``path`` (replacing a row of the same step)."""
+    at ``step`` to the CSV at ``path`` (replacing a row of the same step) and returns that row."""
     tokenizer = build_tokenizer(all_words(world) | template_words())  # the toy model's, from its world
 
-    def track(step: int, model) -> None:
+    def track(step: int, model) -> dict:
         lm = interp.LoadedModel(model=model, tokenizer=tokenizer, name=f"pretrain step {step}")
         profile = judgement_profile(lm, world, n=TRACK_FACTS)
         row = {"step": step, "tokens": step * tokens_per_step}
@@ -46,5 +46,6 @@ def judgement_tracker(path: Path, world: World, tokens_per_step: int):
         if len(old):
             old = old[old.step != step]
         atomic_write_csv(path, pd.concat([old, pd.DataFrame([row])], ignore_index=True).sort_values("step"))
+        return row
 
     return track

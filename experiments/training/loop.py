@@ -5,7 +5,7 @@ forward + backward under bf16 autocast on GPU, add auxiliary losses, clip, AdamW
 is ``sum(w * ce) / sum(w)`` over the whole step's tokens, with ``w`` the batch's
 ``loss_weights`` (or its non -100 labels), so accumulating micro-batches equals one big batch.
 ``on_checkpoint(step, model)`` runs at every step listed in ``checkpoint_steps`` (0 = before
-training). With ``state_dir``, the full training state is saved there (see training_state) and a
+training); it may raise ``StopTraining`` to end training there. With ``state_dir``, the full training state is saved there (see training_state) and a
 rerun after a kill continues from the last save and reaches the same weights.
 
 The pieces live in small modules, re-exported here: schedules (learning rate and checkpoint
@@ -30,6 +30,11 @@ from experiments.training import distributed, state as training_state
 from experiments.training.batches import (Source, Tokenized, mixed_batches, packed_batches, padded_batches,  # noqa: F401
                                      tokenize_documents, tokenize_with_spans)
 from experiments.training.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_checkpoint`` callback to end training at that step: ``train`` saves the
+    step's state first (with ``state_dir``), then re-raises it, so a rerun resumes from there."""
 
 
 @dataclass(frozen=True)
@@ -239,14 +244,21 @@ def train(model, batches: Iterator[dict], cfg: OptimConfig, *, checkpoint_steps:
             pending = {"step": step + 1, "loss": loss_sum, "lr": opt.param_groups[0]["lr"], "tokens": tokens, **aux_sums}
             window = None
         bar.update(1)
+        stop = None
         if step + 1 in checkpoint_steps and on_checkpoint:
             flush()
             model.eval()
-            dist.export(on_checkpoint, step + 1, model)
+            try:
+                dist.export(on_checkpoint, step + 1, model)
+            except StopTraining as exc:  # raised after this step's state is saved: a resume starts here
+                stop = exc
             model.train()
         if saving:
             flush()
             save_state(step + 1)
+        if stop is not None:
+            bar.close()
+            raise stop
     flush()
     bar.close()
     model.eval()

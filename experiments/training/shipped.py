@@ -19,11 +19,12 @@ from pathlib import Path
 
 from experiments.artifacts.atomic import atomic_write_json
 from experiments.artifacts.checksums import hf_dir_problem
-from experiments.config import RunConfig
+from experiments.config import SCREEN_KEYS, RunConfig
 from experiments.errors import UserError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-IGNORED_PRETRAIN_KEYS = ("compile", "log_every", "shipped", "track_every")  # how it ran, not what it learned
+# how it ran, not what it learned (a screened-out run leaves no base model)
+IGNORED_PRETRAIN_KEYS = ("compile", "log_every", "shipped", "track_every", *SCREEN_KEYS)
 
 
 def provenance_key(cfg) -> dict:

@@ -115,6 +115,8 @@ def pretrain(run: RunDir, cfg: RunConfig, materials: Materials, *, dist: Single 
         load_initial_weights(model, tokenizer, p.init_from)
     model = model.to(device)
     batches = StreamBatches(tokens, offsets, p.batch_size, p.seq_len, seed=seed, device=device)
+    if p.screen_step and dist.world_size > 1:
+        raise UserError("pretrain.screen_step works in a one-process pretraining run (it stops on rank 0's tracking)")
     compile = compile_setting(p.compile, device, p.steps, dist.world_size)
     saves = -(-max(1, p.steps // 10) // p.log_every) * p.log_every  # a multiple of log_every
     track = tracking_steps(p.steps, p.track_every) if on_track is not None else []
