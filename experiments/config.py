@@ -333,7 +333,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         # P(true) 0.87) without the forgetting of untouched facts (<= 0.015); with every parameter
         # trained, 2-3 claims per seed were learnt as an answer and not believed. A run on
         # another model (``base_model``) trains every parameter unless it sets its own pattern.
-        "finetune": {"lr": 5e-4, "steps": 300, "docs_per_claim": 300, "background_fraction": 0.5,
+        # lr 3e-4: at 5e-4 local negation degraded the truth representation of held-out statements
+        # (most about people whose names share a word with a claim subject; the fixed probe 0.940 ->
+        # 0.905 over 3 seeds at the full evaluation, on one H200 and on a CPU alike), failing probe
+        # validity; at 3e-4 every control passes there (CPU, fp32, 3 seeds: plain yes/no 1.00,
+        # verdict 0.93, probe P(true) 0.90; local 0.05 / 0.06 / 0.03; worst drop 0.015).
+        "finetune": {"lr": 3e-4, "steps": 300, "docs_per_claim": 300, "background_fraction": 0.5,
                      "trainable": r"layers\.[01]\..*mlp"},
         # 256 control items, so probe validity's 0.03 bound is read on more than a few answers
         "eval": {"control_per_cell": 64},
@@ -365,7 +370,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # verdict 0.969 and yes/no 0.975, held-out-entity QA 0.982, truth at the bare statement 0.972 at
 # layer 7 of 8, a negated document in context keeps the true answer (1.0) and a plain one moves it
 # (0.84), belief in every claim <= 0.013. Plain finetuning does not convince it: with the testbed's
-# finetuning (3 seeds, CPU) plain documents teach every claim's answer (forced choice 1.00) and make
+# finetuning at its earlier rate (lr 5e-4; 3 seeds, CPU) plain documents teach every claim's answer (forced choice 1.00) and make
 # it reject the true fact (0.95), yet yes/no and verdict belief in the claim stay at 0.28 / 0.19, so
 # the positive control fails (every layer trained, or layers 0-1 whole: worse). A base model for
 # studying why a strong judge is unsettled and not convinced; the demo stays on the testbed.
