@@ -256,8 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from experiments.errors import UserError
-    from experiments.training.screening import ScreenedOut
+    from experiments.errors import StopTraining, UserError
     from interp.errors import InterpInputError
     from probes import ProbeInputError
 
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads()  # half the cores (or OMP_NUM_THREADS): no OpenMP threads fighting over busy cores
     try:
         return args.func(args)
-    except ScreenedOut as exc:
+    except StopTraining as exc:  # on purpose (a pretraining screen): state and results kept
         print(f"neglect: {exc}", file=sys.stderr)
         return 3
     except (UserError, InterpInputError, ProbeInputError) as exc:

@@ -8,6 +8,13 @@ class UserError(Exception):
     bad value and the expected form."""
 
 
+class StopTraining(Exception):
+    """Raised by a training ``on_checkpoint`` callback to end training at that step (e.g. a
+    pretraining screen): ``train`` saves the step's state first, then re-raises it, so a rerun
+    resumes from there. The CLI prints its message as one line and exits 3. Defined here, with no
+    imports, so the CLI can catch it without importing torch."""
+
+
 def warn(message: str) -> None:
     """One line on stderr about something recovered from (e.g. a corrupt file recomputed)."""
     print(f"neglect: warning: {message}", file=sys.stderr)

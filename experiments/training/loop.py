@@ -26,15 +26,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from experiments.config import PRECISIONS  # one list of them, validated in the config too
+from experiments.errors import StopTraining
 from experiments.training import distributed, state as training_state
 from experiments.training.batches import (Source, Tokenized, mixed_batches, packed_batches, padded_batches,  # noqa: F401
                                      tokenize_documents, tokenize_with_spans)
 from experiments.training.schedules import checkpoint_schedule, linear_steps, log_spaced_steps, lr_at  # noqa: F401
-
-
-class StopTraining(Exception):
-    """Raised by an ``on_checkpoint`` callback to end training at that step: ``train`` saves the
-    step's state first (with ``state_dir``), then re-raises it, so a rerun resumes from there."""
 
 
 @dataclass(frozen=True)

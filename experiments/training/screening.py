@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from experiments.artifacts.atomic import atomic_write_json
-from experiments.errors import UserError
-from experiments.training.loop import StopTraining
+from experiments.errors import StopTraining, UserError
 
 
 class ScreenedOut(StopTraining):
