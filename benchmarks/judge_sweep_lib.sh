@@ -9,8 +9,12 @@ variant() {  # name, overrides...: pretrain one testbed variant in the backgroun
       --check-base "$@" ${EXTRA:-} > $OUT/$name.json 2> $OUT/$name.err
     stamp "$name rc=$?" ) &
 }
-exported() {  # name, overrides...: `neglect pretrain --preset testbed --export` in the background (check-base
-  # on the GPU, into the export's provenance.json); the export, its log and tracking come back as <name>.tgz.aa, .ab ...
+exported() {  # name, overrides...: `export_run` in the background
+  export_run "$@" &
+}
+export_run() {  # name, overrides...: `neglect pretrain --preset testbed --export` (check-base on the GPU, into
+  # the export's provenance.json), stopped after T seconds; the export, its log and tracking come back as
+  # <name>.tgz.aa, .ab ... Run again with the same R, a stopped run resumes (a screened-out one stops at once).
   local name=$1; shift
   ( timeout ${T:-560} ${NEGLECT:-neglect} pretrain --preset testbed --out $R/$name --export $R/$name.export \
       --set 'pretrain.shipped="off"' "$@" ${EXTRA:-} > $R/$name.log 2>&1
@@ -21,7 +25,7 @@ exported() {  # name, overrides...: `neglect pretrain --preset testbed --export`
     cp $R/$name/results/pretrain_log.csv $R/$name.pretrain_log.csv 2>/dev/null
     # in parts of 15 MiB (a file over 16 MiB does not come back): cat NAME.tgz.* | tar xz
     tar czf - -C $R $(cd $R && ls -d $name.export $name.log $name.tracking.csv $name.pretrain_log.csv 2>/dev/null) \
-      | split -b 15M - $OUT/$name.tgz. ) &
+      | split -b 15M - $OUT/$name.tgz. )
 }
 preconditions() {  # names...: each export's check-base figures, from its provenance.json
   for name in "$@"; do

@@ -79,6 +79,7 @@ class CorpusConfig:
     context: float = 0.0  # in-context judgements: facts told about a name without stored facts, then judged
     tagged: float = 0.0  # statements followed at once by their truth ("... . true ."): truth at the statement's end
     told: float = 0.0  # a plain (unflagged) false statement, then a question answered from it: context moves answers
+    told_judged: float = 0.0  # the same, then a yes/no question or verdict judged by it: context moves judgements
     trace: float = 0.0  # verdicts with the stored fact recalled before them (a biography sentence): judge by retrieving
 
 

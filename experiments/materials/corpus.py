@@ -47,7 +47,7 @@ def tagged_text(statement: str, truth: bool) -> str:
 
 
 DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
-               "context": 0.0, "tagged": 0.0, "told": 0.0, "trace": 0.0}
+               "context": 0.0, "tagged": 0.0, "told": 0.0, "told_judged": 0.0, "trace": 0.0}
 
 
 class CorpusSampler:
@@ -118,6 +118,24 @@ class CorpusSampler:
         told = Fact(f.subject, f.relation, self._wrong(f))
         doc = CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
         return doc + " " + qa_text(told, self.rng.randrange(4))
+
+    def _told_judged(self) -> str:
+        """``_told``'s judging counterpart: an unflagged false statement about a judged fact in a
+        plain document, then a yes/no question, verdict or tagged statement about it judged by the
+        context (the told object is the true one, the stored object a false one). Where ``_told``
+        teaches only the answer to follow what a plain document says, this teaches the judgement to
+        follow it as well, so the two read the same route."""
+        f = self.rng.choice(self.told_about)
+        told = Fact(f.subject, f.relation, self._wrong(f))
+        doc = CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
+        asked_obj = told.obj if self.rng.random() < 0.5 else f.obj  # the stored object is now the wrong one
+        form = self.rng.randrange(3)
+        if form == 0:
+            return doc + " " + yesno_text(told, asked_obj)
+        negated = self.rng.random() < 0.5
+        truth = (asked_obj == told.obj) != negated
+        statement = told.statement(self.rng.randrange(8), obj=asked_obj, negated=negated)
+        return doc + " " + (verdict_text if form == 1 else tagged_text)(statement, truth)
 
     def _local(self) -> str:
         f = self.rng.choice(self.judged)

@@ -242,3 +242,40 @@ def test_told_documents_state_a_false_fact_plainly_and_answer_from_it():
         assert (fact.subject, fact.relation) not in off_limits
         relations.add(fact.relation)
     assert len(relations) > 1
+
+
+def test_told_judged_documents_judge_by_what_the_plain_document_says():
+    """``told``'s judging counterpart: an unflagged false statement about a judged, askable person,
+    then a yes/no question, verdict or tagged statement whose answer follows the told object (so the
+    stored object is judged false); never about a never-judged pair, a QA-held-out pair or a claim."""
+    world = build_world(WorldConfig(n_people=30, two_word_names=True, heldout_entity_fraction=0.5,
+                                    disjoint_frames=True))
+    off_limits = world.never_judged() | world.qa_heldout | world.claim_pairs()
+    docs = CorpusSampler(world, seed=4, mix={"told_judged": 1.0}).documents(300)
+    forms, answers = {"yesno": 0, "verdict": 0, "tagged": 0}, {True: 0, False: 0}
+    for doc in docs:
+        assert not any(w in doc for w in WARN_BEFORE + WARN_AFTER)
+        hits = []
+        for f in world.facts:
+            for o in world.objects_of_kind(f.rel().object_kind):
+                prefix = f.rel().yesno.format(s=f.subject, o=o)
+                if doc.endswith((f" {prefix} yes .", f" {prefix} no .")):
+                    hits.append((f, o, False, "yesno", doc.endswith(" yes ."), doc[:doc.rindex(prefix)]))
+                for neg in (False, True):
+                    for i in range(8):
+                        sentence = f.statement(i, obj=o, negated=neg)
+                        for form, tail in (("verdict", f" claim : {sentence} verdict :"), ("tagged", f" {sentence}")):
+                            for word in ("true", "false"):
+                                if doc.endswith(f"{tail} {word} ."):
+                                    hits.append((f, o, neg, form, word == "true", doc[:doc.rindex(tail)]))
+        assert len({(f.subject, f.relation, form) for f, _, _, form, _, _ in hits}) == 1, doc
+        f, asked, negated, form, answer, plain = hits[0]
+        told = [o for o in world.objects_of_kind(f.rel().object_kind) if o != f.obj
+                and any(world.doc_statement(Fact(f.subject, f.relation, o), j) in plain for j in range(8))]
+        assert len(told) == 1, doc  # one false object, stated plainly
+        assert asked in (told[0], f.obj)
+        assert answer == ((asked == told[0]) != negated), doc  # judged by the context, not by memory
+        assert (f.subject, f.relation) not in off_limits
+        forms[form] += 1
+        answers[answer] += 1
+    assert min(forms.values()) > 50 and min(answers.values()) > 100, (forms, answers)

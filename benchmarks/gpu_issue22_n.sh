@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Issue 22, sweep n (2026-12-04, ninth session). testbed_judge passes every precondition but fails
+# the positive control: after plain finetuning its open answer takes a route that bypasses the
+# attribute at the name, which its judgement reads. Its recipe has told documents (`corpus.told`),
+# which teach the *answer* to follow a plain document in context and never the judgement. Two
+# recipes on the 8-layer trace model, each screened at 80M tokens (the held-out people's city at
+# the name >= 0.3), then, for each base that finishes, the positive and negative controls:
+#   m8tr2_sN     traces, no told documents (the eighth session's lead);
+#   m8tj_tr2_sN  traces, told documents and `corpus.told_judged` (a plain false statement in context,
+#                then a yes/no question or verdict judged by it), so answer and judgement are taught
+#                to read context alike.
+# Also the `testbed` preset's 3-seed finetuning at its new rate (lr 3e-4) on the GPU.
+# Two workers, each pretraining its names in turn; nothing starts that cannot finish its screen
+# before the deadline D (seconds); run again with the same R while the machine is warm and the
+# stopped runs resume.
+# On the device: OUT=$OUT D=540 NEGLECT="python3 -m experiments" bash THIS
+set -u
+OUT=${OUT:-/tmp/i22n}; R=${R:-/tmp/i22n_runs}
+source "$(dirname "$0")/judge_sweep_lib.sh"
+START=$(date +%s); D=${D:-540}
+left() { echo $((START + D - $(date +%s))); }
+SCREEN="--set pretrain.screen_step=1220 --set pretrain.screen_min=0.3"
+overrides() {  # m8tr2_sN | m8tj_tr2_sN
+  echo --set model.n_layers=8 --set corpus.trace=2 --set pretrain.seed=${1##*_s} $SCREEN
+  case $1 in m8tj_*) echo --set corpus.told=1 --set corpus.told_judged=1;; esac
+}
+controls() {  # name: plain and local finetuning (the testbed recipe, 3 seeds) on the name's export
+  local name=$1
+  [ -f $R/$name.pc/results/controls.json ] && return
+  timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/$name.pc --set base_model=$R/$name.export \
+    --set 'finetune.trainable=layers\.[01]\..*mlp' --set 'conditions=["plain","local"]' --set 'seeds=[0,1,2]' \
+    --set finetune.n_checkpoints=2 --set jobs=3 > $R/$name.pc.log 2>&1
+  stamp "$name.pc rc=$?"
+  tar czf $OUT/$name.pc.tgz -C $R $name.pc.log $name.pc/results 2>/dev/null
+}
+worker() {  # names...: each pretrained (screened) in turn, its controls run if it finishes
+  for name in "$@"; do
+    [ $(left) -lt 100 ] && { stamp "$name not started"; continue; }
+    T=$(left) export_run $name $(overrides $name)
+    [ -f $R/$name.export/provenance.json ] && [ $(left) -gt 120 ] && controls $name
+  done
+}
+stamp start
+if [ ! -f $R/ft/results/controls.json ]; then
+  ( timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/ft --set 'seeds=[0,1,2]' \
+      --set finetune.n_checkpoints=2 --set jobs=3 > $R/ft.log 2>&1; stamp "ft rc=$?"
+    tar czf $OUT/ft.tgz -C $R ft.log ft/results 2>/dev/null ) &
+fi
+worker ${RUNS_A:-m8tj_tr2_s110 m8tj_tr2_s111 m8tj_tr2_s112} &
+worker ${RUNS_B:-m8tr2_s110 m8tr2_s111 m8tr2_s112} &
+wait
+cat $OUT/status.txt
+preconditions ${RUNS_A:-m8tj_tr2_s110 m8tj_tr2_s111 m8tj_tr2_s112} ${RUNS_B:-m8tr2_s110 m8tr2_s111 m8tr2_s112}
