@@ -20,9 +20,11 @@ source "$(dirname "$0")/judge_sweep_lib.sh"
 START=$(date +%s); D=${D:-540}
 left() { echo $((START + D - $(date +%s))); }
 SCREEN="--set pretrain.screen_step=1220 --set pretrain.screen_min=0.3"
-overrides() {  # m8tr2_sN | m8tj_tr2_sN
-  echo --set model.n_layers=8 --set corpus.trace=2 --set pretrain.seed=${1##*_s} $SCREEN
-  case $1 in m8tj_*) echo --set corpus.told=1 --set corpus.told_judged=1;; esac
+overrides() {  # m{L}tr2_sN | m{L}tj_tr2_sN: L layers; 8-layer runs screened (the bar was read on 8-layer runs)
+  local layers=${1#m}; layers=${layers%%t*}
+  echo --set model.n_layers=$layers --set corpus.trace=2 --set pretrain.seed=${1##*_s}
+  [ $layers = 8 ] && echo $SCREEN
+  case $1 in m?tj_*) echo --set corpus.told=1 --set corpus.told_judged=1;; esac
 }
 controls() {  # name: plain and local finetuning (the testbed recipe, 3 seeds) on the name's export
   local name=$1
@@ -41,7 +43,12 @@ worker() {  # names...: each pretrained (screened) in turn, its controls run if 
   done
 }
 stamp start
-if [ ! -f $R/ft/results/controls.json ]; then
+if [ -n "${VARIANT_OF:-}" ]; then  # the controls on VARIANT_OF's export with every MLP finetuned (FT_SET)
+  ( timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/var --set base_model=$VARIANT_OF \
+      --set 'conditions=["plain","local"]' --set 'seeds=[0,1,2]' --set finetune.n_checkpoints=2 --set jobs=3 \
+      ${FT_SET:---set finetune.trainable=layers\..*mlp} > $R/var.log 2>&1; stamp "var rc=$?"
+    tar czf $OUT/var.tgz -C $R var.log var/results 2>/dev/null ) &
+elif [ ! -f $R/ft/results/controls.json ]; then
   ( timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/ft --set 'seeds=[0,1,2]' \
       --set finetune.n_checkpoints=2 --set jobs=3 > $R/ft.log 2>&1; stamp "ft rc=$?"
     tar czf $OUT/ft.tgz -C $R ft.log ft/results 2>/dev/null ) &

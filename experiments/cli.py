@@ -255,10 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from experiments.errors import StopTraining, UserError
+def _input_errors() -> tuple[type, ...]:
+    """interp's and probes' bad-input errors, imported only when an error is raised (both packages
+    import torch, which `neglect --help` and a mistyped flag should not wait for)."""
     from interp.errors import InterpInputError
     from probes import ProbeInputError
+
+    return InterpInputError, ProbeInputError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from experiments.errors import StopTraining, UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -273,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     except StopTraining as exc:  # on purpose (a pretraining screen): state and results kept
         print(f"neglect: {exc}", file=sys.stderr)
         return 3
-    except (UserError, InterpInputError, ProbeInputError) as exc:
-        if args.debug:
+    except (UserError, ValueError) as exc:
+        if args.debug or not isinstance(exc, (UserError, *_input_errors())):
             raise
         print(f"neglect: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
