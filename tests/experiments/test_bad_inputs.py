@@ -166,6 +166,18 @@ def test_bad_flags_are_one_line(argv, capsys):
     assert len(err) == 1 and err[0].startswith("neglect: error: ") and "--help" in err[0]
 
 
+def test_help_and_bad_flags_do_not_wait_for_torch():
+    """`neglect --help` and a mistyped flag answer before torch (or interp and probes, which
+    import it) is imported."""
+    code = ("import sys\nfrom experiments.cli import main\n"
+            "for argv in (['--help'], ['run', '--nope']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'interp', 'probes', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
 def test_debug_shows_the_traceback():
     with pytest.raises(UserError, match="unknown preset"):
         main(["--debug", "run", "--preset", "huge"])
