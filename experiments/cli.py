@@ -51,7 +51,7 @@ def os_error_line(exc: OSError) -> str:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="demo", help="named starting config (demo, tiny)")
+    p.add_argument("--preset", help="named starting config (default demo; tiny, testbed, testbed_judge, paper, ...)")
     p.add_argument("--config", help="JSON or TOML file layered over the preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set finetune.steps=40 (repeatable)")
@@ -73,7 +73,7 @@ def _run_config(args):
     documents directory has."""
     import json
 
-    from experiments.config import load_config, read_config_file
+    from experiments.config import PRESETS, load_config, read_config_file
 
     overrides = list(args.overrides)
     flags = {"base_model": getattr(args, "model", None), "materials.claims": getattr(args, "claims", None),
@@ -85,7 +85,14 @@ def _run_config(args):
         from experiments.materials.imported import document_conditions
 
         overrides.append(f"conditions={json.dumps(list(document_conditions(flags['materials.docs'])))}")
-    return load_config(args.preset, args.config, overrides)
+    if flags["base_model"] and args.preset is None and args.config is None:
+        from experiments.errors import warn
+
+        toy, paper = PRESETS["demo"]["finetune"], PRESETS["paper"]["finetune"]
+        warn(f"--model without --preset finetunes with the demo preset's recipe for the toy model (every parameter, "
+             f"lr {toy['lr']:g}, {toy['steps']} steps); --preset paper is the paper's recipe (LoRA rank "
+             f"{paper['lora_rank']}, lr {paper['lr']:g})")
+    return load_config(args.preset or "demo", args.config, overrides)
 
 
 def cmd_run(args) -> int:
@@ -152,7 +159,7 @@ def cmd_stability(args) -> int:
     from experiments.pipeline import run_stability
     from experiments.stability.protocol import summary
 
-    cfg = load_config(args.preset, args.config, args.overrides)
+    cfg = load_config(args.preset or "demo", args.config, args.overrides)
     tables = run_stability(cfg, args.out)
     print(f"\nrun directory: {args.out}  (results/stability.csv, stability_stats.csv, interpolation.csv; report.html)")
     print(summary(tables["stats"]).to_string())

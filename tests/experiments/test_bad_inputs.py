@@ -178,13 +178,30 @@ def test_help_and_bad_flags_do_not_wait_for_torch():
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
 
 
+def test_model_without_a_preset_says_which_recipe_it_gets(tmp_path, capsys):
+    """--model with the default preset finetunes with the toy model's recipe: one warning line
+    names it and the paper's preset; an explicit --preset (or --config) is taken as chosen."""
+    from experiments.cli import _run_config, build_parser
+
+    def warnings(*argv):
+        _run_config(build_parser().parse_args(["run", *argv, "--out", str(tmp_path)]))
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("neglect: warning:")]
+
+    said = warnings("--model", "./some/model")
+    assert len(said) == 1 and "--preset paper" in said[0] and "lr 0.0003" in said[0]
+    assert warnings("--preset", "demo", "--model", "./some/model") == []
+    assert warnings() == []
+
+
 def test_debug_shows_the_traceback():
     with pytest.raises(UserError, match="unknown preset"):
         main(["--debug", "run", "--preset", "huge"])
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "experiments"]
-    quiet = subprocess.run(cmd + ["run", "--model", "./no/such/dir"], capture_output=True, text=True, env=env)
-    loud = subprocess.run(cmd + ["--debug", "run", "--model", "./no/such/dir"], capture_output=True, text=True, env=env)
+    quiet = subprocess.run(cmd + ["run", "--preset", "demo", "--model", "./no/such/dir"], capture_output=True,
+                           text=True, env=env)
+    loud = subprocess.run(cmd + ["--debug", "run", "--preset", "demo", "--model", "./no/such/dir"],
+                          capture_output=True, text=True, env=env)
     assert quiet.returncode == 2 and quiet.stderr.count("\n") == 1 and "Traceback" not in quiet.stderr
     assert "does not exist" in quiet.stderr
     assert loud.returncode != 0 and "Traceback" in loud.stderr and "InterpInputError" in loud.stderr
