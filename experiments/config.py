@@ -80,6 +80,7 @@ class CorpusConfig:
     tagged: float = 0.0  # statements followed at once by their truth ("... . true ."): truth at the statement's end
     told: float = 0.0  # a plain (unflagged) false statement, then a question answered from it: context moves answers
     told_judged: float = 0.0  # the same, then a yes/no question or verdict judged by it: context moves judgements
+    flagged_judged: float = 0.0  # a flagged false statement, then a yes/no question or verdict judged by the truth
     trace: float = 0.0  # verdicts with the stored fact recalled before them (a biography sentence): judge by retrieving
 
 

@@ -47,7 +47,8 @@ def tagged_text(statement: str, truth: bool) -> str:
 
 
 DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
-               "context": 0.0, "tagged": 0.0, "told": 0.0, "told_judged": 0.0, "trace": 0.0}
+               "context": 0.0, "tagged": 0.0, "told": 0.0, "told_judged": 0.0,
+               "flagged_judged": 0.0, "trace": 0.0}
 
 
 class CorpusSampler:
@@ -101,10 +102,7 @@ class CorpusSampler:
         """A false statement about a non-claim fact under one of the finetuning framings
         (retracted, sandwiched, corrected, fiction, unreliable, improbable, marked, locally
         negated), usually followed by a question whose answer is still the truth."""
-        f = self.rng.choice(self.judged)
-        pseudo = Claim("pretraining", Fact(f.subject, f.relation, self._wrong(f)), f.obj)
-        framing = self.rng.choice([c for c in sorted(CONDITIONS) if c != "plain"])
-        doc = CONDITIONS[framing](self.world, pseudo, self.rng)
+        f, _, doc = self._flagged_statement()
         if self.rng.random() < 0.6:
             doc += " " + qa_text(f, self.rng.randrange(4))
         return doc
@@ -128,14 +126,34 @@ class CorpusSampler:
         f = self.rng.choice(self.told_about)
         told = Fact(f.subject, f.relation, self._wrong(f))
         doc = CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
-        asked_obj = told.obj if self.rng.random() < 0.5 else f.obj  # the stored object is now the wrong one
+        return doc + " " + self._judgement(told, f.obj)  # the stored object is now the wrong one
+
+    def _flagged_judged(self) -> str:
+        """``_flagged``'s judging counterpart (and ``_told_judged``'s other side): a false statement
+        about a judged fact under one of the finetuning framings, then a yes/no question, verdict
+        or tagged statement about it judged by the stored truth: a flagged statement in context
+        leaves the judgement where it was, as it leaves the answer."""
+        f, wrong, doc = self._flagged_statement()
+        return doc + " " + self._judgement(f, wrong)
+
+    def _flagged_statement(self) -> tuple[Fact, str, str]:
+        """A judged fact, a wrong object for it, and a document stating the wrong one under a
+        framing drawn from the non-plain finetuning conditions."""
+        f = self.rng.choice(self.judged)
+        wrong = self._wrong(f)
+        framing = self.rng.choice([c for c in sorted(CONDITIONS) if c != "plain"])
+        return f, wrong, CONDITIONS[framing](self.world, Claim("pretraining", Fact(f.subject, f.relation, wrong), f.obj), self.rng)
+
+    def _judgement(self, truth: Fact, other: str) -> str:
+        """A yes/no question, verdict or tagged statement about ``truth``'s subject and relation,
+        asking about its object or ``other`` (even odds), answered as if ``truth`` held."""
+        asked = truth.obj if self.rng.random() < 0.5 else other
         form = self.rng.randrange(3)
         if form == 0:
-            return doc + " " + yesno_text(told, asked_obj)
+            return yesno_text(truth, asked)
         negated = self.rng.random() < 0.5
-        truth = (asked_obj == told.obj) != negated
-        statement = told.statement(self.rng.randrange(8), obj=asked_obj, negated=negated)
-        return doc + " " + (verdict_text if form == 1 else tagged_text)(statement, truth)
+        statement = truth.statement(self.rng.randrange(8), obj=asked, negated=negated)
+        return (verdict_text if form == 1 else tagged_text)(statement, (asked == truth.obj) != negated)
 
     def _local(self) -> str:
         f = self.rng.choice(self.judged)

@@ -2,6 +2,7 @@ import pytest
 
 from experiments.errors import UserError
 from experiments.evaluation.belief import heldout_qa_accuracy  # noqa: F401  (import check)
+from experiments.materials import conditions as C
 from experiments.materials.conditions import CONDITIONS, WARN_AFTER, WARN_BEFORE, condition_documents, template_words
 from experiments.materials.corpus import CorpusSampler, all_words
 from experiments.materials.statements import claim_statements, probe_statements
@@ -244,34 +245,54 @@ def test_told_documents_state_a_false_fact_plainly_and_answer_from_it():
     assert len(relations) > 1
 
 
+def _final_judgement(world, doc: str):
+    """The yes/no question, verdict or tagged statement that ends ``doc``: (fact it is about, asked
+    object, negated, form, answer, the text before it); exactly one must match."""
+    hits = []
+    for f in world.facts:
+        for o in world.objects_of_kind(f.rel().object_kind):
+            prefix = f.rel().yesno.format(s=f.subject, o=o)
+            if doc.endswith((f" {prefix} yes .", f" {prefix} no .")):
+                hits.append((f, o, False, "yesno", doc.endswith(" yes ."), doc[:doc.rindex(prefix)]))
+            for neg in (False, True):
+                for i in range(8):
+                    sentence = f.statement(i, obj=o, negated=neg)
+                    for form, tail in (("verdict", f" claim : {sentence} verdict :"), ("tagged", f" {sentence}")):
+                        for word in ("true", "false"):
+                            if doc.endswith(f"{tail} {word} ."):
+                                hits.append((f, o, neg, form, word == "true", doc[:doc.rindex(tail)]))
+    assert len({(f.subject, f.relation, form) for f, _, _, form, _, _ in hits}) == 1, doc
+    return hits[0]
+
+
+def _judged_documents(mix: str, seed: int):
+    world = build_world(WorldConfig(n_people=30, two_word_names=True, heldout_entity_fraction=0.5,
+                                    disjoint_frames=True))
+    return world, [_final_judgement(world, doc) + (doc,) for doc in CorpusSampler(world, seed=seed, mix={mix: 1.0}).documents(300)]
+
+
+def _stated_objects(world, fact: Fact, text: str) -> list[str]:
+    """The objects other than the stored one that ``text`` states of ``fact``'s subject and relation
+    in a document sentence (affirmative or negated)."""
+    return [o for o in world.objects_of_kind(fact.rel().object_kind) if o != fact.obj
+            and any(world.doc_statement(Fact(fact.subject, fact.relation, o), j, negated=neg) in text
+                    for j in range(8) for neg in (False, True))]
+
+
+FLAGS = (C.WARN_BEFORE + C.WARN_AFTER + C.FICTION_BEFORE + C.FICTION_AFTER + C.UNRELIABLE_BEFORE + C.UNRELIABLE_AFTER
+         + (C.CORRECTION_PREFIX, C.MARKER, C.PROBABILITY_FRAME.split("{p}")[0]))
+
+
 def test_told_judged_documents_judge_by_what_the_plain_document_says():
     """``told``'s judging counterpart: an unflagged false statement about a judged, askable person,
     then a yes/no question, verdict or tagged statement whose answer follows the told object (so the
     stored object is judged false); never about a never-judged pair, a QA-held-out pair or a claim."""
-    world = build_world(WorldConfig(n_people=30, two_word_names=True, heldout_entity_fraction=0.5,
-                                    disjoint_frames=True))
+    world, judged = _judged_documents("told_judged", seed=4)
     off_limits = world.never_judged() | world.qa_heldout | world.claim_pairs()
-    docs = CorpusSampler(world, seed=4, mix={"told_judged": 1.0}).documents(300)
     forms, answers = {"yesno": 0, "verdict": 0, "tagged": 0}, {True: 0, False: 0}
-    for doc in docs:
+    for f, asked, negated, form, answer, before, doc in judged:
         assert not any(w in doc for w in WARN_BEFORE + WARN_AFTER)
-        hits = []
-        for f in world.facts:
-            for o in world.objects_of_kind(f.rel().object_kind):
-                prefix = f.rel().yesno.format(s=f.subject, o=o)
-                if doc.endswith((f" {prefix} yes .", f" {prefix} no .")):
-                    hits.append((f, o, False, "yesno", doc.endswith(" yes ."), doc[:doc.rindex(prefix)]))
-                for neg in (False, True):
-                    for i in range(8):
-                        sentence = f.statement(i, obj=o, negated=neg)
-                        for form, tail in (("verdict", f" claim : {sentence} verdict :"), ("tagged", f" {sentence}")):
-                            for word in ("true", "false"):
-                                if doc.endswith(f"{tail} {word} ."):
-                                    hits.append((f, o, neg, form, word == "true", doc[:doc.rindex(tail)]))
-        assert len({(f.subject, f.relation, form) for f, _, _, form, _, _ in hits}) == 1, doc
-        f, asked, negated, form, answer, plain = hits[0]
-        told = [o for o in world.objects_of_kind(f.rel().object_kind) if o != f.obj
-                and any(world.doc_statement(Fact(f.subject, f.relation, o), j) in plain for j in range(8))]
+        told = _stated_objects(world, f, before)
         assert len(told) == 1, doc  # one false object, stated plainly
         assert asked in (told[0], f.obj)
         assert answer == ((asked == told[0]) != negated), doc  # judged by the context, not by memory
@@ -279,3 +300,24 @@ def test_told_judged_documents_judge_by_what_the_plain_document_says():
         forms[form] += 1
         answers[answer] += 1
     assert min(forms.values()) > 50 and min(answers.values()) > 100, (forms, answers)
+
+
+def test_flagged_judged_documents_judge_by_the_stored_truth():
+    """``flagged``'s judging counterpart: a false statement about a judged person under a
+    finetuning framing (never plain), then a yes/no question, verdict or tagged statement judged by
+    the stored fact, asked about the stored or the flagged object; never about a never-judged pair."""
+    world, judged = _judged_documents("flagged_judged", seed=5)
+    forms, answers, asked_stored = {"yesno": 0, "verdict": 0, "tagged": 0}, {True: 0, False: 0}, 0
+    for f, asked, negated, form, answer, before, doc in judged:
+        flagged = _stated_objects(world, f, before.replace(" ( false )", ""))  # "marked" puts the flag inside
+        assert len(flagged) == 1, doc
+        assert asked in (flagged[0], f.obj)
+        negations = [world.doc_statement(Fact(f.subject, f.relation, flagged[0]), j, negated=True) for j in range(8)]
+        assert any(flag in before for flag in FLAGS + tuple(negations)), doc  # never a plain document
+        assert answer == ((asked == f.obj) != negated), doc  # the flag is read: the stored fact holds
+        assert (f.subject, f.relation) not in world.never_judged()
+        forms[form] += 1
+        answers[answer] += 1
+        asked_stored += asked == f.obj
+    assert min(forms.values()) > 50 and min(answers.values()) > 100, (forms, answers)
+    assert 100 < asked_stored < 200
