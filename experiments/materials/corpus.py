@@ -112,9 +112,7 @@ class CorpusSampler:
         document (stated as fact, unflagged), followed by a question answered from the context.
         With ``_flagged`` it teaches reading context both ways: a flagged claim leaves the answer
         true, a plain one moves it."""
-        f = self.rng.choice(self.told_about)
-        told = Fact(f.subject, f.relation, self._wrong(f))
-        doc = CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
+        _, told, doc = self._told_statement()
         return doc + " " + qa_text(told, self.rng.randrange(4))
 
     def _told_judged(self) -> str:
@@ -123,10 +121,15 @@ class CorpusSampler:
         context (the told object is the true one, the stored object a false one). Where ``_told``
         teaches only the answer to follow what a plain document says, this teaches the judgement to
         follow it as well, so the two read the same route."""
+        f, told, doc = self._told_statement()
+        return doc + " " + self._judgement(told, f.obj)  # the stored object is now the wrong one
+
+    def _told_statement(self) -> tuple[Fact, Fact, str]:
+        """A judged, askable non-claim fact, the same fact with a wrong object, and a plain
+        document stating the wrong one."""
         f = self.rng.choice(self.told_about)
         told = Fact(f.subject, f.relation, self._wrong(f))
-        doc = CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
-        return doc + " " + self._judgement(told, f.obj)  # the stored object is now the wrong one
+        return f, told, CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
 
     def _flagged_judged(self) -> str:
         """``_flagged``'s judging counterpart (and ``_told_judged``'s other side): a false statement

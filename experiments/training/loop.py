@@ -5,8 +5,9 @@ forward + backward under bf16 autocast on GPU, add auxiliary losses, clip, AdamW
 is ``sum(w * ce) / sum(w)`` over the whole step's tokens, with ``w`` the batch's
 ``loss_weights`` (or its non -100 labels), so accumulating micro-batches equals one big batch.
 ``on_checkpoint(step, model)`` runs at every step listed in ``checkpoint_steps`` (0 = before
-training); it may raise ``StopTraining`` to end training there. With ``state_dir``, the full training state is saved there (see training_state) and a
-rerun after a kill continues from the last save and reaches the same weights.
+training); it may raise ``StopTraining`` to end training there. With ``state_dir``, the full
+training state is saved there (see training_state) and a rerun after a kill continues from the
+last save and reaches the same weights.
 
 The pieces live in small modules, re-exported here: schedules (learning rate and checkpoint
 steps), data_mixing (tokenization, loss weights, mixed/packed/padded batches), lora (peft),
