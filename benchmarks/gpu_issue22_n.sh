@@ -20,7 +20,6 @@ set -u
 OUT=${OUT:-/tmp/i22n}; R=${R:-/tmp/i22n_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
 START=$(date +%s); D=${D:-540}
-left() { echo $((START + D - $(date +%s))); }
 SCREEN="--set pretrain.screen_step=1220 --set pretrain.screen_min=0.3"
 overrides() {  # m{L}[tj[f]][_]tr{W}_sN or m{L}tj[f]_sN: L layers; tj: told + told_judged documents; f: and
   # flagged_judged; tr{W}: traces at weight W. 8-layer runs screened (the bar was read on 8-layer runs)
@@ -30,22 +29,6 @@ overrides() {  # m{L}[tj[f]][_]tr{W}_sN or m{L}tj[f]_sN: L layers; tj: told + to
   case $1 in *tr[0-9]*) local w=${1#*tr}; echo --set corpus.trace=${w%%_*};; esac
   case $1 in m?tj*) echo --set corpus.told=1 --set corpus.told_judged=1;; esac
   case $1 in m?tjf*) echo --set corpus.flagged_judged=1;; esac
-}
-controls() {  # name: plain and local finetuning (the testbed recipe, 3 seeds) on the name's export
-  local name=$1
-  [ -f $R/$name.pc/results/controls.json ] && return
-  timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/$name.pc --set base_model=$R/$name.export \
-    --set 'finetune.trainable=layers\.[01]\..*mlp' --set 'conditions=["plain","local"]' --set 'seeds=[0,1,2]' \
-    --set finetune.n_checkpoints=2 --set jobs=3 > $R/$name.pc.log 2>&1
-  stamp "$name.pc rc=$?"
-  tar czf $OUT/$name.pc.tgz -C $R $name.pc.log $name.pc/results 2>/dev/null
-}
-worker() {  # names...: each pretrained (screened) in turn, its controls run if it finishes
-  for name in "$@"; do
-    [ $(left) -lt 100 ] && { stamp "$name not started"; continue; }
-    T=$(left) export_run $name $(overrides $name)
-    [ -f $R/$name.export/provenance.json ] && [ $(left) -gt 120 ] && controls $name
-  done
 }
 stamp start
 if [ -n "${VARIANT_OF:-}" ]; then  # the controls on VARIANT_OF's export with every MLP finetuned (FT_SET)

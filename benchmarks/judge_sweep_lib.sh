@@ -47,3 +47,21 @@ sweep() {  # names...: each name's overrides from the caller's `overrides NAME`,
   cat $OUT/status.txt
   preconditions "$@"
 }
+# left, controls and worker need the caller's START and D (deadline, seconds from START) and `overrides NAME`.
+left() { echo $((START + D - $(date +%s))); }
+controls() {  # name: plain and local finetuning (the testbed recipe, 3 seeds) on the name's export
+  local name=$1
+  [ -f $R/$name.pc/results/controls.json ] && return
+  timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/$name.pc --set base_model=$R/$name.export \
+    --set 'finetune.trainable=layers\.[01]\..*mlp' --set 'conditions=["plain","local"]' --set 'seeds=[0,1,2]' \
+    --set finetune.n_checkpoints=2 --set jobs=3 > $R/$name.pc.log 2>&1
+  stamp "$name.pc rc=$?"
+  tar czf $OUT/$name.pc.tgz -C $R $name.pc.log $name.pc/results 2>/dev/null
+}
+worker() {  # names...: each pretrained (screened) in turn, its controls run if it finishes
+  for name in "$@"; do
+    [ $(left) -lt 100 ] && { stamp "$name not started"; continue; }
+    T=$(left) export_run $name $(overrides $name)
+    [ -f $R/$name.export/provenance.json ] && [ $(left) -gt 120 ] && controls $name
+  done
+}
