@@ -65,3 +65,14 @@ worker() {  # names...: each pretrained (screened) in turn, its controls run if 
     [ -f $R/$name.export/provenance.json ] && [ $(left) -gt 120 ] && controls $name
   done
 }
+bundle() {  # names...: what comes back fits the device's 8 files: the exports of the runs whose positive
+  # control passed (at most four), the controls' results and the status in one results.tgz
+  local kept=0 name
+  for name in "$@"; do
+    if [ $kept -lt 4 ] && python3 -c "import json,sys; sys.exit(not json.load(open(sys.argv[1]))['positive_control']['passed'])" \
+        $R/$name.pc/results/controls.json 2>/dev/null; then kept=$((kept + 1)); else rm -f $OUT/$name.tgz.*; fi
+  done
+  preconditions "$@" > $OUT/preconditions.txt
+  tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt preconditions.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
+  ls -la $OUT
+}
