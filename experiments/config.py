@@ -79,6 +79,7 @@ class CorpusConfig:
     context: float = 0.0  # in-context judgements: facts told about a name without stored facts, then judged
     tagged: float = 0.0  # statements followed at once by their truth ("... . true ."): truth at the statement's end
     told: float = 0.0  # a plain (unflagged) false statement, then a question answered from it: context moves answers
+    told_bare: float = 0.0  # ``told`` in a statement frame (never a finetuning frame), then its question
     told_judged: float = 0.0  # the same, then a yes/no question or verdict judged by it: context moves judgements
     flagged_judged: float = 0.0  # a flagged false statement, then a yes/no question or verdict judged by the truth
     trace: float = 0.0  # verdicts with the stored fact recalled before them (a biography sentence): judge by retrieving
@@ -533,7 +534,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "eval.temperature": (0, False),
     "eval.top_p": (0, True),
     "eval.answer_tokens": (1, False),
-    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged", "told", "trace")},
+    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged", "told", "told_bare", "told_judged", "flagged_judged", "trace")},
 }
 
 

@@ -47,7 +47,7 @@ def tagged_text(statement: str, truth: bool) -> str:
 
 
 DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
-               "context": 0.0, "tagged": 0.0, "told": 0.0, "told_judged": 0.0,
+               "context": 0.0, "tagged": 0.0, "told": 0.0, "told_bare": 0.0, "told_judged": 0.0,
                "flagged_judged": 0.0, "trace": 0.0}
 
 
@@ -114,6 +114,16 @@ class CorpusSampler:
         true, a plain one moves it."""
         _, told, doc = self._told_statement()
         return doc + " " + qa_text(told, self.rng.randrange(4))
+
+    def _told_bare(self) -> str:
+        """``_told`` outside the finetuning frames: the false statement alone, in a statement frame
+        (the frames of questions, verdicts and probes, which no finetuning document uses when
+        ``world.disjoint_frames`` is on), then a question answered from it. Tests whether plain
+        documents that leave storage unchanged in pretraining are what keeps finetuning on plain
+        documents from being believed."""
+        f = self.rng.choice(self.told_about)
+        told = Fact(f.subject, f.relation, self._wrong(f))
+        return told.statement(self.rng.randrange(8)) + " " + qa_text(told, self.rng.randrange(4))
 
     def _told_judged(self) -> str:
         """``_told``'s judging counterpart: an unflagged false statement about a judged fact in a

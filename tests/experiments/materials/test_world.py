@@ -245,6 +245,22 @@ def test_told_documents_state_a_false_fact_plainly_and_answer_from_it():
     assert len(relations) > 1
 
 
+def test_told_bare_documents_state_a_false_fact_in_a_statement_frame_only():
+    """``told`` outside the finetuning frames: one false statement about a judged, askable person in
+    a statement frame (no narrative frame, which finetuning documents use), then a question whose
+    answer is the told object."""
+    world = build_world(WorldConfig(n_people=30, two_word_names=True, heldout_entity_fraction=0.5,
+                                    disjoint_frames=True))
+    off_limits = world.never_judged() | world.qa_heldout | world.claim_pairs()
+    for doc in CorpusSampler(world, seed=3, mix={"told_bare": 1.0}).documents(200):
+        (fact, q), = [(f, q) for f in world.facts for q in f.rel().questions if q.format(s=f.subject) in doc]
+        before, after = doc.split(q.format(s=fact.subject))
+        told = Fact(fact.subject, fact.relation, after.removesuffix(" .").strip())  # objects may be two words
+        assert told.obj != fact.obj and (fact.subject, fact.relation) not in off_limits
+        assert any(before == told.statement(i) + " " for i in range(8)), doc
+        assert not _stated_objects(world, fact, before), doc  # no document (narrative) frame
+
+
 def _final_judgement(world, doc: str):
     """The yes/no question, verdict or tagged statement that ends ``doc``: (fact it is about, asked
     object, negated, form, answer, the text before it); exactly one must match."""
