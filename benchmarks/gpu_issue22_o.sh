@@ -11,6 +11,7 @@
 #   p2t_S     told documents; p2t05_S at half the weight;
 #   p2tt_S    and tagged statements at twice the weight (the word after a statement is its truth);
 #             p2ntt_S, p2t05tt_S: tagged at twice the weight with no / half-weight told documents;
+#   p2b_S     told_bare documents (a told statement in a statement frame, never a finetuning frame); p2b05_S half;
 #   p2tj_S    told + told_judged documents (context moves the answer and the judgement);
 #   p2tjf_S   and flagged_judged documents (a flagged statement in context leaves the judgement);
 #   m6[tj]_tr{W}_sN  (from scratch, beside them) 6 layers, traces at weight W, tj: told + told_judged.
@@ -32,7 +33,8 @@ overrides() {
   case $1 in
     p2*) local kind=${1%%_*}  # p2n, p2t05, p2t, p2tt, p2tj or p2tjf
          echo $P2 --set pretrain.steps=${1##*_}
-         case $kind in p2n*) ;; p2t05*) echo --set corpus.told=0.5;; *) echo --set corpus.told=1;; esac
+         case $kind in p2n*) ;; p2t05*) echo --set corpus.told=0.5;; p2b05*) echo --set corpus.told_bare=0.5;;
+           p2b*) echo --set corpus.told_bare=1;; *) echo --set corpus.told=1;; esac
          case $kind in *tt) echo --set corpus.tagged=2;; p2tj*) echo --set corpus.told_judged=1;; esac
          case $kind in p2tjf) echo --set corpus.flagged_judged=1;; esac;;
     m6*) echo --set pretrain.seed=${1##*_s}
