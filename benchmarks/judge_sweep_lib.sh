@@ -49,29 +49,36 @@ sweep() {  # names...: each name's overrides from the caller's `overrides NAME`,
 }
 # left, controls and worker need the caller's START and D (deadline, seconds from START) and `overrides NAME`.
 left() { echo $((START + D - $(date +%s))); }
-controls() {  # name: plain and local finetuning (the testbed recipe, 3 seeds) on the name's export
-  local name=$1
-  [ -f $R/$name.pc/results/controls.json ] && return
-  timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/$name.pc --set base_model=$R/$name.export \
+controls() {  # name [tag overrides...]: plain and local finetuning (the testbed recipe, 3 seeds) on the name's
+  # export into NAME.pc, or with a tag and finetuning overrides into NAME.TAG.pc
+  local name=$1 pc=$1.pc; shift
+  [ $# -gt 0 ] && { pc=$name.$1.pc; shift; }
+  [ -f $R/$pc/results/controls.json ] && return
+  timeout $(left) ${NEGLECT:-neglect} run --preset testbed --out $R/$pc --set base_model=$R/$name.export \
     --set 'finetune.trainable=layers\.[01]\..*mlp' --set 'conditions=["plain","local"]' --set 'seeds=[0,1,2]' \
-    --set finetune.n_checkpoints=2 --set jobs=3 > $R/$name.pc.log 2>&1
-  stamp "$name.pc rc=$?"
-  tar czf $OUT/$name.pc.tgz -C $R $name.pc.log $name.pc/results 2>/dev/null
+    --set finetune.n_checkpoints=2 --set jobs=3 "$@" > $R/$pc.log 2>&1
+  stamp "$pc rc=$?"
+  tar czf $OUT/$pc.tgz -C $R $pc.log $pc/results 2>/dev/null
 }
-worker() {  # names...: each pretrained (screened) in turn, its controls run if it finishes
+worker() {  # names...: each pretrained (screened) in turn, its controls run if it finishes; with FT="tag:key=value
+  # ..." the controls run once per finetuning variant, side by side, instead of once with the preset's
   for name in "$@"; do
     [ $(left) -lt 100 ] && { stamp "$name not started"; continue; }
     T=$(left) export_run $name $(overrides $name)
-    [ -f $R/$name.export/provenance.json ] && [ $(left) -gt 120 ] && controls $name
+    [ -f $R/$name.export/provenance.json ] && [ $(left) -gt 120 ] || continue
+    if [ -z "${FT:-}" ]; then controls $name; else
+      for v in $FT; do controls $name ${v%%:*} --set ${v#*:} & done; wait
+    fi
   done
 }
-bundle() {  # names...: what comes back fits the device's 8 files: the exports of the runs whose positive
-  # control passed (at most four), the controls' results and the status in one results.tgz
-  local kept=0 name
+bundle() {  # names...: what comes back fits the device's 8 files: four exports at most (those whose positive
+  # control passed first, then the others in order), the controls' results and the status in one results.tgz
+  local name passed=() others=()
   for name in "$@"; do
-    if [ $kept -lt 4 ] && python3 -c "import json,sys; sys.exit(not json.load(open(sys.argv[1]))['positive_control']['passed'])" \
-        $R/$name.pc/results/controls.json 2>/dev/null; then kept=$((kept + 1)); else rm -f $OUT/$name.tgz.*; fi
+    if python3 -c "import json,sys; sys.exit(not json.load(open(sys.argv[1]))['positive_control']['passed'])" \
+        $R/$name.pc/results/controls.json 2>/dev/null; then passed+=($name); else others+=($name); fi
   done
+  for name in $(echo ${passed[@]} ${others[@]} | cut -d' ' -f5-); do rm -f $OUT/$name.tgz.*; done
   preconditions "$@" > $OUT/preconditions.txt
   tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt preconditions.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
   ls -la $OUT
