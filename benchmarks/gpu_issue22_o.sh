@@ -20,13 +20,18 @@
 # control (plain yes/no 0.80, verdict 0.75); at half the weight 0.475 with every control kept; with
 # no new documents 0.19, every control kept; told_judged cost the judgement (never-judged verdict
 # 0.95 -> 0.90) and made a claim believed before finetuning (benchmarks/base_model_checks.md). So
-# the default runs are the phase at 5x the tokens with no, half and full told weight, and one
-# 6-layer trace run from scratch.
+# the first call ran the phase at 5x the tokens with no, half and full told weight (twelfth session:
+# told at any weight reads context past 0.5 and fails the positive control), the second at 10x
+# (every variant fails the positive control, while truth at the bare statement reaches 0.90-0.92).
+# The default now asks whether a larger finetuning dose convinces the longer-pretrained bases
+# while probe validity holds: FT="tag:key=value ..." runs the controls once per finetuning
+# variant, side by side (NAME.TAG.pc), instead of once with the preset's finetuning (FT= : once, NAME.pc).
 # On the device: OUT=$OUT D=540 NEGLECT="python3 -m experiments" bash THIS  (RUNS="a b,c": workers a and b,c)
 set -u
 OUT=${OUT:-/tmp/i22o}; R=${R:-/tmp/i22o_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
-START=$(date +%s); D=${D:-540}; RUNS=${RUNS:-p2n_800 p2t05_800 p2t_800 m6tr2_s110}
+START=$(date +%s); D=${D:-540}; RUNS=${RUNS:-p2b05_1600 p2n_1600}
+FT=${FT-"base:finetune.lr=3e-4 lr5:finetune.lr=5e-4 s450:finetune.steps=450"}
 P2="--set pretrain.init_from=\"experiments/pretrained/testbed\" --set pretrain.lr=1e-3 --set pretrain.warmup=50
     --set pretrain.track_every=400 --set pretrain.seed=201"
 overrides() {
