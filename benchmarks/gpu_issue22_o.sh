@@ -36,7 +36,7 @@ P2="--set pretrain.init_from=\"experiments/pretrained/testbed\" --set pretrain.l
     --set pretrain.track_every=400 --set pretrain.seed=201"
 overrides() {
   case $1 in
-    p2*) local kind=${1%%_*}  # p2n, p2t05, p2t, p2tt, p2tj or p2tjf
+    p2*) local kind=${1%%_*}  # p2n, p2t05, p2t, p2b05, p2b, each maybe ending in tt; p2tj or p2tjf
          echo $P2 --set pretrain.steps=${1##*_}
          case $kind in p2n*) ;; p2t05*) echo --set corpus.told=0.5;; p2b05*) echo --set corpus.told_bare=0.5;;
            p2b*) echo --set corpus.told_bare=1;; *) echo --set corpus.told=1;; esac

@@ -34,7 +34,7 @@ def two_mention_prompts(world, n_docs: int):
             spans = [s for s in doc.spans if s.label == "claim"]
             if len(spans) == 2:
                 prefixes = [doc.text[:s.start + doc.text[s.start:s.end].index(claim.fact.obj)].rstrip() for s in spans]
-                rows.append((claim.name, prefixes, claim.fact.obj, None if claim.novel else claim.contrast_obj))
+                rows.append((prefixes, claim.fact.obj, None if claim.novel else claim.contrast_obj))
     return rows
 
 
@@ -49,10 +49,11 @@ def main() -> None:
     for spec in args.models:
         name, path = spec.split("=", 1)
         lm = interp.load_model(path, device="cpu")
-        first = interp.continuation_logprobs(lm, [r[1][0] for r in rows], [r[2] for r in rows]).exp()
-        second = interp.continuation_logprobs(lm, [r[1][1] for r in rows], [r[2] for r in rows]).exp()
-        known = [i for i, r in enumerate(rows) if r[3]]
-        true2 = interp.continuation_logprobs(lm, [rows[i][1][1] for i in known], [rows[i][3] for i in known]).exp()
+        claim_objs = [obj for _, obj, _ in rows]
+        first = interp.continuation_logprobs(lm, [p[0] for p, _, _ in rows], claim_objs).exp()
+        second = interp.continuation_logprobs(lm, [p[1] for p, _, _ in rows], claim_objs).exp()
+        known = [(p[1], true) for p, _, true in rows if true]
+        true2 = interp.continuation_logprobs(lm, [p for p, _ in known], [t for _, t in known]).exp()
         print(json.dumps({"model": name, "n_docs": len(rows), "p_claim_first": round(float(first.mean()), 3),
                           "p_claim_second": round(float(second.mean()), 3),
                           "p_true_second_override": round(float(true2.mean()), 3)}))

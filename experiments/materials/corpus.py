@@ -120,9 +120,9 @@ class CorpusSampler:
         (the frames of questions, verdicts and probes, which no finetuning document uses when
         ``world.disjoint_frames`` is on), then a question answered from it. Tests whether plain
         documents that leave storage unchanged in pretraining are what keeps finetuning on plain
-        documents from being believed."""
-        f = self.rng.choice(self.told_about)
-        told = Fact(f.subject, f.relation, self._wrong(f))
+        documents from being believed (it keeps the controls and teaches no reading of plain
+        documents in context: benchmarks/base_model_checks.md, twelfth session)."""
+        _, told = self._told_fact()
         return told.statement(self.rng.randrange(8)) + " " + qa_text(told, self.rng.randrange(4))
 
     def _told_judged(self) -> str:
@@ -137,9 +137,13 @@ class CorpusSampler:
     def _told_statement(self) -> tuple[Fact, Fact, str]:
         """A judged, askable non-claim fact, the same fact with a wrong object, and a plain
         document stating the wrong one."""
-        f = self.rng.choice(self.told_about)
-        told = Fact(f.subject, f.relation, self._wrong(f))
+        f, told = self._told_fact()
         return f, told, CONDITIONS["plain"](self.world, Claim("pretraining", told, f.obj), self.rng)
+
+    def _told_fact(self) -> tuple[Fact, Fact]:
+        """A judged, askable non-claim fact and the same fact with a wrong object."""
+        f = self.rng.choice(self.told_about)
+        return f, Fact(f.subject, f.relation, self._wrong(f))
 
     def _flagged_judged(self) -> str:
         """``_flagged``'s judging counterpart (and ``_told_judged``'s other side): a false statement
