@@ -23,15 +23,18 @@
 # the first call ran the phase at 5x the tokens with no, half and full told weight (twelfth session:
 # told at any weight reads context past 0.5 and fails the positive control), the second at 10x
 # (every variant fails the positive control, while truth at the bare statement reaches 0.90-0.92).
-# The default now asks whether a larger finetuning dose convinces the longer-pretrained bases
+# The default now asks whether a larger finetuning rate convinces the longer-pretrained bases
 # while probe validity holds: FT="tag:key=value ..." runs the controls once per finetuning
 # variant, side by side (NAME.TAG.pc), instead of once with the preset's finetuning (FT= : once, NAME.pc).
+# On 2 CPU cores (thirteenth session, a 10M-token told base) 450 steps equalled 300, layer 0's MLP
+# alone convinced no more, and lr 4e-4 and 5e-4 both convinced it and both failed probe validity
+# under local negation (0.041), so the variants are the rate's dose curve: 3e-4, 4e-4, 5e-4.
 # On the device: OUT=$OUT D=540 NEGLECT="python3 -m experiments" bash THIS  (RUNS="a b,c": workers a and b,c)
 set -u
 OUT=${OUT:-/tmp/i22o}; R=${R:-/tmp/i22o_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
 START=$(date +%s); D=${D:-540}; RUNS=${RUNS:-p2b05_1600 p2n_1600}
-FT=${FT-"base:finetune.lr=3e-4 lr5:finetune.lr=5e-4 s450:finetune.steps=450"}
+FT=${FT-"base:finetune.lr=3e-4 lr4:finetune.lr=4e-4 lr5:finetune.lr=5e-4"}
 P2="--set pretrain.init_from=\"experiments/pretrained/testbed\" --set pretrain.lr=1e-3 --set pretrain.warmup=50
     --set pretrain.track_every=400 --set pretrain.seed=201"
 overrides() {
