@@ -1,0 +1,119 @@
+"""Which statement frames can a base model judge, and where does its truth probe read them?
+
+`neglect check-base` reports one verdict accuracy on facts never judged in pretraining and one
+bare-statement probe accuracy, each a mean over every statement frame. This splits both by frame:
+for each relation and each of its statement frames (affirmative and negated), the verdict accuracy
+on never-judged facts stated with their true object and with a wrong one (chance 0.5 each; a model
+that always says "false" scores 0 and 1), and the bare-statement truth probe's held-out accuracy
+per layer on that frame's probe statements (the probe fit as check-base fits it, on every frame
+of the training subjects; chance 0.5). Issue 22, thirteenth session
+(benchmarks/base_model_checks.md).
+
+Usage (`testbed`-world base models):
+  python benchmarks/frame_judgement.py NAME=BASE_DIR [NAME=BASE_DIR ...] [--facts N]
+Prints one JSON line per model, relation and frame, then the probe over all frames.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+
+import numpy as np
+import torch
+
+import interp
+from experiments.config import load_config
+from experiments.evaluation import readout
+from experiments.evaluation.judgement import judged_and_unjudged
+from experiments.evaluation.scoring import option_logprobs
+from experiments.materials.questions import verdict_prompt
+from experiments.materials.statements import probe_statements
+from experiments.materials.world import RELATIONS, build_world
+
+
+def frame_patterns() -> list[tuple[str, bool, str, re.Pattern]]:
+    """``(relation, negated, frame, pattern)`` for every statement frame; the pattern matches a
+    bare sentence in that frame (subject and object any words)."""
+    out = []
+    for rel in RELATIONS.values():
+        for negated, frames in ((False, rel.affirmative), (True, rel.negated)):
+            for frame in frames:
+                body = re.escape(frame).replace(re.escape("{s}"), "(.+)").replace(re.escape("{o}"), "(.+)")
+                out.append((rel.name, negated, frame, re.compile(f"^{body}$")))
+    return out
+
+
+def frame_of(sentence: str, patterns) -> str | None:
+    """The frame a bare sentence is in (the first that matches), or None."""
+    return next((frame for _, _, frame, pattern in patterns if pattern.match(sentence)), None)
+
+
+def verdict_by_frame(lm, world, facts, n_facts: int, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per frame: verdict accuracy on up to ``n_facts`` never-judged facts per relation stated with
+    their true object (``true_acc``) and with a wrong one (``false_acc``)."""
+    rng = random.Random(f"frame-judgement-{seed}")
+    items = []
+    for name, rel in RELATIONS.items():
+        pool = [f for f in facts if f.relation == name]
+        for fact in rng.sample(pool, min(n_facts, len(pool))):
+            wrong = world.wrong_object(fact, rng)
+            for negated, frames in ((False, rel.affirmative), (True, rel.negated)):
+                for i, frame in enumerate(frames):
+                    for obj in (fact.obj, wrong):
+                        truth = (obj == fact.obj) != negated
+                        side = "true_acc" if truth else "false_acc"
+                        items.append((verdict_prompt(fact.statement(i, obj=obj, negated=negated)), truth, frame, side))
+    scores = option_logprobs(lm, [p for p, *_ in items], [("true", "false")] * len(items))
+    right: dict[tuple[str, str], list[bool]] = {}
+    for score, (_, truth, frame, side) in zip(scores, items):
+        right.setdefault((frame, side), []).append((int(score.argmax()) == 0) == truth)
+    out: dict[str, dict[str, float]] = {}
+    for (frame, side), values in right.items():
+        out.setdefault(frame, {})[side] = round(float(np.mean(values)), 3)
+        out[frame]["n_facts"] = len(values)
+    return out
+
+
+def probe_by_frame(lm, world, patterns) -> dict[str, dict]:
+    """Per frame, and over all of them (``"all"``: check-base's statement probe profile): the
+    bare-statement probe's held-out accuracy at every layer and its number of test statements."""
+    statements = probe_statements(world, "statement")
+    acts = interp.residuals(lm, [s.text for s in statements], position="last").numpy()
+    probes = readout.fit_probes(acts, statements, estimator="logistic", C=0.1, device=lm.device)
+    label = np.array([s.label for s in statements])
+    negated = np.array([s.negated for s in statements])
+    test = np.array([s.split == "test" for s in statements])
+    frames = np.array([frame_of(s.sentence or s.text, patterns) for s in statements], dtype=object)
+    correct = (probes.logits(readout._by_layer(acts), negated) > 0) == label  # [L, n]
+    out = {frame: {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, test & (frames == frame)].mean(axis=1)],
+                   "n_probe": int((test & (frames == frame)).sum())}
+           for frame in dict.fromkeys(frames[test]) if frame is not None}
+    out["all"] = {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, test].mean(axis=1)],
+                  "n_probe": int(test.sum())}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("models", nargs="+", help="NAME=BASE_DIR")
+    parser.add_argument("--facts", type=int, default=120, help="never-judged facts per relation")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    world = build_world(load_config("testbed").world)
+    _, never = judged_and_unjudged(world)
+    patterns = frame_patterns()
+    for spec in args.models:
+        name, path = spec.split("=", 1)
+        lm = interp.load_model(path, device="cpu")
+        verdicts = verdict_by_frame(lm, world, never, args.facts)
+        probe = probe_by_frame(lm, world, patterns)
+        for relation, negated, frame, _ in patterns:
+            print(json.dumps({"model": name, "relation": relation, "negated": negated, "frame": frame,
+                              **verdicts.get(frame, {}), **probe.get(frame, {"probe_acc_by_layer": None})}))
+        print(json.dumps({"model": name, "frame": "all", **probe["all"]}))
+
+
+if __name__ == "__main__":
+    main()
