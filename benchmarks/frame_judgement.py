@@ -4,7 +4,8 @@
 bare-statement probe accuracy, each a mean over every statement frame. This splits both by frame:
 for each relation and each of its statement frames (affirmative and negated), the verdict accuracy
 on never-judged facts stated with their true object and with a wrong one (chance 0.5 each; a model
-that always says "false" scores 0 and 1), and the bare-statement truth probe's held-out accuracy
+that always says "false" scores 0 and 1; `experiments.evaluation.judgement.verdict_accuracy_by_frame`,
+which check-base reports too), and the bare-statement truth probe's held-out accuracy
 per layer on that frame's probe statements (the probe fit as check-base fits it, on every frame
 of the training subjects; chance 0.5). Issue 22, thirteenth session
 (benchmarks/base_model_checks.md).
@@ -26,9 +27,7 @@ import torch
 import interp
 from experiments.config import load_config
 from experiments.evaluation import readout
-from experiments.evaluation.judgement import judged_and_unjudged
-from experiments.evaluation.scoring import option_logprobs
-from experiments.materials.questions import verdict_prompt
+from experiments.evaluation.judgement import judged_and_unjudged, verdict_accuracy_by_frame
 from experiments.materials.statements import probe_statements
 from experiments.materials.world import RELATIONS, build_world
 
@@ -48,32 +47,6 @@ def frame_patterns() -> list[tuple[str, bool, str, re.Pattern]]:
 def frame_of(sentence: str, patterns) -> str | None:
     """The frame a bare sentence is in (the first that matches), or None."""
     return next((frame for _, _, frame, pattern in patterns if pattern.match(sentence)), None)
-
-
-def verdict_by_frame(lm, world, facts, n_facts: int, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Per frame: verdict accuracy on up to ``n_facts`` never-judged facts per relation stated with
-    their true object (``true_acc``) and with a wrong one (``false_acc``)."""
-    rng = random.Random(f"frame-judgement-{seed}")
-    items = []
-    for name, rel in RELATIONS.items():
-        pool = [f for f in facts if f.relation == name]
-        for fact in rng.sample(pool, min(n_facts, len(pool))):
-            wrong = world.wrong_object(fact, rng)
-            for negated, frames in ((False, rel.affirmative), (True, rel.negated)):
-                for i, frame in enumerate(frames):
-                    for obj in (fact.obj, wrong):
-                        truth = (obj == fact.obj) != negated
-                        side = "true_acc" if truth else "false_acc"
-                        items.append((verdict_prompt(fact.statement(i, obj=obj, negated=negated)), truth, frame, side))
-    scores = option_logprobs(lm, [p for p, *_ in items], [("true", "false")] * len(items))
-    right: dict[tuple[str, str], list[bool]] = {}
-    for score, (_, truth, frame, side) in zip(scores, items):
-        right.setdefault((frame, side), []).append((int(score.argmax()) == 0) == truth)
-    out: dict[str, dict[str, float]] = {}
-    for (frame, side), values in right.items():
-        out.setdefault(frame, {})[side] = round(float(np.mean(values)), 3)
-        out[frame]["n_facts"] = len(values)
-    return out
 
 
 def probe_by_frame(lm, world, patterns) -> dict[str, dict]:
@@ -107,11 +80,13 @@ def main() -> None:
     for spec in args.models:
         name, path = spec.split("=", 1)
         lm = interp.load_model(path, device="cpu")
-        verdicts = verdict_by_frame(lm, world, never, args.facts)
+        verdicts = verdict_accuracy_by_frame(lm, world, never, random.Random("frame-judgement-0"), args.facts)
         probe = probe_by_frame(lm, world, patterns)
         for relation, negated, frame, _ in patterns:
             print(json.dumps({"model": name, "relation": relation, "negated": negated, "frame": frame,
-                              **verdicts.get(frame, {}), **probe.get(frame, {"probe_acc_by_layer": None})}))
+                              **{k: round(v, 3) if isinstance(v, float) else v for k, v in verdicts.get(frame, {}).items()
+                                 if k not in ("relation", "negated")},
+                              **probe.get(frame, {"probe_acc_by_layer": None})}))
         print(json.dumps({"model": name, "frame": "all", **probe["all"]}))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 import interp
 from experiments.evaluation import belief, chance, readout
-from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy
+from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy, verdict_accuracy_by_frame
 from experiments.materials.questions import control_questions, world_questions
 from experiments.materials.statements import probe_statements
 from experiments.materials.world import World
@@ -42,7 +42,9 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         ``heldout_qa`` (questions never asked in pretraining; ``heldout_entity_qa`` too when the
         world holds out whole entities), ``unjudged_verdict_acc`` and ``unjudged_yesno_acc``
         (facts never judged in pretraining; with ``unjudged_yesno_yes_share``,
-        ``unjudged_tagged_acc`` and ``unjudged_cloze_acc`` beside them), ``statement_probe_best_acc`` with its
+        ``unjudged_tagged_acc``, ``unjudged_cloze_acc``, the verdicts per statement frame
+        ``unjudged_verdict_by_frame`` and the frame judged worst ``unjudged_verdict_worst_frame``
+        beside them), ``statement_probe_best_acc`` with its
         ``statement_probe_best_layer`` (the probe on the bare statement's final token, held-out
         subjects, best layer before the last), beside ``verdict_probe_best_acc`` (read in the
         verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
@@ -133,7 +135,11 @@ def judging_unseen_pairs(lm, world: World) -> dict:
     """How well the model judges facts it never saw judged (``world.judge_heldout``, all of them):
     verdicts on true/false, affirmative/negated statements, balanced yes/no questions, tagged
     statements and the statement frames' cloze (:func:`judgement.judgement_accuracy`). This is the
-    generalisation that the claims' belief questions rely on."""
+    generalisation that the claims' belief questions rely on. Beside the means, the verdicts per
+    statement frame (``unjudged_verdict_by_frame``, :func:`judgement.verdict_accuracy_by_frame`)
+    and the frame judged worst (``unjudged_verdict_worst_frame``, lowest balanced accuracy): a
+    frame the model cannot judge makes every belief item in it read belief or disbelief whatever
+    the model holds, which the mean hides."""
     if not world.judge_heldout:
         return {}
     _, never = judged_and_unjudged(world)
@@ -142,4 +148,6 @@ def judging_unseen_pairs(lm, world: World) -> dict:
            "unjudged_yesno_yes_share": acc["yesno_first_share"], "unjudged_tagged_acc": acc["tagged_acc"]}
     if "statement_cloze_acc" in acc:
         out["unjudged_cloze_acc"] = acc["statement_cloze_acc"]
-    return out
+    by_frame = verdict_accuracy_by_frame(lm, world, never, random.Random(f"unjudged-frames-{world.seed}"))
+    worst = min(by_frame, key=lambda frame: by_frame[frame]["balanced_acc"]) if by_frame else None
+    return out | {"unjudged_verdict_by_frame": by_frame, "unjudged_verdict_worst_frame": worst}

@@ -94,3 +94,52 @@ def judgement_profile(lm, world: World, n: int = 150, seed: int = 0) -> dict:
     rng = random.Random(f"judgement-{seed}")
     return {"judged": judgement_accuracy(lm, world, judged, rng, n),
             "never_judged": judgement_accuracy(lm, world, never, rng, n) if never else {}}
+
+
+def verdict_accuracy_by_frame(lm, world: World, facts: list[Fact], rng: random.Random,
+                              n_per_relation: int = 60) -> dict[str, dict]:
+    """Verdict accuracy per statement frame, on up to ``n_per_relation`` of ``facts`` per relation,
+    each fact stated in every affirmative and negated frame of its relation with its true object
+    and with a wrong one. A frame the model cannot judge shows as a lopsided pair (a model that
+    always says "false" there scores ``true_acc`` 0 and ``false_acc`` 1), which the mean over
+    frames of :func:`judgement_accuracy` hides.
+
+    Parameters
+    ----------
+    lm : interp.LoadedModel
+    world : World
+    facts : the facts to sample from (e.g. those never judged in pretraining).
+    rng : random.Random
+        Draws the sample and the wrong objects.
+    n_per_relation : how many facts of each relation (all when fewer).
+
+    Returns
+    -------
+    dict
+        frame (its template, e.g. ``"{s} lives in {o} ."``) -> ``relation``, ``negated``,
+        ``true_acc`` and ``false_acc`` (on the statements that are true and false; chance 0.5
+        each), ``balanced_acc`` (their mean: 0.5 for an answer that ignores the statement) and
+        ``n_facts``; frames of relations without facts are left out.
+    """
+    items, where = [], {}
+    for name in dict.fromkeys(f.relation for f in facts):
+        pool = [f for f in facts if f.relation == name]
+        rel = pool[0].rel()
+        for fact in rng.sample(pool, min(n_per_relation, len(pool))):
+            wrong = world.wrong_object(fact, rng)
+            for negated, frames in ((False, rel.affirmative), (True, rel.negated)):
+                for i, frame in enumerate(frames):
+                    where[frame] = (name, negated)
+                    for obj in (fact.obj, wrong):
+                        truth = (obj == fact.obj) != negated
+                        items.append((verdict_prompt(fact.statement(i, obj=obj, negated=negated)), truth, frame))
+    scores = option_logprobs(lm, [p for p, _, _ in items], [("true", "false")] * len(items))
+    right: dict[tuple[str, bool], list[bool]] = {}
+    for score, (_, truth, frame) in zip(scores, items):
+        right.setdefault((frame, truth), []).append((int(score.argmax()) == 0) == truth)
+    out = {}
+    for frame, (relation, negated) in where.items():
+        true_acc, false_acc = float(np.mean(right[frame, True])), float(np.mean(right[frame, False]))
+        out[frame] = {"relation": relation, "negated": negated, "true_acc": true_acc, "false_acc": false_acc,
+                      "balanced_acc": (true_acc + false_acc) / 2, "n_facts": len(right[frame, True])}
+    return out

@@ -120,6 +120,18 @@ def controls_section(controls: dict) -> str:
             f"<p>{html.escape(about)}</p>")
 
 
+def worst_frame_note(figures: dict) -> str:
+    """One sentence on the statement frame the base model judges worst on never-judged facts
+    (``unjudged_verdict_worst_frame`` of check-base), or "" when check-base has none."""
+    frame = figures.get("unjudged_verdict_worst_frame")
+    if frame is None:
+        return ""
+    f = figures["unjudged_verdict_by_frame"][frame]
+    return (f" The statement frame judged worst on never-judged facts: \"{frame}\" (true statements "
+            f"{f['true_acc']:.2f}, false ones {f['false_acc']:.2f}, balanced {f['balanced_acc']:.2f}; chance 0.5; "
+            "belief items in a frame the model cannot judge read its answer bias, not belief).")
+
+
 def preconditions_section(figures: dict, world: str = "") -> str:
     """The report's "Base model" section: each precondition of
     ``experiments.evaluation.preconditions`` with its value, bound and pass/fail (failures marked);
@@ -144,7 +156,8 @@ def preconditions_section(figures: dict, world: str = "") -> str:
              "only read about, judge facts it never saw judged (chance 0.5), carry a truth signal at the bare "
              "statement's final token (held-out entities, chance 0.5), read context both ways and disbelieve "
              f"every claim ({len(PRECONDITIONS)} checks, `neglect check-base`). Beside the statement probe: "
-             + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()) + ".")
+             + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()) + "."
+             + worst_frame_note(figures))
     return (f"<h2 id='{anchor}'>{head}</h2><table><tr><th>figure</th><th>value</th><th>bound</th>"
             f"<th></th></tr>{body}</table><p>{html.escape(about)}</p>")
 

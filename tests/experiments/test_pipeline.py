@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from experiments.cli import main
 from experiments.config import load_config
@@ -95,6 +96,11 @@ def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
         assert 0.0 <= figures[key] <= 1.0, key
     world = json.loads((out / "world.json").read_text())
     assert world["judge_heldout"]  # the never-judged pairs are part of the run's description
+    by_frame = figures["unjudged_verdict_by_frame"]  # every statement frame of the relations judged
+    assert by_frame and all(0.0 <= f[k] <= 1.0 for f in by_frame.values() for k in ("true_acc", "false_acc"))
+    assert all(f["balanced_acc"] == pytest.approx((f["true_acc"] + f["false_acc"]) / 2) for f in by_frame.values())
+    worst = figures["unjudged_verdict_worst_frame"]
+    assert by_frame[worst]["balanced_acc"] == min(f["balanced_acc"] for f in by_frame.values())
 
 
 def test_a_run_checks_its_base_model_and_names_failed_preconditions(tiny_run):

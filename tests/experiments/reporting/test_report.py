@@ -2,6 +2,7 @@
 rebuilt from tables and the activation cache without touching a model."""
 from __future__ import annotations
 
+import html
 import re
 import shutil
 
@@ -171,3 +172,8 @@ def test_the_report_marks_failed_base_model_preconditions(tiny_run):
     good = {k: 1.0 for k in ("heldout_entity_qa", "unjudged_verdict_acc", "unjudged_yesno_acc",
                              "statement_probe_best_acc", "in_context_true_answer", "in_context_plain_answer")}
     assert "FAIL" not in preconditions_section(good | {"claim_belief_max": 0.0})
+    assert figures["unjudged_verdict_worst_frame"] in html.unescape(section)  # the frame judged worst is named
+    frame = "in {o} you can meet {s} every day ."
+    lopsided = {"unjudged_verdict_worst_frame": frame, "unjudged_verdict_by_frame": {frame: {
+        "true_acc": 0.17, "false_acc": 0.92, "balanced_acc": 0.545}}}
+    assert "true statements 0.17, false ones 0.92, balanced 0.55" in html.unescape(preconditions_section(good | lopsided))

@@ -117,6 +117,30 @@ def test_the_shipped_testbed_models_judge_facts_they_never_saw_judged(name):
     assert 0.3 <= scores["verdict_first_share"] <= 0.7 and 0.3 <= scores["yesno_first_share"] <= 0.7
 
 
+@pytest.mark.parametrize("name, judges_it", [("testbed", False), ("testbed_judge", True)])
+def test_only_the_deeper_shipped_model_judges_the_frame_that_names_the_city_first(name, judges_it):
+    """Behaviour per frame (check-base's ``unjudged_verdict_by_frame``): on facts pretraining never
+    judged, the 6-layer testbed model judges every subject-first lives_in frame and calls most true
+    statements in "in {o} you can meet {s} every day ." false (the comparison runs backwards: the
+    city comes before the person); the 8-layer testbed_judge judges that frame too."""
+    import random
+
+    import interp
+    from experiments.evaluation.judgement import judged_and_unjudged, verdict_accuracy_by_frame
+
+    world = load_materials(load_config(name)).world
+    _, never_judged = judged_and_unjudged(world)
+    lives_in = [f for f in never_judged if f.relation == "lives_in"]
+    lm = interp.load_model(shipped.shipped_models()[name], device="cpu")
+    frames = verdict_accuracy_by_frame(lm, world, lives_in, random.Random(0), n_per_relation=30)
+    object_first = frames.pop("in {o} you can meet {s} every day .")
+    assert len(frames) == 5 and all(f["balanced_acc"] >= 0.9 for f in frames.values())  # 3 affirmative, 2 negated
+    if judges_it:
+        assert object_first["balanced_acc"] >= 0.9
+    else:
+        assert object_first["true_acc"] <= 0.4 and object_first["false_acc"] >= 0.8
+
+
 def test_the_shipped_testbed_model_is_what_the_demo_and_testbed_presets_start_from():
     """Adding a config key must not orphan the shipped model (a `make demo` would pretrain on
     2 CPU cores): the presets that name its recipe find it."""
