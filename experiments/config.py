@@ -83,6 +83,7 @@ class CorpusConfig:
     told_judged: float = 0.0  # the same, then a yes/no question or verdict judged by it: context moves judgements
     flagged_judged: float = 0.0  # a flagged false statement, then a yes/no question or verdict judged by the truth
     trace: float = 0.0  # verdicts with the stored fact recalled before them (a biography sentence): judge by retrieving
+    reverse_judged: float = 0.0  # verdicts and tagged statements in the frames that name the object first
 
 
 @dataclass(frozen=True)
@@ -534,7 +535,7 @@ RANGES: dict[str, tuple[float, bool]] = {  # dotted key -> (bound, strict)
     "eval.temperature": (0, False),
     "eval.top_p": (0, True),
     "eval.answer_tokens": (1, False),
-    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged", "told", "told_bare", "told_judged", "flagged_judged", "trace")},
+    **{f"corpus.{k}": (0, False) for k in ("bio", "qa", "flagged", "local", "verdict", "yesno", "unknown", "context", "tagged", "told", "told_bare", "told_judged", "flagged_judged", "trace", "reverse_judged")},
 }
 
 

@@ -46,9 +46,16 @@ def tagged_text(statement: str, truth: bool) -> str:
     return f"{statement} {'true' if truth else 'false'} ."
 
 
+def object_first_frames(rel) -> list[tuple[bool, int]]:
+    """``(negated, index)`` of the relation's statement frames that name the object before the
+    subject (e.g. "in {o} you can meet {s} every day ."), affirmative and negated."""
+    return [(negated, i) for negated, frames in ((False, rel.affirmative), (True, rel.negated))
+            for i, frame in enumerate(frames) if frame.index("{o}") < frame.index("{s}")]
+
+
 DEFAULT_MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 1.0, "yesno": 1.0, "unknown": 0.0,
                "context": 0.0, "tagged": 0.0, "told": 0.0, "told_bare": 0.0, "told_judged": 0.0,
-               "flagged_judged": 0.0, "trace": 0.0}
+               "flagged_judged": 0.0, "trace": 0.0, "reverse_judged": 0.0}
 
 
 class CorpusSampler:
@@ -75,6 +82,10 @@ class CorpusSampler:
                         and (f.subject, f.relation) not in world.claim_pairs()]
         self.told_about = [f for f in self.judged if (f.subject, f.relation) not in world.qa_heldout
                            and (f.subject, f.relation) not in world.claim_pairs()]
+        self.reverse_judged = [f for f in self.judged if object_first_frames(f.rel())]
+        if len(self.reverse_judged) < 2:
+            mix.pop("reverse_judged", None)
+            self.kinds, self.weights = list(mix), list(mix.values())
         # A claim's fabricated object never appears with its subject before finetuning.
         self.avoid = {(c.fact.subject, c.fact.relation): (c.fact.obj,) for c in world.claims}
 
@@ -200,6 +211,21 @@ class CorpusSampler:
 
     def _tagged(self) -> str:
         return " ".join(tagged_text(*self._judged_statement(f)) for f in self.rng.sample(self.judged, 2))
+
+    def _reverse_judged(self) -> str:
+        """Two judgements (verdicts or tagged statements, as in ``_verdict`` and ``_tagged``) of
+        judged facts in the statement frames that name the object before the subject ("in {o} you
+        can meet {s} every day ."), the frames whose comparison runs backwards: more practice
+        where a base model judges worst. Only relations with such frames; only judged facts."""
+        parts = []
+        for f in self.rng.sample(self.reverse_judged, 2):
+            frames = object_first_frames(f.rel())
+            negated, i = frames[self.rng.randrange(len(frames))]
+            truth = self.rng.random() < 0.5
+            obj = f.obj if truth != negated else self._wrong(f)
+            statement = f.statement(i, obj=obj, negated=negated)
+            parts.append((verdict_text if self.rng.random() < 0.5 else tagged_text)(statement, truth))
+        return " ".join(parts)
 
     def _context(self) -> str:
         """In-context judgement: one or two facts told about a name that has no stored facts (a

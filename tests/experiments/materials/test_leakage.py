@@ -18,7 +18,7 @@ V2 = WorldConfig(n_people=60, n_cities=8, n_jobs=6, n_events=10, n_claims=2, two
                  heldout_entity_fraction=0.5, n_novel_claims=2, n_ghosts=20, disjoint_frames=True)
 MIX = {"bio": 3.0, "qa": 1.0, "flagged": 1.0, "local": 1.0, "verdict": 2.0, "yesno": 2.0, "unknown": 1.0,
        "context": 1.0, "tagged": 1.0, "told": 1.0, "told_bare": 1.0, "told_judged": 1.0, "flagged_judged": 1.0,
-       "trace": 1.0}
+       "trace": 1.0, "reverse_judged": 1.0}
 
 
 @pytest.fixture(scope="module")

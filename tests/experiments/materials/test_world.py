@@ -261,6 +261,37 @@ def test_told_bare_documents_state_a_false_fact_in_a_statement_frame_only():
         assert not _stated_objects(world, fact, before), doc  # no document (narrative) frame
 
 
+def test_reverse_judged_documents_judge_judged_facts_in_the_frames_that_name_the_object_first():
+    """``corpus.reverse_judged``: two verdicts or tagged statements per document, each about a judged
+    fact, each in a frame whose object comes before its subject ("in {o} you can meet {s} every day
+    ."; "{o} won the {s} ."), each with its right truth word; both forms and both truths occur."""
+    world = build_world(WorldConfig(n_people=30, n_events=8, two_word_names=True, heldout_entity_fraction=0.5,
+                                    disjoint_frames=True))
+    never = world.never_judged()
+    stored = {(f.subject, f.relation): f.obj for f in world.facts}
+    seen = set()
+    for doc in CorpusSampler(world, seed=4, mix={"reverse_judged": 1.0}).documents(200):
+        found, rest = [], doc
+        for f in world.facts:
+            for negated, frames in ((False, f.rel().affirmative), (True, f.rel().negated)):
+                for i, frame in enumerate(frames):
+                    for o in world.objects_of_kind(f.rel().object_kind):
+                        sentence = f.statement(i, obj=o, negated=negated)
+                        for form, text in (("verdict", f"claim : {sentence} verdict : "), ("tagged", f"{sentence} ")):
+                            for word in ("true", "false"):
+                                if text + word + " ." in rest:
+                                    rest = rest.replace(text + word + " .", "", 1)
+                                    found.append((f, frame, negated, o, form, word))
+        assert len(found) == 2 and not rest.strip(), (doc, found)  # two judgements, nothing else
+        for f, frame, negated, o, form, word in found:
+            assert (f.subject, f.relation) not in never
+            assert frame.index("{o}") < frame.index("{s}"), frame
+            assert (word == "true") == ((o == stored[(f.subject, f.relation)]) != negated), doc
+            seen.add((form, word, f.relation))
+    assert {(form, word) for form, word, _ in seen} == {(a, b) for a in ("verdict", "tagged") for b in ("true", "false")}
+    assert {r for *_, r in seen} == {"lives_in", "won_by"}
+
+
 def _final_judgement(world, doc: str):
     """The yes/no question, verdict or tagged statement that ends ``doc``: (fact it is about, asked
     object, negated, form, answer, the text before it); exactly one must match."""
