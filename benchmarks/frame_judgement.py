@@ -16,20 +16,18 @@ Prints one JSON line per model, relation and frame, then the probe over all fram
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
 
 import numpy as np
-import torch
 
 import interp
-from experiments.config import load_config
 from experiments.evaluation import readout
 from experiments.evaluation.judgement import judged_and_unjudged, verdict_accuracy_by_frame
 from experiments.materials.statements import probe_statements
-from experiments.materials.world import RELATIONS, build_world
+from experiments.materials.world import RELATIONS
+from testbed_models import testbed_models_cli
 
 
 def frame_patterns() -> list[tuple[str, bool, str, re.Pattern]]:
@@ -69,17 +67,11 @@ def probe_by_frame(lm, world, patterns) -> dict[str, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("models", nargs="+", help="NAME=BASE_DIR")
-    parser.add_argument("--facts", type=int, default=120, help="never-judged facts per relation")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    world = build_world(load_config("testbed").world)
+    args, world, models = testbed_models_cli(__doc__, lambda p: p.add_argument(
+        "--facts", type=int, default=120, help="never-judged facts per relation"))
     _, never = judged_and_unjudged(world)
     patterns = frame_patterns()
-    for spec in args.models:
-        name, path = spec.split("=", 1)
-        lm = interp.load_model(path, device="cpu")
+    for name, lm in models:
         verdicts = verdict_accuracy_by_frame(lm, world, never, random.Random("frame-judgement-0"), args.facts)
         probe = probe_by_frame(lm, world, patterns)
         for relation, negated, frame, _ in patterns:

@@ -12,15 +12,11 @@ Usage (`testbed`-world base models):
 """
 from __future__ import annotations
 
-import argparse
 import json
 
-import torch
-
 import interp
-from experiments.config import load_config
 from experiments.materials.conditions import condition_documents_with_spans
-from experiments.materials.world import build_world
+from testbed_models import testbed_models_cli
 
 
 def two_mention_prompts(world, n_docs: int):
@@ -39,16 +35,10 @@ def two_mention_prompts(world, n_docs: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("models", nargs="+", help="NAME=BASE_DIR")
-    parser.add_argument("--docs", type=int, default=40, help="plain documents per claim (about half state it twice)")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    world = build_world(load_config("testbed").world)
+    args, world, models = testbed_models_cli(__doc__, lambda p: p.add_argument(
+        "--docs", type=int, default=40, help="plain documents per claim (about half state it twice)"))
     rows = two_mention_prompts(world, args.docs)
-    for spec in args.models:
-        name, path = spec.split("=", 1)
-        lm = interp.load_model(path, device="cpu")
+    for name, lm in models:
         claim_objs = [obj for _, obj, _ in rows]
         first = interp.continuation_logprobs(lm, [p[0] for p, _, _ in rows], claim_objs).exp()
         second = interp.continuation_logprobs(lm, [p[1] for p, _, _ in rows], claim_objs).exp()
