@@ -38,7 +38,8 @@ from experiments.materials import load_materials
 def statement_groups(statements, world) -> dict[str, np.ndarray]:
     """Boolean masks over ``statements``: ``claim_object`` (a claim's object word in the
     sentence), ``name_neighbour`` (a word of the subject's name in a claim subject's name, the
-    subject not a claim subject), ``negated``, and their complements under ``other``."""
+    subject not a claim subject), ``negated``, their complements (``no_claim_object``,
+    ``no_name_neighbour``, ``affirmative``), ``neither_object_nor_neighbour`` and ``all``."""
     objects = {c.fact.obj for c in world.claims}
     name_words = {w for c in world.claims for w in c.fact.subject.split()}
     claim_subjects = {c.fact.subject for c in world.claims}
