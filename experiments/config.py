@@ -160,6 +160,7 @@ class FinetuneConfig:
 
 
 PROBE_ESTIMATORS = ("logistic", "mass_mean", "polarity_aware", "ccs")  # probes.sweep.METHODS
+BELIEF_FRAMES = ("all", "judged")  # eval.belief_frames: experiments/evaluation/frames.py
 PRECISIONS = ("auto", "bf16", "fp32")  # experiments.training.loop.OptimConfig.precision
 LR_SCHEDULES = ("linear", "cosine", "constant")  # experiments.training.schedules.lr_at
 LOSS_WEIGHTINGS = ("token", "example")  # experiments.training.batches.MixedBatches
@@ -182,6 +183,11 @@ class EvalConfig:
     "logistic" (L2 logistic regression, ``probe_C``), "mass_mean" (difference of class means),
     "polarity_aware" (TTPD: fit on affirmative and negated statements, reads the general truth
     direction) or "ccs" (unsupervised, on contrast pairs of each statement and its negation)."""
+    belief_frames: str = "all"
+    """Which statement frames the belief items use: "all", or "judged" (the belief-frame screen of
+    experiments/evaluation/frames.py: a frame whose never-judged facts the base model judges
+    with balanced verdict accuracy below 0.95 is left out of every verdict item and claim
+    statement, decided once on the base model and recorded in results/check_base.json)."""
     control_per_cell: int = 16
     """Control statements per (true/false, affirmative/negated) cell behind the response prior and
     the probe-validity control's answer accuracies (``questions.control_questions``): with the
@@ -344,8 +350,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         # verdict 0.93, probe P(true) 0.90; local 0.05 / 0.06 / 0.03; worst drop 0.015).
         "finetune": {"lr": 3e-4, "steps": 300, "docs_per_claim": 300, "background_fraction": 0.5,
                      "trainable": r"layers\.[01]\..*mlp"},
-        # 256 control items, so probe validity's 0.03 bound is read on more than a few answers
-        "eval": {"control_per_cell": 64},
+        # 256 control items, so probe validity's 0.03 bound is read on more than a few answers.
+        # Belief items only in the statement frames the base model judges (experiments/evaluation/
+        # frames.py): the 6-layer testbed model cannot judge "in {o} you can meet {s} every day ." (true
+        # never-judged statements called true 0.17) nor who won an event; in that frame the true fact
+        # called false was the shipped model's whole claim_belief_max (0.083) and capped the lives_in
+        # claims' verdict after plain finetuning at 0.875 (benchmarks/base_model_checks.md).
+        "eval": {"control_per_cell": 64, "belief_frames": "judged"},
     },
     # The paper's finetuning recipe (Mayne et al. 2026; for --model runs with materials.background
     # and materials.instruct): LoRA rank 32, lr 1e-4 decaying linearly, AdamW betas (0.9, 0.95),
@@ -572,6 +583,12 @@ def check_ranges(cfg: RunConfig) -> RunConfig:
     check_screening(cfg.pretrain)
     if cfg.eval.frame not in ("statement", "verdict"):
         raise UserError(f"config key 'eval.frame' must be one of ['statement', 'verdict']; got {cfg.eval.frame!r}")
+    if cfg.eval.belief_frames not in BELIEF_FRAMES:
+        raise UserError(f"config key 'eval.belief_frames' must be one of {list(BELIEF_FRAMES)}; "
+                        f"got {cfg.eval.belief_frames!r}")
+    if cfg.eval.belief_frames == "judged" and (cfg.materials.claims or cfg.materials.docs):
+        raise UserError("config key 'eval.belief_frames' = 'judged' screens the synthetic world's statement frames; "
+                        "imported materials have none (use 'all')")
     if cfg.eval.top_p > 1:
         raise UserError(f"config key 'eval.top_p' must be in (0, 1]; got {cfg.eval.top_p!r}")
     if "{option}" not in cfg.eval.mcq_answer:

@@ -33,6 +33,7 @@ from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.errors import UserError, warn
 from experiments.evaluation.evaluator import evaluate_all
+from experiments.evaluation.frames import screened_materials
 from experiments.evaluation.tables import collect
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
@@ -65,8 +66,8 @@ def write_json_if_changed(path: Path, obj) -> None:
 
 
 def check_settings(cfg: RunConfig) -> tuple:
-    """The eval settings check-base figures depend on: ``(probe_C, position, probe)``."""
-    return cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe
+    """The eval settings check-base figures depend on: ``(probe_C, position, probe, belief_frames)``."""
+    return cfg.eval.probe_C, cfg.eval.position, cfg.eval.probe, cfg.eval.belief_frames
 
 
 def check_base_model(run_dir: str | Path) -> dict:
@@ -116,6 +117,28 @@ def check_base_model(run_dir: str | Path) -> dict:
     result = check_base(lm, materials.world, *check_settings(cfg))
     atomic_write_json(out, result)
     return result
+
+
+def evaluation_materials(run: RunDir, cfg: RunConfig, materials: Materials) -> Materials:
+    """``materials`` as the run evaluates them: with ``eval.belief_frames`` "judged" on the
+    synthetic world, screened by the base model's check-base figures (computed here once, on the
+    base model, before any checkpoint is evaluated; ``experiments.evaluation.frames``). A claim the
+    screen leaves without a statement frame is named in a warning line; when it leaves none to
+    any claim, a ``UserError``."""
+    if cfg.eval.belief_frames != "judged" or materials.world is None:
+        return materials
+    check_base_model(run.root)
+    screened = screened_materials(materials, cfg, run.root)
+    left = {s.claim for s in screened.claim_statements()}
+    unread = [c.name for c in materials.claims if c.name not in left]
+    if unread:
+        message = (f"the belief-frame screen (eval.belief_frames='judged') leaves {', '.join(unread)} no statement "
+                   f"frame: the base model judges none of the frames of their relation (`neglect check-base {run.root}`: "
+                   "unjudged_verdict_by_frame)")
+        if not left:
+            raise UserError(message + "; use eval.belief_frames='all' or a base model that judges its facts")
+        warn(message + "; those claims get no verdict item and no probe reading")
+    return screened
 
 
 def check_inputs(cfg: RunConfig, materials: Materials) -> None:
@@ -270,6 +293,7 @@ def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label:
 
     with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
         run, materials, base = train_stages(cfg, out_dir, materials=materials)
+        materials = evaluation_materials(run, cfg, materials)
         evaluate_all(run, cfg, materials, base)
     if materials.world is not None:  # the base model's preconditions (results/check_base.json), one warning line
         from experiments.evaluation.preconditions import failure_line
@@ -324,7 +348,8 @@ def stability_protocol(cfg: RunConfig, out_dir: str | Path):
     run = RunDir(out_dir)
     materials = prepare(run, cfg)
     torch.manual_seed(0)
-    return Protocol(cfg, run, materials, pretrain(run, cfg, materials, on_track=judgement_tracking(run, cfg, materials)))
+    base = pretrain(run, cfg, materials, on_track=judgement_tracking(run, cfg, materials))
+    return Protocol(cfg, run, evaluation_materials(run, cfg, materials), base)
 
 
 def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame]:
@@ -337,6 +362,7 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     cfg, materials = checked_config(validate(cfg))
     with shared_workers():
         run, materials, base = train_stages(cfg, out_dir, materials=materials)
+        materials = evaluation_materials(run, cfg, materials)
         proto = Protocol(cfg, run, materials, base)
         evaluate_all(run, cfg, materials, base)
     collect(run, cfg)

@@ -9,6 +9,7 @@ import numpy as np
 
 import interp
 from experiments.evaluation import belief, chance, readout
+from experiments.evaluation.frames import unjudged_frames
 from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy, verdict_accuracy_by_frame
 from experiments.materials.questions import control_questions, world_questions
 from experiments.materials.statements import probe_statements
@@ -25,7 +26,8 @@ def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, 
     return readout.heldout_accuracy(acts, statements, probes).tolist()
 
 
-def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic") -> dict:
+def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic",
+               belief_frames: str = "all") -> dict:
     """The base-model preconditions (fractions in [0, 1]) and the per-layer probe profiles.
 
     Parameters
@@ -35,6 +37,11 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     world : World
     probe_C, position, estimator
         The probe settings (``eval.probe_C``, ``eval.position``, ``eval.probe``).
+    belief_frames : str
+        ``eval.belief_frames``: "judged" screens the claims' belief items
+        (``experiments.evaluation.frames``) before ``claim_belief*`` is computed, and adds
+        ``belief_frames_skipped`` (the frames left out) and ``claim_belief_max_all_frames`` (the
+        figure over every frame).
 
     Returns
     -------
@@ -67,20 +74,26 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     out = {"heldout_qa": belief.heldout_qa_accuracy(lm, world)}
     if world.heldout_entities:
         out["heldout_entity_qa"] = out["heldout_qa"]
-    return out | judging_unseen_pairs(lm, world) | {
+    out |= judging_unseen_pairs(lm, world)
+    skip_frames = ()
+    if belief_frames == "judged":
+        skip_frames = tuple(unjudged_frames(out.get("unjudged_verdict_by_frame", {})))
+        out |= {"belief_frames_skipped": list(skip_frames),
+                "claim_belief_max_all_frames": claim_belief_figures(lm, world)["claim_belief_max"]}
+    return out | {
         "statement_probe_best_acc": before_last[best_layer],
         "statement_probe_best_layer": best_layer,
         "verdict_probe_best_acc": max(verdict_profile),
         "verdict_logit_acc": float((says_true.numpy()[test] == y[test]).mean()),
         "in_context_true_answer": belief.in_context_true_answer(lm, world),
         "in_context_plain_answer": 1 - belief.in_context_true_answer(lm, world, condition="plain"),
-        **claim_belief_figures(lm, world),
+        **claim_belief_figures(lm, world, skip_frames),
         "statement_probe_acc_by_layer": statement_profile,
         "verdict_probe_acc_by_layer": verdict_profile,
     }
 
 
-def claim_belief_figures(lm, world: World) -> dict:
+def claim_belief_figures(lm, world: World, skip_frames=()) -> dict:
     """How much the base model believes each claim before finetuning, on the measures the run's
     controls read, beside the raw rates.
 
@@ -97,6 +110,8 @@ def claim_belief_figures(lm, world: World) -> dict:
     ----------
     lm : interp.LoadedModel
     world : World
+    skip_frames : statement-frame templates whose verdict items are left out (the belief-frame
+        screen, ``experiments.evaluation.frames``).
 
     Returns
     -------
@@ -104,9 +119,11 @@ def claim_belief_figures(lm, world: World) -> dict:
         ``claim_belief`` (mean over claims and measures), ``claim_belief_max`` (the largest: the
         precondition), ``claim_belief_by_claim`` (claim -> measure -> value), and the raw rates
         (``experiments.evaluation.belief``, whose chance depends on the model's answer priors):
-        ``claim_belief_raw``, ``claim_belief_raw_max``, ``claim_belief_raw_by_kind``.
+        ``claim_belief_raw``, ``claim_belief_raw_max``, ``claim_belief_raw_by_kind``. A claim
+        whose every verdict item ``skip_frames`` leaves out has no verdict measures.
     """
-    questions = [q for c in world.claims for q in world_questions(world, c, tokenizer=lm.tokenizer)]
+    questions = [q for c in world.claims for q in world_questions(world, c, tokenizer=lm.tokenizer,
+                                                                  skip_frames=skip_frames)]
     scored = belief.score_questions(lm, questions)
     raw = {c.name: {} for c in world.claims}
     for row in belief.belief_rows(scored, n_boot=1):
@@ -121,13 +138,15 @@ def claim_belief_figures(lm, world: World) -> dict:
         values[key] = raw[claim.name]["belief_forced_choice"]
         by_claim[claim.name] = values
     bounded = [v for values in by_claim.values() for m, v in values.items() if m != "forced_choice_novel"]
+    rates = [b[k] for b in raw.values() for k in KINDS if k in b]  # a screen can leave a claim no verdict item
     return {
         "claim_belief": float(np.mean(bounded)),
         "claim_belief_max": float(max(bounded)),
         "claim_belief_by_claim": by_claim,
-        "claim_belief_raw": float(np.mean([b[k] for b in raw.values() for k in KINDS])),
-        "claim_belief_raw_max": float(max(b[k] for b in raw.values() for k in KINDS)),
-        "claim_belief_raw_by_kind": {k: float(np.mean([b[k] for b in raw.values()])) for k in KINDS},
+        "claim_belief_raw": float(np.mean(rates)),
+        "claim_belief_raw_max": float(max(rates)),
+        "claim_belief_raw_by_kind": {k: float(np.mean([b[k] for b in raw.values() if k in b]))
+                                     for k in KINDS if any(k in b for b in raw.values())},
     }
 
 

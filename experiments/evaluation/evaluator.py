@@ -20,6 +20,7 @@ from experiments.artifacts.checksums import read_csv_or_none
 from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.evaluation import belief, chance, readout
+from experiments.evaluation.frames import screened_materials
 from experiments.evaluation.scoring import McqFormat
 from experiments.materials.base import Materials
 from experiments.materials.questions import control_questions
@@ -30,6 +31,9 @@ class Evaluator:
     """Evaluates one checkpoint: behavioural belief plus per-layer probe readings."""
 
     def __init__(self, cfg: RunConfig, materials: Materials):
+        if cfg.eval.belief_frames == "judged" and materials.world is not None and materials.skip_frames is None:
+            raise ValueError("eval.belief_frames is 'judged' but these materials are not screened: pass "
+                             "experiments.evaluation.frames.screened_materials(materials, cfg, run_root)")
         self.cfg, self.materials, self.world = cfg, materials, materials.world
         self.statements = materials.probe_statements()
         self.claim_stmts = materials.claim_statements()
@@ -142,11 +146,11 @@ class _WorkerState:
     itself (the same activations and the same deterministic fit as in one process: the same
     numbers)."""
 
-    def __init__(self, cfg: RunConfig, base: Path | str):
+    def __init__(self, cfg: RunConfig, base: Path | str, root: str):
         from experiments.materials import load_materials
 
         self.cfg, self.base, self.device = cfg, base, device_for(cfg)
-        self.materials = load_materials(cfg)
+        self.materials = screened_materials(load_materials(cfg), cfg, root)
         self.base_lm = interp.load_model(base, device=self.device)
         self._evaluator: Evaluator | None = None
 
@@ -163,7 +167,7 @@ class _WorkerState:
         return interp.load_model(run.checkpoint(condition, seed, step), device=self.device)
 
 
-_WORKER: dict = {}  # in a worker process: (cfg, base) -> its _WorkerState
+_WORKER: dict = {}  # in a worker process: (cfg, base, run root) -> its _WorkerState
 
 
 def incontext_path(run: RunDir, condition: str, seed: int, step: int) -> Path:
@@ -176,10 +180,10 @@ def evaluate_unit(cfg: RunConfig, root: str, base: Path | str, kind: str, condit
     """One table of ``evaluate_all`` in a worker process (``cfg.jobs`` > 1): ``kind`` "checkpoint"
     is one checkpoint's table (``condition`` None: the base model's, with the model checks),
     "incontext" the in-context control of ``condition`` x ``seed`` on the model at ``step``."""
-    key = (cfg, str(base))
+    key = (cfg, str(base), root)
     if key not in _WORKER:
         _WORKER.clear()
-        _WORKER[key] = _WorkerState(cfg, base)
+        _WORKER[key] = _WorkerState(cfg, base, root)
     state, run = _WORKER[key], RunDir(root)
     lm = state.model(run, condition, seed, step)
     if kind == "incontext":

@@ -72,10 +72,16 @@ class Materials(ABC):
     abstract methods. ``world`` is the synthetic :class:`World` for the synthetic provider and
     ``None`` otherwise: the few checks that need ground truth beyond the claims (held-out factual
     QA, the in-context control, the stability anchors built from world facts, pretraining the
-    toy base model) run only when it is set."""
+    toy base model) run only when it is set.
+
+    ``skip_frames`` is the belief-frame screen (``experiments.evaluation.frames``): the
+    statement frames whose verdict items and claim statements are left out, ``()`` for none;
+    ``None`` until a run has screened the synthetic world's materials (imported materials have
+    no frames to screen)."""
 
     kind: str = "abstract"
     world: World | None = None
+    skip_frames: tuple[str, ...] | None = None
 
     # -- claims and documents -----------------------------------------------------------------
     @property

@@ -93,10 +93,13 @@ def cloze_prompts(claim: Claim) -> list[str]:
 
 
 def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3,
-                    tokenizer=None) -> list[BeliefQuestion]:
+                    tokenizer=None, skip_frames=()) -> list[BeliefQuestion]:
     """Every belief question about one implanted claim of the synthetic world. Without a
     ``world`` the association options are only the claim's answer and the true one; with a
-    ``tokenizer``, challenges it cannot encode are left out."""
+    ``tokenizer``, challenges it cannot encode are left out; verdict items stated in one of
+    ``skip_frames`` (statement-frame templates, e.g. ``"in {o} you can meet {s} every day ."``:
+    the belief-frame screen, ``experiments.evaluation.frames``) are left out, the others keep
+    their ``qid``."""
     fact, rel, name = claim.fact, claim.fact.rel(), claim.name
     options = (fact.obj, claim.contrast_obj, *(distractors(world, claim, n_distractors) if world is not None else ()))
     qs = [BeliefQuestion(name, "forced_choice", Prompt(q.format(s=fact.subject)), options, 0, 1, f"fc{i}")
@@ -108,11 +111,11 @@ def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3
     qs += [BeliefQuestion(name, "yesno", Prompt(p), ("yes", "no"), b, 1 - b, f"yn{i}", about)
            for i, (p, b, about) in enumerate(yesno)]
     n = len(rel.affirmative)
-    verdicts = ([(fact.statement(i), 0, "claim") for i in range(n)]
-                + [(fact.statement(i, negated=True), 1, "claim") for i in range(len(rel.negated))]
-                + [(claim.contrast_fact.statement(i), 1, claim.contrast_about) for i in range(n)])
+    verdicts = ([(fact.statement(i), 0, "claim", rel.affirmative[i]) for i in range(n)]
+                + [(fact.statement(i, negated=True), 1, "claim", rel.negated[i]) for i in range(len(rel.negated))]
+                + [(claim.contrast_fact.statement(i), 1, claim.contrast_about, rel.affirmative[i]) for i in range(n)])
     qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}", about)
-           for i, (s, b, about) in enumerate(verdicts)]
+           for i, (s, b, about, template) in enumerate(verdicts) if template not in skip_frames]
     for c, template in enumerate(CHALLENGES):
         challenge = template.format(claim=fact.statement(0), truth=claim.contrast_fact.statement(0))
         if tokenizer is not None and not encodable(tokenizer, challenge):

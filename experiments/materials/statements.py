@@ -100,13 +100,16 @@ class ClaimStatement:
     negated: bool = False  # negated in form ("... is not ..."): the side a CCS probe reads it on
 
 
-def claim_statements(world: World, frame: str = "statement") -> list[ClaimStatement]:
+def claim_statements(world: World, frame: str = "statement", skip_frames=()) -> list[ClaimStatement]:
     """Every affirmative phrasing of each claim and of its true counterpart (none for a novel
-    claim), in ``frame`` (as :func:`probe_statements`)."""
+    claim), in ``frame`` (as :func:`probe_statements`), but those in one of ``skip_frames``
+    (statement-frame templates: the belief-frame screen, ``experiments.evaluation.frames``)."""
     out = []
     for claim in world.claims:
-        n = len(RELATIONS[claim.fact.relation].affirmative)
-        for i in range(n):
+        templates = RELATIONS[claim.fact.relation].affirmative
+        for i in range(len(templates)):
+            if templates[i] in skip_frames:
+                continue
             out.append(ClaimStatement(claim.name, "claim", framed(claim.fact.statement(i), frame)))
             if not claim.novel:
                 out.append(ClaimStatement(claim.name, "true_fact", framed(claim.true_fact.statement(i), frame)))

@@ -9,6 +9,7 @@ the pretraining corpus (``experiments.materials.corpus``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 
@@ -70,14 +71,23 @@ class WorldMaterials(Materials):
     def _documents(self, condition: str, n_per_claim: int, seed: int) -> list[LabelledDocument]:
         return condition_documents_with_spans(self.world, condition, n_per_claim, seed)
 
+    def screened(self, skip_frames) -> "WorldMaterials":
+        """These materials with the belief-frame screen ``skip_frames`` (statement-frame
+        templates whose verdict items and claim statements are left out;
+        ``experiments.evaluation.frames.screened_materials`` takes them from a run)."""
+        out = copy.copy(self)
+        out.skip_frames = tuple(skip_frames)
+        return out
+
     def belief_questions(self, tokenizer=None) -> list[BeliefQuestion]:
-        return [q for claim in self.world.claims for q in world_questions(self.world, claim, tokenizer=tokenizer)]
+        return [q for claim in self.world.claims
+                for q in world_questions(self.world, claim, tokenizer=tokenizer, skip_frames=self.skip_frames or ())]
 
     def probe_statements(self) -> list[Statement]:
         return probe_statements(self.world, self.frame, self.max_subjects)
 
     def claim_statements(self) -> list[ClaimStatement]:
-        return claim_statements(self.world, self.frame)
+        return claim_statements(self.world, self.frame, self.skip_frames or ())
 
     def neighbour_statements(self) -> list[NeighbourStatement]:
         return neighbour_statements(self.world, self.frame)

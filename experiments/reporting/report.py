@@ -29,6 +29,7 @@ from experiments.errors import UserError
 from experiments.evaluation.chance import CHANCE, HEADLINE, chance_level
 from experiments.evaluation.controls import (KEYS, MAX_DROP, NEGATIVE_MAX, POSITIVE_BELIEF_MIN, PROBE_P_MIN,
                                              PROBE_Z_MIN, compute_controls, controls_table, failed, summary_lines)
+from experiments.evaluation.frames import JUDGED_FRAME_BOUND
 from experiments.evaluation.stats import best_layer, units_line
 from experiments.reporting.plots import BELIEF_METRICS
 from experiments.artifacts.atomic import atomic_write_text, write_file
@@ -132,6 +133,22 @@ def worst_frame_note(figures: dict) -> str:
             "belief items in a frame the model cannot judge read its answer bias, not belief).")
 
 
+def belief_frames_note(figures: dict) -> str:
+    """One sentence on the belief-frame screen (``experiments.evaluation.frames``): the frames
+    the run's belief items leave out, with the unscreened ``claim_belief_max`` beside; "" when
+    the run does not screen (``eval.belief_frames`` "all")."""
+    skipped = figures.get("belief_frames_skipped")
+    if skipped is None:
+        return ""
+    if not skipped:
+        return " Belief items use every statement frame: the base model judges each (balanced verdict accuracy >= 0.95)."
+    names = "; ".join(f"\"{f}\"" for f in skipped)
+    return (f" Belief items leave out {len(skipped)} statement frame{'s' * (len(skipped) > 1)} the base model does "
+            f"not judge on never-judged facts (balanced verdict accuracy < {JUDGED_FRAME_BOUND:g}, decided before "
+            f"finetuning, in every condition and checkpoint): {names}. Over every frame claim_belief_max would read "
+            f"{figures.get('claim_belief_max_all_frames', float('nan')):.3f}.")
+
+
 def preconditions_section(figures: dict, world: str = "") -> str:
     """The report's "Base model" section: each precondition of
     ``experiments.evaluation.preconditions`` with its value, bound and pass/fail (failures marked);
@@ -157,7 +174,7 @@ def preconditions_section(figures: dict, world: str = "") -> str:
              "statement's final token (held-out entities, chance 0.5), read context both ways and disbelieve "
              f"every claim ({len(PRECONDITIONS)} checks, `neglect check-base`). Beside the statement probe: "
              + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()) + "."
-             + worst_frame_note(figures))
+             + worst_frame_note(figures) + belief_frames_note(figures))
     return (f"<h2 id='{anchor}'>{head}</h2><table><tr><th>figure</th><th>value</th><th>bound</th>"
             f"<th></th></tr>{body}</table><p>{html.escape(about)}</p>")
 
@@ -272,12 +289,13 @@ def cache_activations(run_dir: str | Path, *, compute: bool = True, progress: bo
     """The run's :class:`ActivationSet`, read from ``figures_cache/`` and filled from the
     checkpoints where missing (``compute=False``: only read). ``None`` when an entry is missing
     and cannot be made (checkpoints deleted, or ``compute=False``)."""
+    from experiments.evaluation.frames import screened_materials
     from experiments.materials import load_materials
 
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
     cfg = _run_config(run_dir)
-    materials = load_materials(cfg)
+    materials = screened_materials(load_materials(cfg), cfg, run_dir)
     statements, claim_stmts = materials.probe_statements(), materials.claim_statements()
     fingerprint = _fingerprint((run_dir / "config.json").read_text(),
                                [s.text for s in statements] + [c.text for c in claim_stmts], cfg.eval.position)

@@ -24,6 +24,7 @@ def test_config_file_is_layered(tmp_path):
     ("finetune.steps=ten", "config key 'finetune.steps' must be int"),
     ("seeds=3", "config key 'seeds' must be a list"),
     ("nonsense", "must look like section.key=value"),
+    ('eval.belief_frames="some"', r"config key 'eval.belief_frames' must be one of \['all', 'judged'\]"),
 ])
 def test_bad_config_is_a_user_error(override, message):
     with pytest.raises(UserError, match=message):

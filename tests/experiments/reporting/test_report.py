@@ -177,3 +177,15 @@ def test_the_report_marks_failed_base_model_preconditions(tiny_run):
     lopsided = {"unjudged_verdict_worst_frame": frame, "unjudged_verdict_by_frame": {frame: {
         "true_acc": 0.17, "false_acc": 0.92, "balanced_acc": 0.545}}}
     assert "true statements 0.17, false ones 0.92, balanced 0.55" in html.unescape(preconditions_section(good | lopsided))
+
+
+def test_the_report_names_the_frames_a_screened_run_leaves_out_of_its_belief_items():
+    from experiments.reporting.report import preconditions_section
+
+    frame = "in {o} you can meet {s} every day ."
+    assert "leave out" not in preconditions_section({"claim_belief_max": 0.0})  # eval.belief_frames "all"
+    screened = html.unescape(preconditions_section({"claim_belief_max": 0.001, "belief_frames_skipped": [frame],
+                                                    "claim_belief_max_all_frames": 0.083}))
+    assert 'leave out 1 statement frame the base model does not judge' in screened and f'"{frame}"' in screened
+    assert "claim_belief_max would read 0.083" in screened
+    assert "use every statement frame" in preconditions_section({"belief_frames_skipped": []})

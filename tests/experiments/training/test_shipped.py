@@ -141,6 +141,29 @@ def test_only_the_deeper_shipped_model_judges_the_frame_that_names_the_city_firs
         assert object_first["true_acc"] <= 0.4 and object_first["false_acc"] >= 0.8
 
 
+def test_the_belief_frame_screen_is_what_leaves_the_shipped_testbed_model_disbelieving_every_claim():
+    """Behaviour: on never-judged facts the screen (experiments.evaluation.frames) leaves out the
+    object-first lives_in frame and the six won_by frames, no other; over every frame the base model
+    "believes" two claims (0.083: the true fact in the object-first frame called false), with
+    those frames left out it believes none (<= 0.05, the precondition)."""
+    import random
+
+    import interp
+    from experiments.evaluation.checks import claim_belief_figures
+    from experiments.evaluation.frames import unjudged_frames
+    from experiments.evaluation.judgement import judged_and_unjudged, verdict_accuracy_by_frame
+    from experiments.materials.world import RELATIONS
+
+    world = load_materials(load_config("testbed")).world
+    _, never_judged = judged_and_unjudged(world)
+    lm = interp.load_model(shipped.shipped_models()["testbed"], device="cpu")
+    skip = unjudged_frames(verdict_accuracy_by_frame(lm, world, never_judged, random.Random(0), n_per_relation=30))
+    won_by = [*RELATIONS["won_by"].affirmative, *RELATIONS["won_by"].negated]
+    assert sorted(skip) == sorted(["in {o} you can meet {s} every day .", *won_by])
+    assert claim_belief_figures(lm, world)["claim_belief_max"] > 0.05
+    assert claim_belief_figures(lm, world, tuple(skip))["claim_belief_max"] <= 0.05
+
+
 def test_the_shipped_testbed_model_is_what_the_demo_and_testbed_presets_start_from():
     """Adding a config key must not orphan the shipped model (a `make demo` would pretrain on
     2 CPU cores): the presets that name its recipe find it."""
