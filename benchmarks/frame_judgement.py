@@ -57,7 +57,7 @@ def probe_by_frame(lm, world, patterns) -> dict[str, dict]:
     negated = np.array([s.negated for s in statements])
     test = np.array([s.split == "test" for s in statements])
     frames = np.array([frame_of(s.sentence or s.text, patterns) for s in statements], dtype=object)
-    correct = (probes.logits(readout._by_layer(acts), negated) > 0) == label  # [L, n]
+    correct = (probes.logits(readout.layer_major(acts), negated) > 0) == label  # [L, n]
     out = {frame: {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, test & (frames == frame)].mean(axis=1)],
                    "n_probe": int((test & (frames == frame)).sum())}
            for frame in dict.fromkeys(frames[test]) if frame is not None}

@@ -31,7 +31,8 @@ import torch
 import interp
 from experiments.artifacts.provenance import load_run_config
 from experiments.evaluation.evaluator import Evaluator
-from experiments.evaluation.readout import _by_layer, _flags
+from experiments.evaluation.readout import layer_major, statement_flags
+from experiments.evaluation.frames import screened_materials
 from experiments.materials import load_materials
 
 
@@ -56,8 +57,8 @@ def statement_groups(statements, world) -> dict[str, np.ndarray]:
 def fixed_logits(evaluator: Evaluator, lm, layer: int) -> np.ndarray:
     """The fixed probe's logit at ``layer`` for every probe statement, read on ``lm``."""
     acts, _ = evaluator.activations(lm)
-    _, negated, _ = _flags(evaluator.statements)
-    return evaluator.fixed.logits(_by_layer(acts), negated)[layer]
+    _, negated, _ = statement_flags(evaluator.statements)
+    return evaluator.fixed.logits(layer_major(acts), negated)[layer]
 
 
 def logit_drift(before: np.ndarray, after: np.ndarray, label: np.ndarray) -> dict:
@@ -83,11 +84,11 @@ def main() -> None:
     cfg = load_run_config(run)
     layer = args.layer if args.layer is not None else json.loads(
         (run / "results" / "controls.json").read_text())["positive_control"]["layer"]
-    materials = load_materials(cfg)
+    materials = screened_materials(load_materials(cfg), cfg, run)
     evaluator = Evaluator(cfg, materials)
     base = interp.load_model(cfg.base_model, device="cpu")
     evaluator.fit_fixed(base)
-    label, _, test = _flags(evaluator.statements)
+    label, _, test = statement_flags(evaluator.statements)
     groups = {k: v & test for k, v in statement_groups(evaluator.statements, materials.world).items()}
     logits_before = fixed_logits(evaluator, base, layer)
     before = (logits_before > 0) == label

@@ -71,16 +71,34 @@ CLAIM_KIND_METRICS = {"claim": "", "true_fact": "_truefact", "claim_negated": "_
                       "universe_fact_negated": "_universeneg"}
 
 
-def _by_layer(acts) -> np.ndarray:
-    """``[n, L, d]`` (the ``interp.residuals`` layout) -> ``[L, n, d]`` (one probe per layer)."""
+def layer_major(acts) -> np.ndarray:
+    """Activations with the layer axis first, as the per-layer probes take them.
+
+    Parameters
+    ----------
+    acts : array ``[n, L, d]`` (the ``interp.residuals`` layout)
+
+    Returns
+    -------
+    array ``[L, n, d]``
+    """
     acts = np.asarray(acts)
     if acts.ndim != 3:
         raise UserError(f"activations must be [n_statements, n_layers, d_model]; got shape {acts.shape}")
     return np.moveaxis(acts, 1, 0)
 
 
-def _flags(statements) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(label, negated, test)`` boolean arrays of the probe statements."""
+def statement_flags(statements) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the probes need to know of each probe statement.
+
+    Parameters
+    ----------
+    statements : sequence of ``experiments.materials.statements.Statement``
+
+    Returns
+    -------
+    ``(label, negated, test)``: boolean arrays ``[n]`` (true, negated in form, in the test split)
+    """
     return (np.array([bool(s.label) for s in statements]), np.array([bool(s.negated) for s in statements]),
             np.array([s.split == "test" for s in statements]))
 
@@ -176,7 +194,7 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
     -------
     ``probes.sweep.SweepResult`` with batch shape ``[L]``; positive logits mean "true".
     """
-    label, negated, test = _flags(statements)
+    label, negated, test = statement_flags(statements)
     if len(label) != len(acts):
         raise UserError(f"{len(acts)} activation rows for {len(label)} probe statements")
     train = np.array([s.split == "train" for s in statements])
@@ -185,15 +203,15 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
         train &= ~test
     device = torch.device("cpu" if device is None else device)
     extra = {"polarity_aware": dict(polarity=negated), "ccs": dict(pairs=contrast_pairs(statements))}
-    return sweep_probes(_by_layer(acts), label, method=estimator, C=C, train_index=np.flatnonzero(train),
+    return sweep_probes(layer_major(acts), label, method=estimator, C=C, train_index=np.flatnonzero(train),
                         test_index=np.flatnonzero(test), device=device, dtype=torch.float64,
                         chunk_size=CPU_CHUNK if device.type == "cpu" else None, **extra.get(estimator, {}))
 
 
 def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:
     """Accuracy of each layer's probe on the held-out (``split == "test"``) statements; ``[L]``."""
-    label, negated, test = _flags(statements)
-    correct = (probes.p_true(_by_layer(acts), negated) > 0.5) == label
+    label, negated, test = statement_flags(statements)
+    correct = (probes.p_true(layer_major(acts), negated) > 0.5) == label
     return correct[:, test].mean(1)
 
 
@@ -236,7 +254,7 @@ def claim_rows(claim_acts, claim_stmts, probes: SweepResult, name: str = "fixed"
     -------
     rows ``{layer, claim, metric: probe_p_true[_truefact|_claimneg|...]_<name>, value}``
     """
-    p, masks = probes.p_true(_by_layer(claim_acts), _claim_negated(claim_stmts)), _claim_masks(claim_stmts)
+    p, masks = probes.p_true(layer_major(claim_acts), _claim_negated(claim_stmts)), _claim_masks(claim_stmts)
     return [row for layer in range(len(p)) for row in _claim_layer_rows(layer, name, p[layer], masks)]
 
 
@@ -261,14 +279,14 @@ def centred_readings(acts, statements, claim_acts, probes: SweepResult, claim_ne
     -------
     array ``[L, m]``; NaN at a layer where some dataset's controls all read the same
     """
-    negated = _flags(statements)[1]
-    return _centred(statements, probes.logits(_by_layer(acts), negated),
-                    probes.logits(_by_layer(claim_acts), claim_negated))
+    negated = statement_flags(statements)[1]
+    return _centred(statements, probes.logits(layer_major(acts), negated),
+                    probes.logits(layer_major(claim_acts), claim_negated))
 
 
 def _centred(statements, controls: np.ndarray, claims: np.ndarray) -> np.ndarray:
     """:func:`centred_readings` from the probes' logits of the controls ``[L, n]`` and of the claims ``[L, m]``."""
-    test = _flags(statements)[2]
+    test = statement_flags(statements)[2]
     datasets = np.array([s.dataset for s in statements])
     z = []
     for dataset in sorted(set(datasets[test])):
@@ -308,10 +326,10 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
     metrics. Selections that are empty (e.g. a claim without a true fact) and undefined
     z-scores give no row.
     """
-    label, negated, test = _flags(statements)
+    label, negated, test = statement_flags(statements)
     masks = _claim_masks(claim_stmts)
     claim_negated = _claim_negated(claim_stmts)
-    logits = {name: (probe.logits(_by_layer(acts), negated), probe.logits(_by_layer(claim_acts), claim_negated))
+    logits = {name: (probe.logits(layer_major(acts), negated), probe.logits(layer_major(claim_acts), claim_negated))
               for name, probe in (("refit", refit), ("fixed", fixed)) if probe is not None}  # read once: P(true) and z
     readings = {name: (sigmoid(controls), sigmoid(claims)) for name, (controls, claims) in logits.items()}
     rows = []
@@ -331,9 +349,9 @@ def _validation_rows(acts, statements, refit_val: SweepResult | None, fixed_val:
     probes = {name: probe for name, probe in (("refit", refit_val), ("fixed", fixed_val)) if probe is not None}
     if not probes:
         return []
-    label, negated, _ = _flags(statements)
+    label, negated, _ = statement_flags(statements)
     val = validation_split(statements)
-    correct = {name: (probe.p_true(_by_layer(acts), negated) > 0.5)[:, val] == label[val]
+    correct = {name: (probe.p_true(layer_major(acts), negated) > 0.5)[:, val] == label[val]
                for name, probe in probes.items()}
     return [{"layer": layer, "metric": f"probe_acc_val_{name}", "value": float(c[layer].mean())}
             for layer in range(acts.shape[1]) for name, c in correct.items()]
@@ -381,7 +399,7 @@ def neighbour_rows(acts, statements, neighbour_acts, neighbours, probes: dict[st
     for name, probe in probes.items():
         if probe is None:
             continue
-        p = probe.p_true(_by_layer(neighbour_acts), negated)
+        p = probe.p_true(layer_major(neighbour_acts), negated)
         z = centred_readings(acts, statements, neighbour_acts, probe, negated)
         for layer in range(len(p)):
             for claim, kind, sel in groups:
