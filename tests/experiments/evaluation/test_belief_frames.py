@@ -87,3 +87,17 @@ def test_a_screened_run_leaves_the_screened_frames_out_of_every_checkpoint(tmp_p
     assert "claim0_won_by" not in n.index
     probe = table[table.metric == "probe_p_true_fixed"]
     assert set(probe.claim) == {"claim1_lives_in"} and set(probe.step) == {0, *table.step.unique()}
+
+
+def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monkeypatch):
+    """`neglect stability` (and its notebook handle) reads claims through the same screen as a run."""
+    from experiments import pipeline
+    from experiments.evaluation import checks
+
+    won_by = [*RELATIONS["won_by"].affirmative, *RELATIONS["won_by"].negated]
+    monkeypatch.setattr(checks, "unjudged_frames", lambda by_frame: [f for f in by_frame if f in won_by])
+    cfg = load_config("tiny", overrides=['eval.belief_frames="judged"', "stability.phase2_steps=3",
+                                         "stability.n_checkpoints=2"])
+    proto = pipeline.stability_protocol(cfg, tmp_path / "run")
+    assert proto.materials.skip_frames == tuple(won_by)
+    assert {s.claim for s in proto.materials.claim_statements()} == {"claim1_lives_in"}
