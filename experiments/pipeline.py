@@ -189,7 +189,8 @@ def checked_config(cfg: RunConfig, materials: Materials | None = None) -> tuple[
 def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = None,
                  materials: Materials | None = None) -> tuple[RunDir, Materials, Path | str]:
     """The training part of the job (materials, base model, every finetuning run), resumable;
-    ``(run dir, materials, base model)``. ``dist``: every rank calls this, training is
+    ``(run dir, materials, base model)``, the materials screened for evaluation in one process
+    (:func:`evaluation_materials`, between pretraining and finetuning). ``dist``: every rank calls this, training is
     data-parallel and rank 0 writes (``neglect finetune`` under torchrun). Without ``materials``,
     ``cfg`` is checked and resolved by :func:`checked_config` here; callers that pass
     ``materials`` have done that already (and go on to evaluate with the same config)."""
@@ -209,6 +210,8 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
     dist.on_writer(setup)
     torch.manual_seed(0)
     base = pretrain(run, cfg, materials, dist=dist, on_track=judgement_tracking(run, cfg, materials))
+    if dist.world_size == 1:  # the belief-frame screen: decided on the base model, refused before any finetuning
+        materials = evaluation_materials(run, cfg, materials)
     if cfg.jobs > 1 and dist.world_size == 1:
         finetune_in_workers(run, cfg, materials, base)
         return run, materials, base
@@ -292,8 +295,7 @@ def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label:
     from experiments.evaluation.controls import compute_controls
 
     with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
-        run, materials, base = train_stages(cfg, out_dir, materials=materials)
-        materials = evaluation_materials(run, cfg, materials)
+        run, materials, base = train_stages(cfg, out_dir, materials=materials)  # screened materials
         evaluate_all(run, cfg, materials, base)
     if materials.world is not None:  # the base model's preconditions (results/check_base.json), one warning line
         from experiments.evaluation.preconditions import failure_line
@@ -361,8 +363,7 @@ def run_stability(cfg: RunConfig, out_dir: str | Path) -> dict[str, pd.DataFrame
     one_world(cfg, "neglect stability")
     cfg, materials = checked_config(validate(cfg))
     with shared_workers():
-        run, materials, base = train_stages(cfg, out_dir, materials=materials)
-        materials = evaluation_materials(run, cfg, materials)
+        run, materials, base = train_stages(cfg, out_dir, materials=materials)  # screened materials
         proto = Protocol(cfg, run, materials, base)
         evaluate_all(run, cfg, materials, base)
     collect(run, cfg)

@@ -101,3 +101,18 @@ def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monke
     proto = pipeline.stability_protocol(cfg, tmp_path / "run")
     assert proto.materials.skip_frames == tuple(won_by)
     assert {s.claim for s in proto.materials.claim_statements()} == {"claim1_lives_in"}
+
+
+def test_a_screen_that_leaves_no_claim_a_frame_is_refused_before_any_finetuning(tmp_path):
+    """The tiny model, barely trained, judges no frame: `neglect run` with the screen stops in one
+    line (exit 2) after pretraining and check-base, before a finetuning step is spent."""
+    from experiments.cli import main
+    from experiments.artifacts.rundir import RunDir
+
+    out = tmp_path / "run"
+    code = main(["run", "--preset", "tiny", "--set", "eval.belief_frames=judged", "--set", 'conditions=["plain"]',
+                 "--out", str(out)])
+    assert code == 2
+    figures = json.loads((out / "results" / "check_base.json").read_text())
+    assert len(figures["belief_frames_skipped"]) == len(figures["unjudged_verdict_by_frame"])
+    assert not (out / "checkpoints").exists() and not RunDir(out).checkpoint("plain", 0, 1).exists()
