@@ -40,8 +40,8 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     belief_frames : str
         ``eval.belief_frames``: "judged" screens the claims' belief items
         (``experiments.evaluation.frames``) before ``claim_belief*`` is computed, and adds
-        ``belief_frames_skipped`` (the frames left out) and ``claim_belief_max_all_frames`` (the
-        figure over every frame).
+        ``belief_frames_skipped`` (the frames left out) and, when one is, ``claim_belief_max_all_frames``
+        (the figure over every frame).
 
     Returns
     -------
@@ -78,8 +78,7 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     skip_frames = ()
     if belief_frames == "judged":
         skip_frames = tuple(unjudged_frames(out.get("unjudged_verdict_by_frame", {})))
-        out |= {"belief_frames_skipped": list(skip_frames),
-                "claim_belief_max_all_frames": claim_belief_figures(lm, world)["claim_belief_max"]}
+        out["belief_frames_skipped"] = list(skip_frames)
     return out | {
         "statement_probe_best_acc": before_last[best_layer],
         "statement_probe_best_layer": best_layer,
@@ -120,16 +119,27 @@ def claim_belief_figures(lm, world: World, skip_frames=()) -> dict:
         precondition), ``claim_belief_by_claim`` (claim -> measure -> value), and the raw rates
         (``experiments.evaluation.belief``, whose chance depends on the model's answer priors):
         ``claim_belief_raw``, ``claim_belief_raw_max``, ``claim_belief_raw_by_kind``. A claim
-        whose every verdict item ``skip_frames`` leaves out has no verdict measures.
+        whose every verdict item ``skip_frames`` leaves out has no verdict measures. With
+        ``skip_frames``, also ``claim_belief_max_all_frames`` (the same items scored once, every
+        frame kept).
     """
-    questions = [q for c in world.claims for q in world_questions(world, c, tokenizer=lm.tokenizer,
-                                                                  skip_frames=skip_frames)]
-    scored = belief.score_questions(lm, questions)
+    questions = [q for c in world.claims for q in world_questions(world, c, tokenizer=lm.tokenizer)]
+    scored = belief.score_questions(lm, questions)  # every frame, once; the screen keeps a subset of the rows
+    priors = chance.response_priors(belief.score_questions(lm, control_questions(probe_statements(world), world)))
+    kept = {(q.claim, q.qid) for c in world.claims for q in world_questions(world, c, tokenizer=lm.tokenizer,
+                                                                            skip_frames=skip_frames)}
+    screened = _claim_figures(scored[[key in kept for key in zip(scored.claim, scored.qid)]], priors, world)
+    if skip_frames:
+        screened["claim_belief_max_all_frames"] = _claim_figures(scored, priors, world)["claim_belief_max"]
+    return screened
+
+
+def _claim_figures(scored, priors: dict, world: World) -> dict:
+    """:func:`claim_belief_figures` from scored claim questions and the response priors."""
     raw = {c.name: {} for c in world.claims}
     for row in belief.belief_rows(scored, n_boot=1):
         if row["claim"] in raw and row["metric"] in KINDS:
             raw[row["claim"]][row["metric"]] = row["value"]
-    priors = chance.response_priors(belief.score_questions(lm, control_questions(probe_statements(world), world)))
     by_claim = {}
     for claim in world.claims:
         measures = chance.claim_measures(scored[scored.claim == claim.name], priors)
