@@ -119,12 +119,12 @@ def check_base_model(run_dir: str | Path) -> dict:
     return result
 
 
-def evaluation_materials(run: RunDir, cfg: RunConfig, materials: Materials) -> Materials:
+def evaluation_materials(run: RunDir, cfg: RunConfig, materials: Materials, label: str = "") -> Materials:
     """``materials`` as the run evaluates them: with ``eval.belief_frames`` "judged" on the
     synthetic world, screened by the base model's check-base figures (computed here once, on the
     base model, before any checkpoint is evaluated; ``experiments.evaluation.frames``). A claim the
     screen leaves without a statement frame is named in a warning line; when it leaves none to
-    any claim, a ``UserError``."""
+    any claim, a ``UserError``; ``label`` (e.g. "world 1: ") starts both lines."""
     if cfg.eval.belief_frames != "judged" or materials.world is None:
         return materials
     check_base_model(run.root)
@@ -132,7 +132,7 @@ def evaluation_materials(run: RunDir, cfg: RunConfig, materials: Materials) -> M
     left = {s.claim for s in screened.claim_statements()}
     unread = [c.name for c in materials.claims if c.name not in left]
     if unread:
-        message = (f"the belief-frame screen (eval.belief_frames='judged') leaves {', '.join(unread)} no statement "
+        message = (f"{label}the belief-frame screen (eval.belief_frames='judged') leaves {', '.join(unread)} no statement "
                    f"frame: the base model judges none of the frames of their relation (`neglect check-base {run.root}`: "
                    "unjudged_verdict_by_frame)")
         if not left:
@@ -187,13 +187,14 @@ def checked_config(cfg: RunConfig, materials: Materials | None = None) -> tuple[
 
 
 def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = None,
-                 materials: Materials | None = None) -> tuple[RunDir, Materials, Path | str]:
+                 materials: Materials | None = None, label: str = "") -> tuple[RunDir, Materials, Path | str]:
     """The training part of the job (materials, base model, every finetuning run), resumable;
     ``(run dir, materials, base model)``, the materials screened for evaluation in one process
     (:func:`evaluation_materials`, between pretraining and finetuning). ``dist``: every rank calls this, training is
     data-parallel and rank 0 writes (``neglect finetune`` under torchrun). Without ``materials``,
     ``cfg`` is checked and resolved by :func:`checked_config` here; callers that pass
-    ``materials`` have done that already (and go on to evaluate with the same config)."""
+    ``materials`` have done that already (and go on to evaluate with the same config). ``label``
+    starts the screen's warning line (a world of several: "world k: ")."""
     dist = dist or Single()
     one_world(cfg, "neglect finetune")
     if materials is None:
@@ -211,7 +212,7 @@ def train_stages(cfg: RunConfig, out_dir: str | Path, *, dist: Single | None = N
     torch.manual_seed(0)
     base = pretrain(run, cfg, materials, dist=dist, on_track=judgement_tracking(run, cfg, materials))
     if dist.world_size == 1:  # the belief-frame screen: decided on the base model, refused before any finetuning
-        materials = evaluation_materials(run, cfg, materials)
+        materials = evaluation_materials(run, cfg, materials, label)
     if cfg.jobs > 1 and dist.world_size == 1:
         finetune_in_workers(run, cfg, materials, base)
         return run, materials, base
@@ -295,7 +296,7 @@ def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label:
     from experiments.evaluation.controls import compute_controls
 
     with shared_workers():  # jobs > 1: the two stages' units share one pool of workers
-        run, materials, base = train_stages(cfg, out_dir, materials=materials)  # screened materials
+        run, materials, base = train_stages(cfg, out_dir, materials=materials, label=label)  # screened
         evaluate_all(run, cfg, materials, base)
     if materials.world is not None:  # the base model's preconditions (results/check_base.json), one warning line
         from experiments.evaluation.preconditions import failure_line

@@ -131,10 +131,28 @@ def belief_rows(scored: pd.DataFrame, *, n_boot: int = 1000) -> list[dict]:
     return rows + _rate_rows(scored, "all", "pooled_", n_boot)
 
 
-def claim_belief(lm: LoadedModel, claim: Claim, world: World | None = None) -> dict[str, float]:
+def claim_belief(lm: LoadedModel, claim: Claim, world: World | None = None, *,
+                 skip_frames: tuple[str, ...] = ()) -> dict[str, float]:
     """Belief rates for one claim of the synthetic world (the ``value`` of each rate row of
-    :func:`belief_rows`); ``world`` adds distractors to the forced choice."""
-    qs = world_questions(world, claim, tokenizer=lm.tokenizer)
+    :func:`belief_rows`).
+
+    Parameters
+    ----------
+    lm : interp.LoadedModel
+    claim : Claim
+    world : World, optional
+        Adds distractors to the forced choice.
+    skip_frames : tuple of str
+        Statement frames left out of the verdict items: the belief-frame screen of a run
+        (``Materials.skip_frames``; ``experiments.evaluation.frames``). ``()``: every frame.
+
+    Returns
+    -------
+    dict
+        Metric name -> rate (e.g. ``belief_yesno``, ``belief_verdict``; chance as in
+        :func:`belief_rows`).
+    """
+    qs = world_questions(world, claim, tokenizer=lm.tokenizer, skip_frames=skip_frames)
     rows = belief_rows(score_questions(lm, qs), n_boot=1)
     return {r["metric"]: r["value"] for r in rows if r["claim"] == claim.name and not r["metric"].endswith(
         ("_qlo", "_qhi", "_n"))}

@@ -62,8 +62,11 @@ def loss_rows(lm, docs: list[LabelledDocument]) -> pd.DataFrame:
     return pd.DataFrame([{"metric": k, "value": v} for k, v in span_losses(lm, docs).items()])
 
 
-def belief_rows(lm, world: World) -> list[dict]:
-    return [{"claim": c.name, "metric": m, "value": v} for c in world.claims for m, v in belief.claim_belief(lm, c).items()]
+def belief_rows(lm, world: World, skip_frames: tuple[str, ...] = ()) -> list[dict]:
+    """Every claim's belief rates (``belief.claim_belief``), verdict items in ``skip_frames``
+    (the run's belief-frame screen) left out."""
+    return [{"claim": c.name, "metric": m, "value": v} for c in world.claims
+            for m, v in belief.claim_belief(lm, c, skip_frames=skip_frames).items()]
 
 
 def fixed_reading_rows(lm, evaluator) -> list[dict]:
@@ -97,7 +100,7 @@ def interpolation_rows(path_a, path_b, alphas, evaluator, docs: list[LabelledDoc
     frames = []
     for alpha in alphas:
         lm.model.load_state_dict(interpolate_states(a, b, float(alpha)))
-        rows = belief_rows(lm, evaluator.world) + fixed_reading_rows(lm, evaluator)
+        rows = belief_rows(lm, evaluator.world, evaluator.materials.skip_frames or ()) + fixed_reading_rows(lm, evaluator)
         rows += [{"metric": k, "value": v} for k, v in span_losses(lm, docs).items()]
         frames.append(pd.DataFrame(rows).assign(alpha=float(alpha)))
     return pd.concat(frames, ignore_index=True)

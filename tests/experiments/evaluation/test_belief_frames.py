@@ -89,8 +89,9 @@ def test_a_screened_run_leaves_the_screened_frames_out_of_every_checkpoint(tmp_p
     assert set(probe.claim) == {"claim1_lives_in"} and set(probe.step) == {0, *table.step.unique()}
 
 
-def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monkeypatch):
-    """`neglect stability` (and its notebook handle) reads claims through the same screen as a run."""
+def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monkeypatch, capsys):
+    """`neglect stability` (and its notebook handle) reads claims through the same screen as a run;
+    in a run of several worlds the screen's warning line names the world."""
     from experiments import pipeline
     from experiments.evaluation import checks
 
@@ -101,6 +102,10 @@ def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monke
     proto = pipeline.stability_protocol(cfg, tmp_path / "run")
     assert proto.materials.skip_frames == tuple(won_by)
     assert {s.claim for s in proto.materials.claim_statements()} == {"claim1_lives_in"}
+    capsys.readouterr()
+    again = pipeline.evaluation_materials(proto.run, cfg, pipeline.load_materials(cfg), label="world 1: ")
+    assert again.skip_frames == tuple(won_by)
+    assert "world 1: the belief-frame screen (eval.belief_frames='judged') leaves claim0_won_by" in capsys.readouterr().err
 
 
 def test_a_screen_that_leaves_no_claim_a_frame_is_refused_before_any_finetuning(tmp_path):
