@@ -15,11 +15,10 @@ import pandas as pd
 import torch
 
 import interp
-from experiments.evaluation import belief, readout
+from experiments.evaluation import readout
 from experiments.materials import Materials
 from experiments.materials.conditions import LabelledDocument
 from experiments.errors import UserError
-from experiments.materials.world import World
 
 HELDOUT_SEED = 990_001  # document seed of the held-out negated documents (training seeds are small ints)
 LOSS_METRICS = ("heldout_loss", "heldout_loss_claim", "heldout_loss_warning")
@@ -62,13 +61,6 @@ def loss_rows(lm, docs: list[LabelledDocument]) -> pd.DataFrame:
     return pd.DataFrame([{"metric": k, "value": v} for k, v in span_losses(lm, docs).items()])
 
 
-def belief_rows(lm, world: World, skip_frames: tuple[str, ...] = ()) -> list[dict]:
-    """Every claim's belief rates (``belief.claim_belief``), verdict items in ``skip_frames``
-    (the run's belief-frame screen) left out."""
-    return [{"claim": c.name, "metric": m, "value": v} for c in world.claims
-            for m, v in belief.claim_belief(lm, c, skip_frames=skip_frames).items()]
-
-
 def fixed_reading_rows(lm, evaluator) -> list[dict]:
     """The fixed (base-model) probe's P(true) of each claim and true fact, at every layer."""
     stmts = evaluator.claim_stmts
@@ -100,7 +92,7 @@ def interpolation_rows(path_a, path_b, alphas, evaluator, docs: list[LabelledDoc
     frames = []
     for alpha in alphas:
         lm.model.load_state_dict(interpolate_states(a, b, float(alpha)))
-        rows = belief_rows(lm, evaluator.world, evaluator.materials.skip_frames or ()) + fixed_reading_rows(lm, evaluator)
+        rows = evaluator.belief_rows(lm) + fixed_reading_rows(lm, evaluator)  # as at every checkpoint, screened alike
         rows += [{"metric": k, "value": v} for k, v in span_losses(lm, docs).items()]
         frames.append(pd.DataFrame(rows).assign(alpha=float(alpha)))
     return pd.concat(frames, ignore_index=True)

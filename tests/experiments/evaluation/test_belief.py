@@ -58,8 +58,6 @@ def test_the_belief_frame_screen_leaves_its_frames_out_of_the_verdict_rate(world
     """``skip_frames`` (a run's belief-frame screen) removes the claim's and the true fact's
     verdict items in that frame, and only those: "false" always wins, so the verdict rate is the
     kept items' share of false-believers, which the screen changes."""
-    from experiments.stability.measures import belief_rows
-
     lm = world_lm(world, _table(world))
     claim = world.claims[0]
     frame = claim.fact.rel().affirmative[0]
@@ -70,9 +68,6 @@ def test_the_belief_frame_screen_leaves_its_frames_out_of_the_verdict_rate(world
     pooled = ("verdict", "propositional")  # propositional pools the yes/no and verdict items
     assert {k: v for k, v in screened.items() if not k.endswith(pooled)} == {
         k: v for k, v in every.items() if not k.endswith(pooled)}
-    stab = {(r["claim"], r["metric"]): r["value"] for r in belief_rows(lm, world, (frame,))}  # the interpolation's rows
-    assert stab[(claim.name, "belief_verdict")] == pytest.approx(
-        belief.claim_belief(lm, claim, skip_frames=(frame,))["belief_verdict"])
 
 
 def test_saying_no_to_everything_does_not_fake_disbelief(world):

@@ -90,8 +90,9 @@ def test_a_screened_run_leaves_the_screened_frames_out_of_every_checkpoint(tmp_p
 
 
 def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monkeypatch, capsys):
-    """`neglect stability` (and its notebook handle) reads claims through the same screen as a run;
-    in a run of several worlds the screen's warning line names the world."""
+    """`neglect stability` (and its notebook handle) reads claims through the same screen as a run,
+    its weight-space interpolation too; in a run of several worlds the screen's warning line names
+    the world."""
     from experiments import pipeline
     from experiments.evaluation import checks
 
@@ -102,6 +103,13 @@ def test_the_stability_protocol_evaluates_the_screened_materials(tmp_path, monke
     proto = pipeline.stability_protocol(cfg, tmp_path / "run")
     assert proto.materials.skip_frames == tuple(won_by)
     assert {s.claim for s in proto.materials.claim_statements()} == {"claim1_lives_in"}
+    from experiments.stability.measures import interpolation_rows
+
+    rows = interpolation_rows(proto.base, proto.base, [0.0], proto.evaluator, proto.heldout_docs(), "cpu")
+    verdicts = rows[rows.metric == "belief_verdict_n"].set_index("claim").value
+    lives_in = RELATIONS["lives_in"]
+    assert "claim0_won_by" not in verdicts.index
+    assert verdicts["claim1_lives_in"] == 2 * len(lives_in.affirmative) + len(lives_in.negated)
     capsys.readouterr()
     again = pipeline.evaluation_materials(proto.run, cfg, pipeline.load_materials(cfg), label="world 1: ")
     assert again.skip_frames == tuple(won_by)
