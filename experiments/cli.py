@@ -137,7 +137,7 @@ def cmd_pretrain(args) -> int:
     import torch
 
     from experiments.pipeline import check_base_model, check_settings, pretrain_stage
-    from experiments.training.shipped import export_shipped
+    from experiments.training.shipped import export_shipped, parent_provenance
 
     cfg = _run_config(args)
     cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, shipped="off"))
@@ -150,6 +150,8 @@ def cmd_pretrain(args) -> int:
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
         extra = {"command": "neglect " + " ".join(sys.argv[1:]), "device": device, "torch": torch.__version__,
                  "check_settings": list(check_settings(cfg)), "check_base": figures}
+        if cfg.pretrain.init_from:  # a later phase: the phase before it, with its own provenance
+            extra["init_from"] = parent_provenance(cfg.pretrain.init_from)
         print(f"shipped model written to {export_shipped(base, cfg, Path(args.export), extra)}")
     return 0
 

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from experiments.artifacts.atomic import atomic_write_json
-from experiments.artifacts.checksums import hf_dir_problem
+from experiments.artifacts.checksums import file_digest, hf_dir_problem
 from experiments.config import SCREEN_KEYS, RunConfig
 from experiments.errors import UserError
 
@@ -109,6 +109,26 @@ def _checked(path: Path) -> Path:
     if problem is not None:
         raise UserError(f"shipped base model {str(path)!r} is damaged ({problem}); reinstall the package")
     return path
+
+
+def parent_provenance(init_from: str) -> dict:
+    """What a base model continued from (``pretrain.init_from``) was: its path, the digest of
+    its weights and its own provenance (itself holding its parent's, when it had one), so a
+    model pretrained in several phases records every phase.
+
+    Parameters
+    ----------
+    init_from : str
+        The saved base model the pretraining started from.
+
+    Returns
+    -------
+    dict
+        ``path``, ``weights_blake2b`` and ``provenance`` (None for a model exported without one).
+    """
+    path = Path(init_from)
+    provenance = read_provenance(path) if (path / "provenance.json").is_file() else None
+    return {"path": str(path), "weights_blake2b": file_digest(path / "model.safetensors"), "provenance": provenance}
 
 
 def export_shipped(base: Path, cfg, dest: Path, extra: dict | None = None) -> Path:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from safetensors.torch import load_file
 
+from experiments.artifacts.checksums import file_digest
 from experiments.artifacts.rundir import RunDir
 from experiments.config import load_config
 from experiments.errors import UserError
@@ -179,3 +180,16 @@ def test_a_key_added_after_a_model_was_shipped_matches_only_at_its_default(shelf
     (shelf / "provenance.json").write_text(json.dumps(provenance))
     assert shipped.shipped_base_for(load_config("tiny")) == shelf
     assert shipped.shipped_base_for(load_config("tiny", overrides=["corpus.told=1"])) is None
+
+
+def test_a_later_phase_records_the_phase_it_continued_from(shelf, tmp_path):
+    parent = shipped.parent_provenance(str(shelf))
+    assert parent["provenance"] == shipped.read_provenance(shelf) and parent["provenance"]["command"] == "test"
+    assert parent["weights_blake2b"] == file_digest(shelf / "model.safetensors")
+    child = tmp_path / "pretrained" / "tiny2"  # a second phase exported with its parent: the chain nests
+    shipped.export_shipped(shelf, load_config("tiny"), child, {"init_from": parent})
+    grandchild = shipped.parent_provenance(str(child))
+    assert grandchild["provenance"]["init_from"]["provenance"]["command"] == "test"
+    weights = shelf / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # other weights: another digest
+    assert shipped.parent_provenance(str(shelf))["weights_blake2b"] != parent["weights_blake2b"]
