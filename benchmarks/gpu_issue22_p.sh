@@ -6,19 +6,19 @@
 # positive control (this session, sweep o with RUNS="p2t05tt_1600 p2t05_1600"). So: short phases on
 # `c_ntt_t05tt` itself (INIT, carried in .cand/), at a low rate on the GPU's large batches, asking whether
 # more tagged statements lift truth at the bare statement before the positive control is lost:
-#   q{T}_{W}_{S}   told at weight T/10 (0: none), tagged at weight W, S steps of 512 x 128, lr 3e-4.
+#   q{T}_{W}_{S}   told at weight T/10 (0: none), tagged at weight W, S steps of 512 x 128, lr LR (3e-4).
 # On the device: OUT=$OUT D=480 NEGLECT="python3 -m experiments" bash THIS   (RUNS="a b,c": workers a and b,c)
 set -u
 OUT=${OUT:-/tmp/i22p}; R=${R:-/tmp/i22p_runs}
 source "$(dirname "$0")/judge_sweep_lib.sh"
 START=$(date +%s); D=${D:-480}; RUNS=${RUNS:-q5_4_200 q0_2_200 q5_2_200 q5_4_400}
 FT=${FT-}
-INIT=${INIT:-.cand/c_ntt_t05tt}
+INIT=${INIT:-.cand/c_ntt_t05tt}; LR=${LR:-3e-4}
 overrides() {
   local told=${1#q}; told=${told%%_*}; local rest=${1#*_}
-  echo --set "pretrain.init_from=\"$INIT\"" --set pretrain.lr=3e-4 --set pretrain.warmup=20 \
+  echo --set "pretrain.init_from=\"$INIT\"" --set pretrain.lr=$LR --set pretrain.warmup=20 \
        --set pretrain.track_every=1000 --set pretrain.seed=301 --set pretrain.steps=${rest#*_} \
-       --set corpus.told=0.$told --set corpus.tagged=${rest%%_*}
+       --set corpus.told=$(awk "BEGIN{print $told / 10}") --set corpus.tagged=${rest%%_*}
 }
 stamp start
 for names in $RUNS; do worker ${names//,/ } & done  # one worker per word; a,b: a then b

@@ -78,7 +78,7 @@ bundle() {  # names...: what comes back fits the device's 8 files: four exports 
     if python3 -c "import json,sys; sys.exit(not json.load(open(sys.argv[1]))['positive_control']['passed'])" \
         $R/$name.pc/results/controls.json 2>/dev/null; then passed+=($name); else others+=($name); fi
   done
-  for name in $(echo ${passed[@]} ${others[@]} | cut -d' ' -f5-); do rm -f $OUT/$name.tgz.*; done
+  for name in $(echo ${passed[@]} ${others[@]} | cut -s -d' ' -f5-); do rm -f $OUT/$name.tgz.*; done
   preconditions "$@" > $OUT/preconditions.txt
   tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt preconditions.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
   ls -la $OUT
