@@ -133,6 +133,7 @@ def cmd_finetune(args) -> int:
 def cmd_pretrain(args) -> int:
     import dataclasses
     import platform
+    import shlex
 
     import torch
 
@@ -148,7 +149,7 @@ def cmd_pretrain(args) -> int:
         from pathlib import Path
 
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-        extra = {"command": "neglect " + " ".join(sys.argv[1:]), "device": device, "torch": torch.__version__,
+        extra = {"command": "neglect " + shlex.join(args.argv), "device": device, "torch": torch.__version__,
                  "check_settings": list(check_settings(cfg)), "check_base": figures}
         if cfg.pretrain.init_from:  # a later phase: the phase before it, with its own provenance
             extra["init_from"] = parent_provenance(cfg.pretrain.init_from)
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command as given (a provenance records it)
     import transformers
 
     transformers.utils.logging.disable_progress_bar()

@@ -2,10 +2,15 @@
 model's weights, and a model of another world or shape is refused in one line."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
+import torch
 
+from experiments.artifacts.checksums import file_digest
 from experiments.artifacts.rundir import RunDir
+from experiments.cli import main
 from experiments.config import load_config
 from experiments.errors import UserError
 from experiments.materials import load_materials
@@ -45,3 +50,17 @@ def test_a_base_model_of_another_world_or_shape_is_refused_in_one_line(tiny_run,
 def test_a_missing_directory_is_refused(tmp_path):
     with pytest.raises(UserError, match="not a saved base model"):
         _pretrain(tmp_path, "bad", "pretrain.steps=2", f'pretrain.init_from="{tmp_path / "nope"}"')
+
+
+def test_an_exported_later_phase_records_the_phase_before_it(tmp_path):
+    """`neglect pretrain --export` of a continued run nests the exported parent's provenance."""
+    torch.set_num_threads(1)
+    first, second = tmp_path / "first.export", tmp_path / "second.export"
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "first"), "--export", str(first),
+                 "--set", "pretrain.steps=3"]) == 0
+    assert main(["pretrain", "--preset", "tiny", "--out", str(tmp_path / "second"), "--export", str(second),
+                 "--set", "pretrain.steps=3", "--set", f'pretrain.init_from="{first}"']) == 0
+    record = json.loads((second / "provenance.json").read_text())["init_from"]
+    assert record["path"] == str(first) and record["weights_blake2b"] == file_digest(first / "model.safetensors")
+    assert "--export" in record["provenance"]["command"] and "init_from" not in record["provenance"]
+    assert record["provenance"]["config"]["pretrain"]["steps"] == 3
