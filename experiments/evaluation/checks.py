@@ -19,11 +19,40 @@ KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")  # the raw ra
 CLAIM_MEASURES = ("belief_claim_yesno", "belief_claim_verdict")  # what the run's controls read
 
 
-def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str) -> list[float]:
+def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str):
+    """Per layer, which held-out statements the probe reads right (``[L, n_test]``), and the
+    held-out statements' subjects."""
     statements = probe_statements(world, frame)
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
     probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C, device=lm.device)
-    return readout.heldout_accuracy(acts, statements, probes).tolist()
+    return readout.heldout_correct(acts, statements, probes), [s.subject for s in statements if s.split == "test"]
+
+
+def subject_interval(correct, subjects, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict:
+    """A probe's held-out accuracy with a percentile bootstrap interval over held-out subjects:
+    each resample draws subjects with replacement, every statement of a drawn subject with it
+    (its statements are not independent), and takes the accuracy over the drawn statements, so
+    the interval is for the same accuracy over statements that the point estimate is.
+
+    Parameters
+    ----------
+    correct : sequence of bool
+        Whether each held-out statement is read right.
+    subjects : sequence of str
+        Each statement's subject.
+
+    Returns
+    -------
+    dict
+        ``acc`` (over statements), ``lo``, ``hi`` (the interval), ``n_subjects``.
+    """
+    correct = np.asarray(correct, float)
+    _, unit = np.unique(np.asarray(subjects), return_inverse=True)
+    right, total = np.bincount(unit, correct), np.bincount(unit)
+    draws = np.random.default_rng(seed).integers(0, len(total), size=(n_boot, len(total)))
+    accs = right[draws].sum(1) / total[draws].sum(1)
+    lo, hi = np.quantile(accs, [(1 - level) / 2, (1 + level) / 2])
+    return {"acc": float(correct.mean()), "lo": float(lo), "hi": float(hi), "n_subjects": int(len(total))}
 
 
 def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic",
@@ -53,7 +82,8 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         ``unjudged_verdict_by_frame`` and the frame judged worst ``unjudged_verdict_worst_frame``
         beside them), ``statement_probe_best_acc`` with its
         ``statement_probe_best_layer`` (the probe on the bare statement's final token, held-out
-        subjects, best layer before the last), beside ``verdict_probe_best_acc`` (read in the
+        subjects, best layer before the last; ``statement_probe_best_ci``, its 95% bootstrap
+        interval over the ``statement_probe_ci_subjects`` held-out subjects), beside ``verdict_probe_best_acc`` (read in the
         verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
         the same test statements); ``in_context_true_answer`` (a negated document in context,
         the true answer kept) and ``in_context_plain_answer`` (a plain document in context, the
@@ -62,10 +92,12 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         ``claim_belief_by_claim``, and the raw rates as ``claim_belief_raw*``); and the layer
         profiles.
     """
-    statement_profile = _probe_profile(lm, world, "statement", probe_C, position, estimator)
-    verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)
+    statement_correct, subjects = _probe_profile(lm, world, "statement", probe_C, position, estimator)
+    statement_profile = statement_correct.mean(1).tolist()
+    verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)[0].mean(1).tolist()
     before_last = statement_profile[:-1] or statement_profile
     best_layer = int(np.argmax(before_last))
+    best = subject_interval(statement_correct[best_layer], subjects)
     statements = probe_statements(world, "verdict")
     test = np.array([s.split == "test" for s in statements])
     y = np.array([s.label for s in statements])
@@ -82,6 +114,8 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
     return out | {
         "statement_probe_best_acc": before_last[best_layer],
         "statement_probe_best_layer": best_layer,
+        "statement_probe_best_ci": [best["lo"], best["hi"]],
+        "statement_probe_ci_subjects": best["n_subjects"],
         "verdict_probe_best_acc": max(verdict_profile),
         "verdict_logit_acc": float((says_true.numpy()[test] == y[test]).mean()),
         "in_context_true_answer": belief.in_context_true_answer(lm, world),

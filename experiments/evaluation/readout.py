@@ -54,7 +54,7 @@ from probes.linear import sigmoid
 from probes.sweep import SweepResult, sweep_probes
 
 __all__ = ["CLAIM_KIND_METRICS", "CPU_CHUNK", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
-           "heldout_accuracy", "neighbour_rows", "probe_rows", "validation_split"]
+           "heldout_accuracy", "heldout_correct", "neighbour_rows", "probe_rows", "validation_split"]
 
 VALIDATION_FRACTION = 0.25  # of each dataset's training-split subjects
 
@@ -208,11 +208,17 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
                         chunk_size=CPU_CHUNK if device.type == "cpu" else None, **extra.get(estimator, {}))
 
 
-def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:
-    """Accuracy of each layer's probe on the held-out (``split == "test"``) statements; ``[L]``."""
+def heldout_correct(acts, statements, probes: SweepResult) -> np.ndarray:
+    """Whether each layer's probe reads each held-out (``split == "test"``) statement right;
+    ``[L, n_test]``, the test statements in their order in ``statements``."""
     label, negated, test = statement_flags(statements)
     correct = (probes.p_true(layer_major(acts), negated) > 0.5) == label
-    return correct[:, test].mean(1)
+    return correct[:, test]
+
+
+def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:
+    """Accuracy of each layer's probe on the held-out (``split == "test"``) statements; ``[L]``."""
+    return heldout_correct(acts, statements, probes).mean(1)
 
 
 def _claim_masks(claim_stmts, stem: str = "probe_p_true") -> list[tuple[str, str, np.ndarray]]:

@@ -169,6 +169,10 @@ def preconditions_section(figures: dict, world: str = "") -> str:
         f"<td>{html.escape(r['op'])} {r['bound']:g}</td><td>{mark[r['passed']]}</td></tr>" for r in rows)
     extra = {k: figures[k] for k in ("statement_probe_best_layer", "verdict_probe_best_acc", "verdict_logit_acc")
              if k in figures}
+    if "statement_probe_best_ci" in figures:  # a base model checked before the interval existed has none
+        lo, hi = figures["statement_probe_best_ci"]
+        extra["statement_probe_best_ci"] = (f"[{lo:.3f}, {hi:.3f}] (95% bootstrap over "
+                                            f"{figures['statement_probe_ci_subjects']} held-out subjects)")
     about = ("Before finetuning results mean anything the base model must answer questions about entities it "
              "only read about, judge facts it never saw judged (chance 0.5), carry a truth signal at the bare "
              "statement's final token (held-out entities, chance 0.5), read context both ways and disbelieve "

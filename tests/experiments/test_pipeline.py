@@ -94,6 +94,8 @@ def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
     for key in ("heldout_qa", "claim_belief", "in_context_true_answer", "statement_probe_best_acc", "verdict_logit_acc",
                 "unjudged_verdict_acc", "unjudged_yesno_acc"):
         assert 0.0 <= figures[key] <= 1.0, key
+    lo, hi = figures["statement_probe_best_ci"]  # over held-out subjects, around the accuracy
+    assert lo <= figures["statement_probe_best_acc"] <= hi and figures["statement_probe_ci_subjects"] > 1
     world = json.loads((out / "world.json").read_text())
     assert world["judge_heldout"]  # the never-judged pairs are part of the run's description
     by_frame = figures["unjudged_verdict_by_frame"]  # every statement frame of the relations judged

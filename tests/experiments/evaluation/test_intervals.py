@@ -132,3 +132,16 @@ def test_the_base_model_counts_once():
     assert kept[kept.step == 0].seed.tolist() == [0] and len(kept[kept.step == 4]) == 3
     s = summarise(kept, ["step"])
     assert s.n.tolist() == [1, 3] and s.lo.isna().tolist() == [True, False]
+
+
+def test_a_probe_accuracy_interval_is_over_subjects_not_statements():
+    from experiments.evaluation.checks import subject_interval
+
+    subjects = [f"person{i}" for i in range(10) for _ in range(10)]
+    correct = [i >= 2 for i in range(10) for _ in range(10)]  # two subjects read wrong throughout
+    ci = subject_interval(correct, subjects)
+    assert ci["acc"] == 0.8 and ci["n_subjects"] == 10 and ci["lo"] <= 0.8 <= ci["hi"]
+    # drawn by subject, the interval sees 10 units: far wider than 100 statements would give (~0.16)
+    assert ci["hi"] - ci["lo"] > 0.3
+    spread = subject_interval([i % 5 != 0 for i in range(100)], subjects)  # the same 0.8, wrong ones spread evenly
+    assert spread["acc"] == 0.8 and spread["hi"] - spread["lo"] < 1e-9

@@ -168,7 +168,7 @@ def test_the_report_marks_failed_base_model_preconditions(tiny_run):
     figures = check_base_model(out)  # the tiny model is barely trained: it fails
     section = preconditions_section(figures)
     assert "Base model preconditions" in section and "FAIL" in section
-    assert "statement_probe_best_acc" in section
+    assert "statement_probe_best_acc" in section and "held-out subjects)" in section
     good = {k: 1.0 for k in ("heldout_entity_qa", "unjudged_verdict_acc", "unjudged_yesno_acc",
                              "statement_probe_best_acc", "in_context_true_answer", "in_context_plain_answer")}
     assert "FAIL" not in preconditions_section(good | {"claim_belief_max": 0.0})
