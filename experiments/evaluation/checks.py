@@ -9,6 +9,7 @@ import numpy as np
 
 import interp
 from experiments.evaluation import belief, chance, readout
+from experiments.evaluation.stats import subject_interval
 from experiments.evaluation.frames import unjudged_frames
 from experiments.evaluation.judgement import judged_and_unjudged, judgement_accuracy, verdict_accuracy_by_frame
 from experiments.materials.questions import control_questions, world_questions
@@ -26,33 +27,6 @@ def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, 
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
     probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C, device=lm.device)
     return readout.heldout_correct(acts, statements, probes), [s.subject for s in statements if s.split == "test"]
-
-
-def subject_interval(correct, subjects, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict:
-    """A probe's held-out accuracy with a percentile bootstrap interval over held-out subjects:
-    each resample draws subjects with replacement, every statement of a drawn subject with it
-    (its statements are not independent), and takes the accuracy over the drawn statements, so
-    the interval is for the same accuracy over statements that the point estimate is.
-
-    Parameters
-    ----------
-    correct : sequence of bool
-        Whether each held-out statement is read right.
-    subjects : sequence of str
-        Each statement's subject.
-
-    Returns
-    -------
-    dict
-        ``acc`` (over statements), ``lo``, ``hi`` (the interval), ``n_subjects``.
-    """
-    correct = np.asarray(correct, float)
-    _, unit = np.unique(np.asarray(subjects), return_inverse=True)
-    right, total = np.bincount(unit, correct), np.bincount(unit)
-    draws = np.random.default_rng(seed).integers(0, len(total), size=(n_boot, len(total)))
-    accs = right[draws].sum(1) / total[draws].sum(1)
-    lo, hi = np.quantile(accs, [(1 - level) / 2, (1 + level) / 2])
-    return {"acc": float(correct.mean()), "lo": float(lo), "hi": float(hi), "n_subjects": int(len(total))}
 
 
 def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic",

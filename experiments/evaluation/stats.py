@@ -279,3 +279,29 @@ def best_layer(table: pd.DataFrame, metric: str | None = None) -> int:
     acc = base.groupby("layer").value.mean()
     return int(acc[acc == acc.max()].index.max())
 
+
+def subject_interval(correct, subjects, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict:
+    """A probe's held-out accuracy with a percentile bootstrap interval over held-out subjects:
+    each resample draws subjects with replacement, every statement of a drawn subject with it
+    (its statements are not independent), and takes the accuracy over the drawn statements, so
+    the interval is for the same accuracy over statements that the point estimate is.
+
+    Parameters
+    ----------
+    correct : sequence of bool
+        Whether each held-out statement is read right.
+    subjects : sequence of str
+        Each statement's subject.
+
+    Returns
+    -------
+    dict
+        ``acc`` (over statements), ``lo``, ``hi`` (the interval), ``n_subjects``.
+    """
+    correct = np.asarray(correct, float)
+    _, unit = np.unique(np.asarray(subjects), return_inverse=True)
+    right, total = np.bincount(unit, correct), np.bincount(unit)
+    draws = np.random.default_rng(seed).integers(0, len(total), size=(n_boot, len(total)))
+    accs = right[draws].sum(1) / total[draws].sum(1)
+    lo, hi = np.quantile(accs, [(1 - level) / 2, (1 + level) / 2])
+    return {"acc": float(correct.mean()), "lo": float(lo), "hi": float(hi), "n_subjects": int(len(total))}

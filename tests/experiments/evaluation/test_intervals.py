@@ -135,7 +135,7 @@ def test_the_base_model_counts_once():
 
 
 def test_a_probe_accuracy_interval_is_over_subjects_not_statements():
-    from experiments.evaluation.checks import subject_interval
+    from experiments.evaluation.stats import subject_interval
 
     subjects = [f"person{i}" for i in range(10) for _ in range(10)]
     correct = [i >= 2 for i in range(10) for _ in range(10)]  # two subjects read wrong throughout
