@@ -50,9 +50,4 @@ overrides() {
          case $1 in m6tj*) echo --set corpus.told=1 --set corpus.told_judged=1;; esac;;
   esac
 }
-stamp start
-for names in $RUNS; do worker ${names//,/ } & done  # one worker per word; a,b: a then b
-wait
-cat $OUT/status.txt
-preconditions ${RUNS//,/ }
-bundle ${RUNS//,/ }
+run_workers "$RUNS"

@@ -20,9 +20,4 @@ overrides() {
        --set pretrain.track_every=1000 --set pretrain.seed=301 --set pretrain.steps=${rest#*_} \
        --set corpus.told=$(awk "BEGIN{print $told / 10}") --set corpus.tagged=${rest%%_*}
 }
-stamp start
-for names in $RUNS; do worker ${names//,/ } & done  # one worker per word; a,b: a then b
-wait
-cat $OUT/status.txt
-preconditions ${RUNS//,/ }
-bundle ${RUNS//,/ }
+run_workers "$RUNS"

@@ -83,3 +83,12 @@ bundle() {  # names...: what comes back fits the device's 8 files: four exports 
   tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt preconditions.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
   ls -la $OUT
 }
+run_workers() {  # "a b,c": one worker per word (a,b: a then b), side by side; then the status, each run's
+  # check-base figures and the bundle (needs START, D, `overrides NAME` and FT, as `worker` does)
+  stamp start
+  for names in $1; do worker ${names//,/ } & done
+  wait
+  cat $OUT/status.txt
+  preconditions ${1//,/ }
+  bundle ${1//,/ }
+}
