@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 
 import numpy as np
 
@@ -30,39 +29,25 @@ from experiments.materials.world import RELATIONS
 from testbed_models import testbed_models_cli
 
 
-def frame_patterns() -> list[tuple[str, bool, str, re.Pattern]]:
-    """``(relation, negated, frame, pattern)`` for every statement frame; the pattern matches a
-    bare sentence in that frame (subject and object any words)."""
-    out = []
-    for rel in RELATIONS.values():
-        for negated, frames in ((False, rel.affirmative), (True, rel.negated)):
-            for frame in frames:
-                body = re.escape(frame).replace(re.escape("{s}"), "(.+)").replace(re.escape("{o}"), "(.+)")
-                out.append((rel.name, negated, frame, re.compile(f"^{body}$")))
-    return out
+def all_frames() -> list[tuple[str, bool, str]]:
+    """``(relation, negated, frame)`` for every statement frame of every relation."""
+    return [(rel.name, negated, frame) for rel in RELATIONS.values()
+            for negated, frames in ((False, rel.affirmative), (True, rel.negated)) for frame in frames]
 
 
-def frame_of(sentence: str, patterns) -> str | None:
-    """The frame a bare sentence is in (the first that matches), or None."""
-    return next((frame for _, _, frame, pattern in patterns if pattern.match(sentence)), None)
-
-
-def probe_by_frame(lm, world, patterns) -> dict[str, dict]:
+def probe_by_frame(lm, world) -> dict[str, dict]:
     """Per frame, and over all of them (``"all"``: check-base's statement probe profile): the
     bare-statement probe's held-out accuracy at every layer and its number of test statements."""
     statements = probe_statements(world, "statement")
     acts = interp.residuals(lm, [s.text for s in statements], position="last").numpy()
     probes = readout.fit_probes(acts, statements, estimator="logistic", C=0.1, device=lm.device)
-    label = np.array([s.label for s in statements])
-    negated = np.array([s.negated for s in statements])
-    test = np.array([s.split == "test" for s in statements])
-    frames = np.array([frame_of(s.sentence or s.text, patterns) for s in statements], dtype=object)
-    correct = (probes.logits(readout.layer_major(acts), negated) > 0) == label  # [L, n]
-    out = {frame: {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, test & (frames == frame)].mean(axis=1)],
-                   "n_probe": int((test & (frames == frame)).sum())}
-           for frame in dict.fromkeys(frames[test]) if frame is not None}
-    out["all"] = {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, test].mean(axis=1)],
-                  "n_probe": int(test.sum())}
+    tested = [s for s in statements if s.split == "test"]
+    correct = readout.heldout_correct(acts, statements, probes)  # [L, n_test]
+    frames = np.array([s.template for s in tested], dtype=object)
+    out = {frame: {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, frames == frame].mean(axis=1)],
+                   "n_probe": int((frames == frame).sum())}
+           for frame in dict.fromkeys(frames)}
+    out["all"] = {"probe_acc_by_layer": [round(float(v), 3) for v in correct.mean(axis=1)], "n_probe": len(tested)}
     return out
 
 
@@ -70,11 +55,10 @@ def main() -> None:
     args, world, models = testbed_models_cli(__doc__, lambda p: p.add_argument(
         "--facts", type=int, default=120, help="never-judged facts per relation"))
     _, never = judged_and_unjudged(world)
-    patterns = frame_patterns()
     for name, lm in models:
         verdicts = verdict_accuracy_by_frame(lm, world, never, random.Random("frame-judgement-0"), args.facts)
-        probe = probe_by_frame(lm, world, patterns)
-        for relation, negated, frame, _ in patterns:
+        probe = probe_by_frame(lm, world)
+        for relation, negated, frame in all_frames():
             print(json.dumps({"model": name, "relation": relation, "negated": negated, "frame": frame,
                               **{k: round(v, 3) if isinstance(v, float) else v for k, v in verdicts.get(frame, {}).items()
                                  if k not in ("relation", "negated")},

@@ -22,11 +22,34 @@ CLAIM_MEASURES = ("belief_claim_yesno", "belief_claim_verdict")  # what the run'
 
 def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str):
     """Per layer, which held-out statements the probe reads right (``[L, n_test]``), and the
-    held-out statements' subjects."""
+    held-out statements, in that order."""
     statements = probe_statements(world, frame)
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
     probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C, device=lm.device)
-    return readout.heldout_correct(acts, statements, probes), [s.subject for s in statements if s.split == "test"]
+    return readout.heldout_correct(acts, statements, probes), [s for s in statements if s.split == "test"]
+
+
+def probe_accuracy_by_frame(correct: np.ndarray, statements) -> dict[str, dict]:
+    """A probe's held-out accuracy per statement frame.
+
+    Parameters
+    ----------
+    correct : array of bool, ``[n]``
+        Which held-out statements the probe reads right (one layer of
+        ``readout.heldout_correct``).
+    statements : list of Statement
+        Those statements, in that order; each ``template`` names its frame
+        (``Fact.frame``; statements without one are left out).
+
+    Returns
+    -------
+    dict
+        frame template -> ``acc`` (chance 0.5: the statements are half true, half false in every
+        frame) and ``n`` (held-out statements in it), in the order frames first occur.
+    """
+    frames = np.array([s.template for s in statements], dtype=object)
+    return {t: {"acc": float(correct[frames == t].mean()), "n": int((frames == t).sum())}
+            for t in dict.fromkeys(frames) if t}
 
 
 def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", estimator: str = "logistic",
@@ -57,7 +80,9 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         beside them), ``statement_probe_best_acc`` with its
         ``statement_probe_best_layer`` (the probe on the bare statement's final token, held-out
         subjects, best layer before the last; ``statement_probe_best_ci``, its 95% bootstrap
-        interval over the ``statement_probe_ci_subjects`` held-out subjects), beside ``verdict_probe_best_acc`` (read in the
+        interval over the ``statement_probe_ci_subjects`` held-out subjects; at that layer, per
+        statement frame, ``statement_probe_by_frame`` and the frame read worst
+        ``statement_probe_worst_frame``, :func:`probe_accuracy_by_frame`), beside ``verdict_probe_best_acc`` (read in the
         verdict frame) and ``verdict_logit_acc`` (the model's own logit(true) - logit(false) on
         the same test statements); ``in_context_true_answer`` (a negated document in context,
         the true answer kept) and ``in_context_plain_answer`` (a plain document in context, the
@@ -66,12 +91,13 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         ``claim_belief_by_claim``, and the raw rates as ``claim_belief_raw*``); and the layer
         profiles.
     """
-    statement_correct, subjects = _probe_profile(lm, world, "statement", probe_C, position, estimator)
+    statement_correct, tested = _probe_profile(lm, world, "statement", probe_C, position, estimator)
     statement_profile = statement_correct.mean(1).tolist()
     verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)[0].mean(1).tolist()
     before_last = statement_profile[:-1] or statement_profile
     best_layer = int(np.argmax(before_last))
-    best = subject_interval(statement_correct[best_layer], subjects)
+    best = subject_interval(statement_correct[best_layer], [s.subject for s in tested])
+    probe_by_frame = probe_accuracy_by_frame(statement_correct[best_layer], tested)
     statements = probe_statements(world, "verdict")
     test = np.array([s.split == "test" for s in statements])
     y = np.array([s.label for s in statements])
@@ -90,6 +116,8 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         "statement_probe_best_layer": best_layer,
         "statement_probe_best_ci": [best["lo"], best["hi"]],
         "statement_probe_ci_subjects": best["n_subjects"],
+        "statement_probe_by_frame": probe_by_frame,
+        "statement_probe_worst_frame": min(probe_by_frame, key=lambda t: probe_by_frame[t]["acc"]) if probe_by_frame else None,
         "verdict_probe_best_acc": max(verdict_profile),
         "verdict_logit_acc": float((says_true.numpy()[test] == y[test]).mean()),
         "in_context_true_answer": belief.in_context_true_answer(lm, world),

@@ -40,6 +40,7 @@ class Statement:
     split: str  # "train" or "test" (held-out subjects)
     dataset: str = "synthetic"  # which statement set it comes from: the grouping key of dataset splits
     sentence: str = ""  # the bare sentence, where it differs from ``text`` or is known
+    template: str = ""  # the statement frame the sentence is written in (``Fact.frame``), where known
 
 
 def probe_statements(world: World, frame: str = "statement", max_subjects: int = 0) -> list[Statement]:
@@ -68,7 +69,8 @@ def probe_statements(world: World, frame: str = "statement", max_subjects: int =
         split = "test" if fact.subject in world.probe_test_subjects else "train"
         wrong = world.wrong_object(fact, rng)
         i = rng.randrange(8)
-        out += [Statement(framed(sentence, frame), truth, negated, fact.subject, split, sentence=sentence)
+        out += [Statement(framed(sentence, frame), truth, negated, fact.subject, split, sentence=sentence,
+                          template=fact.frame(i, negated))
                 for sentence, truth, negated in statement_variants(fact, wrong, [i] * 4)]
     if max_subjects > 0:
         keep = set()

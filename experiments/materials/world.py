@@ -92,15 +92,21 @@ class Fact:
     def rel(self) -> Relation:
         return RELATIONS[self.relation]
 
-    def statement(self, i: int = 0, obj: str | None = None, negated: bool = False, narrative: bool = False) -> str:
-        """The fact in frame ``i`` (modulo the number of frames), with ``obj`` in place of its
-        object; ``narrative``: the relation's document frames instead of its statement frames."""
+    def frame(self, i: int = 0, negated: bool = False, narrative: bool = False) -> str:
+        """The template of :meth:`statement`'s frame ``i`` (modulo the number of frames), e.g.
+        ``"{s} lives in {o} ."``; ``narrative``: the relation's document frames instead of its
+        statement frames."""
         rel = self.rel()
         if narrative:
             frames = rel.narrative_negated if negated else rel.narrative
         else:
             frames = rel.negated if negated else rel.affirmative
-        return frames[i % len(frames)].format(s=self.subject, o=obj or self.obj)
+        return frames[i % len(frames)]
+
+    def statement(self, i: int = 0, obj: str | None = None, negated: bool = False, narrative: bool = False) -> str:
+        """The fact in frame ``i`` (modulo the number of frames), with ``obj`` in place of its
+        object; ``narrative``: the relation's document frames instead of its statement frames."""
+        return self.frame(i, negated, narrative).format(s=self.subject, o=obj or self.obj)
 
 
 @dataclass(frozen=True)

@@ -122,15 +122,22 @@ def controls_section(controls: dict) -> str:
 
 
 def worst_frame_note(figures: dict) -> str:
-    """One sentence on the statement frame the base model judges worst on never-judged facts
-    (``unjudged_verdict_worst_frame`` of check-base), or "" when check-base has none."""
+    """A sentence on the statement frame the base model judges worst on never-judged facts
+    (``unjudged_verdict_worst_frame`` of check-base) and one on the frame the statement probe
+    reads worst (``statement_probe_worst_frame``); "" for each that check-base has not."""
+    note = ""
     frame = figures.get("unjudged_verdict_worst_frame")
-    if frame is None:
-        return ""
-    f = figures["unjudged_verdict_by_frame"][frame]
-    return (f" The statement frame judged worst on never-judged facts: \"{frame}\" (true statements "
-            f"{f['true_acc']:.2f}, false ones {f['false_acc']:.2f}, balanced {f['balanced_acc']:.2f}; chance 0.5; "
-            "belief items in a frame the model cannot judge read its answer bias, not belief).")
+    if frame is not None:
+        f = figures["unjudged_verdict_by_frame"][frame]
+        note += (f" The statement frame judged worst on never-judged facts: \"{frame}\" (true statements "
+                 f"{f['true_acc']:.2f}, false ones {f['false_acc']:.2f}, balanced {f['balanced_acc']:.2f}; chance 0.5; "
+                 "belief items in a frame the model cannot judge read its answer bias, not belief).")
+    frame = figures.get("statement_probe_worst_frame")
+    if frame is not None:
+        f = figures["statement_probe_by_frame"][frame]
+        note += (f" The frame the statement probe reads worst at its layer: \"{frame}\" ({f['acc']:.2f} on "
+                 f"{f['n']} held-out statements; chance 0.5; the precondition reads every frame).")
+    return note
 
 
 def belief_frames_note(figures: dict) -> str:

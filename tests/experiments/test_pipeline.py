@@ -103,6 +103,10 @@ def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
     assert all(f["balanced_acc"] == pytest.approx((f["true_acc"] + f["false_acc"]) / 2) for f in by_frame.values())
     worst = figures["unjudged_verdict_worst_frame"]
     assert by_frame[worst]["balanced_acc"] == min(f["balanced_acc"] for f in by_frame.values())
+    probe_frames = figures["statement_probe_by_frame"]  # the statement probe at its layer, per frame
+    pooled = sum(f["acc"] * f["n"] for f in probe_frames.values()) / sum(f["n"] for f in probe_frames.values())
+    assert pooled == pytest.approx(figures["statement_probe_best_acc"])  # every held-out statement has its frame
+    assert probe_frames[figures["statement_probe_worst_frame"]]["acc"] == min(f["acc"] for f in probe_frames.values())
 
 
 def test_a_run_checks_its_base_model_and_names_failed_preconditions(tiny_run):

@@ -145,3 +145,25 @@ def test_a_probe_accuracy_interval_is_over_subjects_not_statements():
     assert ci["hi"] - ci["lo"] > 0.3
     spread = subject_interval([i % 5 != 0 for i in range(100)], subjects)  # the same 0.8, wrong ones spread evenly
     assert spread["acc"] == 0.8 and spread["hi"] - spread["lo"] < 1e-9
+
+
+def test_a_probe_accuracy_by_frame_is_over_each_frames_own_statements():
+    """``checks.probe_accuracy_by_frame``: one frame read perfectly and one at chance are told
+    apart (a mean over frames would read 0.75), statements without a frame are left out, and the
+    frames' accuracies weighted by their counts give back the accuracy over every framed statement."""
+    from experiments.evaluation.checks import probe_accuracy_by_frame
+    from experiments.materials.statements import Statement
+
+    def statement(template: str, i: int) -> Statement:
+        return Statement(f"s{i}", i % 2 == 0, False, f"e{i}", "test", template=template)
+
+    statements = ([statement("{s} lives in {o} .", i) for i in range(40)]
+                  + [statement("in {o} you can meet {s} every day .", i) for i in range(40)]
+                  + [statement("", i) for i in range(10)])
+    correct = np.array([True] * 40 + [i % 4 < 2 for i in range(40)] + [False] * 10)
+    by_frame = probe_accuracy_by_frame(correct, statements)
+    assert list(by_frame) == ["{s} lives in {o} .", "in {o} you can meet {s} every day ."]
+    assert by_frame["{s} lives in {o} ."] == {"acc": 1.0, "n": 40}
+    assert by_frame["in {o} you can meet {s} every day ."] == {"acc": 0.5, "n": 40}
+    pooled = sum(f["acc"] * f["n"] for f in by_frame.values()) / sum(f["n"] for f in by_frame.values())
+    assert pooled == pytest.approx(correct[:80].mean())

@@ -368,3 +368,23 @@ def test_flagged_judged_documents_judge_by_the_stored_truth():
         asked_stored += asked == f.obj
     assert min(forms.values()) > 50 and min(answers.values()) > 100, (forms, answers)
     assert 100 < asked_stored < 200
+
+
+def test_every_probe_statement_names_the_frame_it_is_written_in():
+    """``Statement.template`` is the statement frame of its sentence: filled with the statement's
+    subject and some object it gives the sentence back, and both polarities of every relation's
+    frames occur (what check-base's per-frame probe accuracy groups by)."""
+    import re
+
+    world = build_world(WorldConfig(seed=3))
+    statements = probe_statements(world, "statement")
+    for s in statements:
+        assert s.template and s.sentence == s.text
+        body = re.escape(s.template).replace(re.escape("{s}"), re.escape(s.subject)).replace(re.escape("{o}"), r"\w+")
+        assert re.fullmatch(body, s.sentence), (s.template, s.sentence)
+        assert (" not " in s.template or " never " in s.template) == s.negated
+    used = {s.template for s in statements}
+    for rel in RELATIONS.values():
+        assert used & set(rel.affirmative) and used & set(rel.negated)
+    fact = world.facts[0]
+    assert fact.statement(5, negated=True) == fact.frame(5, negated=True).format(s=fact.subject, o=fact.obj)

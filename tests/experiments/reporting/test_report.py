@@ -177,6 +177,9 @@ def test_the_report_marks_failed_base_model_preconditions(tiny_run):
     lopsided = {"unjudged_verdict_worst_frame": frame, "unjudged_verdict_by_frame": {frame: {
         "true_acc": 0.17, "false_acc": 0.92, "balanced_acc": 0.545}}}
     assert "true statements 0.17, false ones 0.92, balanced 0.55" in html.unescape(preconditions_section(good | lopsided))
+    probe = {"statement_probe_worst_frame": frame, "statement_probe_by_frame": {frame: {"acc": 0.53, "n": 248}}}
+    assert f'reads worst at its layer: "{frame}" (0.53 on 248 held-out statements' in html.unescape(
+        preconditions_section(good | probe))
 
 
 def test_the_report_names_the_frames_a_screened_run_leaves_out_of_its_belief_items():
