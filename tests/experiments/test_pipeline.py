@@ -109,6 +109,21 @@ def test_check_base_reports_every_precondition_as_a_fraction(tiny_run):
     assert probe_frames[figures["statement_probe_worst_frame"]]["acc"] == min(f["acc"] for f in probe_frames.values())
 
 
+def test_the_shipped_models_record_every_figure_check_base_reports(tiny_run):
+    """A run from a shipped base model reads its check-base figures from the model's provenance
+    instead of recomputing them, so figures that check-base gained after the export would be
+    missing from the demo's report: each shipped model records every key a fresh check-base gives
+    (the tiny run's; the shipped ones add the keys of held-out entities and of the belief-frame screen)."""
+    from experiments.pipeline import check_base_model
+    from experiments.training import shipped
+
+    out, _ = tiny_run
+    fresh = set(check_base_model(out))
+    for name, path in shipped.shipped_models().items():
+        recorded = set(shipped.read_provenance(path)["check_base"])
+        assert fresh <= recorded, (name, sorted(fresh - recorded))
+
+
 def test_a_run_checks_its_base_model_and_names_failed_preconditions(tiny_run):
     from experiments.evaluation.preconditions import failure_line
 
