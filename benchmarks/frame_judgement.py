@@ -19,12 +19,8 @@ from __future__ import annotations
 import json
 import random
 
-import numpy as np
-
-import interp
-from experiments.evaluation import readout
+from experiments.evaluation.checks import probe_accuracy_by_frame, probe_profile
 from experiments.evaluation.judgement import judged_and_unjudged, verdict_accuracy_by_frame
-from experiments.materials.statements import probe_statements
 from experiments.materials.world import RELATIONS
 from testbed_models import testbed_models_cli
 
@@ -38,15 +34,10 @@ def all_frames() -> list[tuple[str, bool, str]]:
 def probe_by_frame(lm, world) -> dict[str, dict]:
     """Per frame, and over all of them (``"all"``: check-base's statement probe profile): the
     bare-statement probe's held-out accuracy at every layer and its number of test statements."""
-    statements = probe_statements(world, "statement")
-    acts = interp.residuals(lm, [s.text for s in statements], position="last").numpy()
-    probes = readout.fit_probes(acts, statements, estimator="logistic", C=0.1, device=lm.device)
-    tested = [s for s in statements if s.split == "test"]
-    correct = readout.heldout_correct(acts, statements, probes)  # [L, n_test]
-    frames = np.array([s.template for s in tested], dtype=object)
-    out = {frame: {"probe_acc_by_layer": [round(float(v), 3) for v in correct[:, frames == frame].mean(axis=1)],
-                   "n_probe": int((frames == frame).sum())}
-           for frame in dict.fromkeys(frames)}
+    correct, tested = probe_profile(lm, world)  # [L, n_test]
+    by_layer = [probe_accuracy_by_frame(layer, tested) for layer in correct]
+    out = {frame: {"probe_acc_by_layer": [round(layer[frame]["acc"], 3) for layer in by_layer], "n_probe": f["n"]}
+           for frame, f in by_layer[0].items()}
     out["all"] = {"probe_acc_by_layer": [round(float(v), 3) for v in correct.mean(axis=1)], "n_probe": len(tested)}
     return out
 

@@ -20,9 +20,18 @@ KINDS = ("belief_forced_choice", "belief_yesno", "belief_verdict")  # the raw ra
 CLAIM_MEASURES = ("belief_claim_yesno", "belief_claim_verdict")  # what the run's controls read
 
 
-def _probe_profile(lm, world: World, frame: str, probe_C: float, position: str, estimator: str):
-    """Per layer, which held-out statements the probe reads right (``[L, n_test]``), and the
-    held-out statements, in that order."""
+def probe_profile(lm, world: World, frame: str = "statement", probe_C: float = 0.1, position: str = "last",
+                  estimator: str = "logistic"):
+    """The truth probe as check-base fits it (on the world's probe statements in ``frame``, one
+    per layer, on the training subjects), read on the held-out subjects' statements.
+
+    Returns
+    -------
+    correct : array of bool, ``[L, n_test]``
+        Which held-out statements each layer's probe reads right.
+    tested : list of Statement
+        Those statements, in that order.
+    """
     statements = probe_statements(world, frame)
     acts = interp.residuals(lm, [s.text for s in statements], position=position).numpy()
     probes = readout.fit_probes(acts, statements, estimator=estimator, C=probe_C, device=lm.device)
@@ -91,9 +100,9 @@ def check_base(lm, world: World, probe_C: float = 0.1, position: str = "last", e
         ``claim_belief_by_claim``, and the raw rates as ``claim_belief_raw*``); and the layer
         profiles.
     """
-    statement_correct, tested = _probe_profile(lm, world, "statement", probe_C, position, estimator)
+    statement_correct, tested = probe_profile(lm, world, "statement", probe_C, position, estimator)
     statement_profile = statement_correct.mean(1).tolist()
-    verdict_profile = _probe_profile(lm, world, "verdict", probe_C, position, estimator)[0].mean(1).tolist()
+    verdict_profile = probe_profile(lm, world, "verdict", probe_C, position, estimator)[0].mean(1).tolist()
     before_last = statement_profile[:-1] or statement_profile
     best_layer = int(np.argmax(before_last))
     best = subject_interval(statement_correct[best_layer], [s.subject for s in tested])
