@@ -10,6 +10,7 @@
 #               tokens on the held-out people's city at the name (the eighth session's bar, 0.3).
 #   m7t{T}tr{W}_sN  and judgement traces at weight W (`corpus.trace`; the 8-layer judges had 2).
 # Seventeenth session: m7t05 passed the screen in 0 of 4 seeds (1-4) and memorised when run to the end.
+# Eighteenth session: m7t05tr2 passed it in 0 of 4 seeds (1-4; 0.07-0.13 at 80M tokens).
 # On the device: OUT=$OUT D=570 NEGLECT="python3 -m experiments" bash THIS   (RUNS="a b,c": workers a and b,c)
 set -u
 OUT=${OUT:-/tmp/i22r}; R=${R:-/tmp/i22r_runs}
