@@ -96,8 +96,11 @@ def _run_config(args):
 
 
 def cmd_run(args) -> int:
+    import json
+
+    from experiments.artifacts.rundir import RunDir
     from experiments.errors import UserError
-    from experiments.evaluation.controls import compute_controls, summary_lines
+    from experiments.evaluation.controls import summary_lines
     from experiments.pipeline import run_pipeline
     from experiments.evaluation.stats import units_line
     from experiments.reporting.report import summary_table
@@ -110,7 +113,7 @@ def cmd_run(args) -> int:
     print(f"\nrun directory: {args.out}  (tables in results/, figures in figures/, report.html)")
     print(summary_table(table).to_string())
     print(units_line(table))
-    print("\n".join(summary_lines(compute_controls(table, cfg.conditions))))
+    print("\n".join(summary_lines(json.loads(RunDir(args.out).controls.read_text()))))
     return 0
 
 

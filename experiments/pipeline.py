@@ -34,7 +34,7 @@ from experiments.config import RunConfig
 from experiments.errors import UserError, warn
 from experiments.evaluation.evaluator import evaluate_all
 from experiments.evaluation.frames import screened_materials
-from experiments.evaluation.tables import collect
+from experiments.evaluation.tables import collect, item_reader
 from experiments.materials import Materials, load_materials
 from experiments.training.distributed import Single
 from experiments.training.parallel import shared_workers
@@ -305,7 +305,7 @@ def _run_world(cfg: RunConfig, materials: Materials, out_dir: str | Path, label:
         if line:
             warn(label + line + " (see `neglect check-base`; the report marks it)")
     table = collect(run, cfg)
-    write_json_if_changed(run.controls, compute_controls(table, cfg.conditions))
+    write_json_if_changed(run.controls, compute_controls(table, cfg.conditions, items=item_reader(run)))
     if report:
         _report_if_stale(run, [run.metrics, run.pretrain_log, *run.train_logs()])
     return table

@@ -7,6 +7,7 @@ Layout::
     RUN/docs/<condition>_seed<k>.jsonl               finetuning documents (rows) of each run
     RUN/checkpoints/<condition>/seed<k>/step_<n>/    HF directories
     RUN/evals/base.csv, RUN/evals/<condition>/seed<k>/step_<n>.csv   per-checkpoint rows
+    RUN/evals/items/base.csv, RUN/evals/items/<condition>/seed<k>/step_<n>.csv   their item outcomes
     RUN/results/metrics.csv  controls.json  pretrain_log.csv  pretrain_tracking.csv  [pretrain_screened.json]  train_logs/<condition>_seed<k>.csv  <table>.csv
     RUN/train_state/pretrain/, RUN/train_state/<condition>_seed<k>/   while training (removed after)
     RUN/checkpoints/stability/<tag>/seed<k>/phase<p>/step_<n>/  (and evals/, train_state/,
@@ -93,6 +94,13 @@ class RunDir:
         if condition is None:
             return self.path("evals", "base.csv")
         return self.path("evals", condition, f"seed{seed}", f"{_step(step)}.csv")
+
+    def items_file(self, condition: str | None, seed: int = 0, step: int = 0) -> Path:
+        """The item-level outcomes beside :meth:`eval_file`'s table
+        (``experiments.evaluation.items``); ``condition=None``: the base model's."""
+        if condition is None:
+            return self.path("evals", "items", "base.csv")
+        return self.path("evals", "items", condition, f"seed{seed}", f"{_step(step)}.csv")
 
     def stability_eval(self, tag: str | None, seed: int = 0, phase: int = 1, step: int = 0) -> Path:
         """A stability checkpoint's rows; ``tag=None``: the base model's."""

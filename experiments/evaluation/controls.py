@@ -34,9 +34,12 @@ was not run, has ``passed`` null and a ``reason``.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import pandas as pd
 
 from experiments.evaluation.chance import CHANCE, CONTROL_CHANCE
+from experiments.evaluation.items import drop_interval
 from experiments.evaluation.stats import best_layer
 
 POSITIVE_CONDITION = "plain"
@@ -59,6 +62,7 @@ VALIDITY = ("probe_acc_fixed", "control_acc_verdict", "control_acc_yesno")
 PROBE_CHANCE = {"probe_p_true_fixed": 0.5, "probe_z_fixed": 0.0, "probe_acc_fixed": 0.5}
 TOLERANCE = 1e-9  # float rounding: a drop of exactly MAX_DROP passes
 KEYS = ("positive_control", "negative_control", "probe_validity")
+ItemReader = Callable[[Optional[str], int, int], Optional[pd.DataFrame]]  # (condition, seed, step) -> items
 
 
 def _chance(metric: str) -> float | None:
@@ -155,9 +159,25 @@ def negative_control(table: pd.DataFrame, conditions, layer: int | None) -> dict
     return {**out, "passed": not failures, "failures": failures}
 
 
-def probe_validity(table: pd.DataFrame, conditions, layer: int | None) -> dict:
+def _drop_ci(items: ItemReader | None, table: pd.DataFrame, condition: str, step: int, metric: str,
+             layer: int | None) -> dict:
+    """``{"ci": [lo, hi], "ci_level", "ci_units", "ci_unit"}`` of one validity drop
+    (``experiments.evaluation.items.drop_interval``), or {} without every seed's items."""
+    if items is None or "world" in table.columns:
+        return {}
+    seeds = sorted(table[table.condition == condition].seed.dropna().unique())
+    before, after = items(None, 0, 0), [items(condition, int(s), step) for s in seeds]
+    if before is None or any(a is None for a in after):
+        return {}
+    ci = drop_interval(before, after, metric, layer)
+    return {} if ci is None else {"ci": [ci["lo"], ci["hi"]], "ci_level": ci["level"], "ci_units": ci["n_units"],
+                                  "ci_unit": ci["unit"]}
+
+
+def probe_validity(table: pd.DataFrame, conditions, layer: int | None, items: ItemReader | None = None) -> dict:
     """The probe-validity check of the module docstring, per condition; ``worst`` is the
-    condition and measure with the largest drop."""
+    condition and measure with the largest drop. With ``items`` (:func:`compute_controls`) each
+    drop also carries its interval over items (``ci``; the check reads the point estimate)."""
     per_condition, worst = {}, None
     for condition in conditions:
         step = _last_step(table, condition)
@@ -171,14 +191,16 @@ def probe_validity(table: pd.DataFrame, conditions, layer: int | None) -> dict:
                 drop = before["value"] - after["value"]
                 measures.append(_check(metric, {"value": drop, "before": before["value"], "after": after["value"],
                                                 "n_seeds": after["n_seeds"]}, MAX_DROP, "<=",
-                                       **({"layer": layer} if at is not None else {})))
+                                       **({"layer": layer} if at is not None else {}),
+                                       **_drop_ci(items, table, condition, step, metric, at)))
                 measures[-1]["chance"] = None  # of a drop: none; the accuracies' chance is 0.5
         if measures:
             per_condition[condition] = {"step": step, "measures": measures,
                                         "passed": all(m["passed"] for m in measures)}
             top = max(measures, key=lambda m: m["value"])
             if worst is None or top["value"] > worst["drop"]:
-                worst = {"condition": condition, "measure": top["measure"], "drop": top["value"]}
+                worst = {"condition": condition, "measure": top["measure"], "drop": top["value"],
+                         **{k: top[k] for k in ("ci", "ci_level", "ci_units", "ci_unit") if k in top}}
     out = {"layer": layer, "threshold": MAX_DROP, "conditions": per_condition, "worst": worst}
     if not per_condition:
         return {**out, "passed": None, "reason": "no control accuracies at step 0 and the last checkpoint"}
@@ -186,7 +208,7 @@ def probe_validity(table: pd.DataFrame, conditions, layer: int | None) -> dict:
     return {**out, "passed": not failures, "failures": failures}
 
 
-def compute_controls(table: pd.DataFrame, conditions=None) -> dict:
+def compute_controls(table: pd.DataFrame, conditions=None, items: ItemReader | None = None) -> dict:
     """The three controls of the module docstring from a run's tidy metrics table.
 
     Parameters
@@ -196,6 +218,12 @@ def compute_controls(table: pd.DataFrame, conditions=None) -> dict:
         condition, seed, step, layer, claim, metric, value.
     conditions : sequence of str, optional
         The run's conditions (``cfg.conditions``); default: those in ``table``.
+    items : callable, optional
+        ``items(condition, seed, step)`` -> the checkpoint's validity items or None
+        (``experiments.evaluation.tables.item_reader(run)``; ``condition`` None: the base
+        model's). With it each probe-validity drop carries a paired bootstrap interval over
+        subjects and questions (``ci``, ``ci_unit``, ``ci_units``); a table of several worlds
+        gets none.
 
     Returns
     -------
@@ -208,12 +236,20 @@ def compute_controls(table: pd.DataFrame, conditions=None) -> dict:
     layer = probe_layer(table)
     return {"positive_control": positive_control(table, conditions, layer),
             "negative_control": negative_control(table, conditions, layer),
-            "probe_validity": probe_validity(table, conditions, layer)}
+            "probe_validity": probe_validity(table, conditions, layer, items)}
 
 
 def failed(controls: dict) -> list[str]:
     """The names of the controls that failed (not those that could not be assessed)."""
     return [key for key in KEYS if controls.get(key, {}).get("passed") is False]
+
+
+def drop_text(m: dict, key: str = "value", digits: int = 3) -> str:
+    """A validity drop as text, with its interval where it has one, e.g.
+    ``0.018 [95% CI -0.004, 0.039 over 98 subjects]``."""
+    ci = f" [{m['ci_level']:.0%} CI {m['ci'][0]:.3f}, {m['ci'][1]:.3f} over {m['ci_units']} {m['ci_unit']}s]" \
+        if m.get("ci") else ""
+    return f"{m[key]:.{digits}f}{ci}"
 
 
 def summary_lines(controls: dict) -> list[str]:
@@ -235,11 +271,11 @@ def summary_lines(controls: dict) -> list[str]:
         if c.get("passed") is None:
             lines.append(f"{name}: not assessed ({c.get('reason', 'absent')})")
         elif c["passed"]:
-            extra = f" (worst drop {c['worst']['drop']:.3f}, {c['worst']['condition']})" if c.get("worst") else ""
+            extra = f" (worst drop {drop_text(c['worst'], 'drop')}, {c['worst']['condition']})" if c.get("worst") else ""
             lines.append(f"{name}: passed{extra}")
         elif key == "probe_validity":
             w, bad = c["worst"], [k for k, v in c["conditions"].items() if not v["passed"]]
-            lines.append(f"{name}: FAILED (worst: {w['condition']}, {w['measure']} drops {w['drop']:.2f} > "
+            lines.append(f"{name}: FAILED (worst: {w['condition']}, {w['measure']} drops {drop_text(w, 'drop', 2)} > "
                          f"{c['threshold']:g}; {len(bad)} of {len(c['conditions'])} conditions fail)")
         else:
             lines.append(f"{name}: FAILED ({'; '.join(c['failures'])})")
@@ -258,7 +294,7 @@ def controls_table(controls: dict) -> pd.DataFrame:
             for m in unit.get("measures", []):
                 result = "pass" if m["passed"] else "miss (the other suffices)" if m.get("any_of") and either \
                     else "FAIL"
-                value = f"{m['before']:.3f} -> {m['after']:.3f} (drop {m['value']:.3f})" if "before" in m else \
+                value = f"{m['before']:.3f} -> {m['after']:.3f} (drop {drop_text(m)})" if "before" in m else \
                     f"{m['value']:.3f}"
                 rows.append({"control": key.replace("_", " "), "condition": condition, "measure": m["measure"],
                              "layer": m.get("layer", ""), "value": value,
@@ -271,5 +307,5 @@ def controls_table(controls: dict) -> pd.DataFrame:
 
 
 __all__ = ["KEYS", "LAYER_METRIC", "MAX_DROP", "NEGATIVE_MAX", "POSITIVE_BELIEF_MIN", "PROBE_P_MIN", "PROBE_Z_MIN",
-           "compute_controls", "controls_table", "failed", "negative_control", "positive_control", "probe_layer",
-           "probe_validity", "summary_lines"]
+           "ItemReader", "compute_controls", "controls_table", "drop_text", "failed", "negative_control",
+           "positive_control", "probe_layer", "probe_validity", "summary_lines"]

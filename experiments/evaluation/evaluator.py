@@ -21,6 +21,7 @@ from experiments.artifacts.rundir import RunDir
 from experiments.config import RunConfig
 from experiments.evaluation import belief, chance, readout
 from experiments.evaluation.frames import screened_materials
+from experiments.evaluation.items import validity_items
 from experiments.evaluation.scoring import McqFormat
 from experiments.materials.base import Materials
 from experiments.materials.questions import control_questions
@@ -99,22 +100,44 @@ class Evaluator:
         conds = self.cfg.conditions
         return "negated" if "negated" in conds else next((c for c in conds if c != "plain"), conds[0])
 
-    def belief_rows(self, lm) -> list[dict]:
-        """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``),
-        then the measures on which a constant responder scores chance (``experiments.evaluation.chance``)."""
+    def _scored(self, lm) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``belief.score_questions`` of the belief questions and of the control questions."""
         questions = self.materials.belief_questions(tokenizer=lm.tokenizer)
         mcq = McqFormat.from_config(self.cfg.eval)
-        scored = belief.score_questions(lm, questions, self.cfg.eval.batch_size, mcq)
-        controls = belief.score_questions(lm, self.controls, self.cfg.eval.batch_size, mcq)
+        return tuple(belief.score_questions(lm, qs, self.cfg.eval.batch_size, mcq) for qs in (questions, self.controls))
+
+    def belief_rows(self, lm, scored: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> list[dict]:
+        """Per-claim and pooled belief rates of every question kind (``experiments.evaluation.belief``),
+        then the measures on which a constant responder scores chance (``experiments.evaluation.chance``);
+        ``scored``: :meth:`_scored` of ``lm`` when already computed."""
+        scored, controls = scored or self._scored(lm)
         return belief.belief_rows(scored) + chance.chance_rows(scored, controls)
 
     def evaluate(self, lm, *, with_model_checks: bool = False) -> pd.DataFrame:
-        """Rows for one checkpoint. On the synthetic world, also held-out factual QA, and with
-        ``with_model_checks`` (the base model) the in-context k sweep with its control questions
-        (``incontext_<measure>_k<k>`` per claim)."""
+        """Rows for one checkpoint (:meth:`evaluate_tables`' first table)."""
+        return self.evaluate_tables(lm, with_model_checks=with_model_checks)[0]
+
+    def evaluate_tables(self, lm, *, with_model_checks: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """One checkpoint's tables.
+
+        Parameters
+        ----------
+        lm : interp.LoadedModel
+        with_model_checks : bool
+            The base model: also the in-context k sweep with its control questions
+            (``incontext_<measure>_k<k>`` per claim), on the synthetic world.
+
+        Returns
+        -------
+        ``(rows, items)``: the tidy rows (belief, chance-scored measures, on the synthetic world
+        held-out factual QA, probe readings) and the probe-validity items
+        (``experiments.evaluation.items.validity_items``: which control statement the fixed
+        probe read right, which control question was answered right).
+        """
         from experiments.evaluation import incontext
 
-        rows = self.belief_rows(lm)
+        scored = self._scored(lm)
+        rows = self.belief_rows(lm, scored)
         if self.world is not None:
             rows.append({"metric": "heldout_qa", "value": belief.heldout_qa_accuracy(
                 lm, self.world, max_pairs=self.cfg.eval.max_subjects)})
@@ -126,12 +149,14 @@ class Evaluator:
         acts, claim_acts, refit, refit_val = self._probe_inputs(lm)
         rows += readout.probe_rows(acts, self.statements, claim_acts, self.claim_stmts, refit, self.fixed,
                                    refit_val=refit_val, fixed_val=self.fixed_val)
+        fixed_correct = None if self.fixed is None else readout.heldout_correct(acts, self.statements, self.fixed)
+        items = validity_items(self.statements, fixed_correct, scored[1])
         if self.neighbours:
             neighbour_acts = interp.residuals(lm, [n.text for n in self.neighbours], position=self.cfg.eval.position,
                                               batch_size=self.cfg.eval.batch_size).numpy()
             rows += readout.neighbour_rows(acts, self.statements, neighbour_acts, self.neighbours,
                                            {"refit": refit, "fixed": self.fixed})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows), items
 
 
 def _versions(model) -> tuple[int, ...]:
@@ -175,6 +200,14 @@ def incontext_path(run: RunDir, condition: str, seed: int, step: int) -> Path:
     return run.path("evals", "incontext", condition, f"seed{seed}", f"step_{step:06d}.csv")
 
 
+def write_tables(run: RunDir, ev: Evaluator, lm, condition: str | None, seed: int = 0, step: int = 0) -> None:
+    """One checkpoint's evaluation table and its items (``condition`` None: the base model's,
+    with the model checks). The items are written first: a table on disk always has them."""
+    rows, items = ev.evaluate_tables(lm, with_model_checks=condition is None)
+    atomic_write_csv(run.items_file(condition, seed, step), items)
+    atomic_write_csv(run.eval_file(condition, seed, step), rows)
+
+
 def evaluate_unit(cfg: RunConfig, root: str, base: Path | str, kind: str, condition: str | None, seed: int,
                   step: int) -> None:
     """One table of ``evaluate_all`` in a worker process (``cfg.jobs`` > 1): ``kind`` "checkpoint"
@@ -192,10 +225,8 @@ def evaluate_unit(cfg: RunConfig, root: str, base: Path | str, kind: str, condit
         frame = incontext_sweep(lm, state.materials.world, condition, seed=seed,
                                 batch_size=cfg.eval.batch_size).assign(step=step)
         atomic_write_csv(incontext_path(run, condition, seed, step), frame)
-    elif condition is None:
-        atomic_write_csv(run.eval_file(None), state.evaluator.evaluate(lm, with_model_checks=True))
     else:
-        atomic_write_csv(run.eval_file(condition, seed, step), state.evaluator.evaluate(lm))
+        write_tables(run, state.evaluator, lm, condition, seed, step)
 
 
 def _units_to_do(run: RunDir, cfg: RunConfig, materials: Materials) -> list[tuple]:
@@ -232,12 +263,12 @@ def evaluate_all(run: RunDir, cfg: RunConfig, materials: Materials, base: Path |
         base_lm = interp.load_model(base, device=device)
         ev.fit_fixed(base_lm)
         if read_csv_or_none(run.eval_file(None)) is None:
-            atomic_write_csv(run.eval_file(None), ev.evaluate(base_lm, with_model_checks=True))
+            write_tables(run, ev, base_lm, None)
         todo = [(c, s, st) for s in cfg.seeds for c in cfg.conditions for st in checkpoint_steps(cfg) if st > 0
                 and read_csv_or_none(run.eval_file(c, s, st)) is None]
         for condition, seed, step in tqdm(todo, desc="evaluate checkpoints", leave=False):
             lm = interp.load_model(run.checkpoint(condition, seed, step), device=device)
-            atomic_write_csv(run.eval_file(condition, seed, step), ev.evaluate(lm))
+            write_tables(run, ev, lm, condition, seed, step)
 
     def base_model():
         nonlocal base_lm

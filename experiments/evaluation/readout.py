@@ -54,7 +54,8 @@ from probes.linear import sigmoid
 from probes.sweep import SweepResult, sweep_probes
 
 __all__ = ["CLAIM_KIND_METRICS", "CPU_CHUNK", "SweepResult", "VALIDATION_FRACTION", "centred_readings", "claim_rows", "contrast_pairs", "fit_probes",
-           "heldout_accuracy", "heldout_correct", "neighbour_rows", "probe_rows", "validation_split"]
+           "heldout_accuracy", "heldout_correct", "neighbour_rows", "probe_rows", "statement_correct",
+           "validation_split"]
 
 VALIDATION_FRACTION = 0.25  # of each dataset's training-split subjects
 
@@ -211,9 +212,8 @@ def fit_probes(acts, statements, *, estimator: str = "logistic", C: float = 0.1,
 def heldout_correct(acts, statements, probes: SweepResult) -> np.ndarray:
     """Whether each layer's probe reads each held-out (``split == "test"``) statement right;
     ``[L, n_test]``, the test statements in their order in ``statements``."""
-    label, negated, test = statement_flags(statements)
-    correct = (probes.p_true(layer_major(acts), negated) > 0.5) == label
-    return correct[:, test]
+    _, _, test = statement_flags(statements)
+    return statement_correct(probes, acts, statements)[:, test]
 
 
 def heldout_accuracy(acts, statements, probes: SweepResult) -> np.ndarray:
@@ -350,15 +350,29 @@ def probe_rows(acts, statements, claim_acts, claim_stmts, refit: SweepResult,
                                                                                           logits, acts.shape[1])
 
 
+def statement_correct(probe: SweepResult, acts, statements) -> np.ndarray:
+    """Whether ``probe`` reads each statement right at each layer.
+
+    Parameters
+    ----------
+    probe : the per-layer probes (``fit_probes``)
+    acts, statements : the probe statements (``[n, L, d]``) as for ``fit_probes``
+
+    Returns
+    -------
+    bool array ``[L, n]``: P(true) > 0.5 agrees with the statement's label
+    """
+    label, negated, _ = statement_flags(statements)
+    return (probe.p_true(layer_major(acts), negated) > 0.5) == label
+
+
 def _validation_rows(acts, statements, refit_val: SweepResult | None, fixed_val: SweepResult | None) -> list[dict]:
     """``probe_acc_val_<kind>`` per layer: accuracy on the validation subjects."""
     probes = {name: probe for name, probe in (("refit", refit_val), ("fixed", fixed_val)) if probe is not None}
     if not probes:
         return []
-    label, negated, _ = statement_flags(statements)
     val = validation_split(statements)
-    correct = {name: (probe.p_true(layer_major(acts), negated) > 0.5)[:, val] == label[val]
-               for name, probe in probes.items()}
+    correct = {name: statement_correct(probe, acts, statements)[:, val] for name, probe in probes.items()}
     return [{"layer": layer, "metric": f"probe_acc_val_{name}", "value": float(c[layer].mean())}
             for layer in range(acts.shape[1]) for name, c in correct.items()]
 

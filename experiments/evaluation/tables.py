@@ -40,6 +40,15 @@ def judged_frames(run: RunDir, cfg: RunConfig) -> list[pd.DataFrame]:
     return frames
 
 
+def item_reader(run: RunDir):
+    """``items(condition, seed, step)`` -> that checkpoint's validity items
+    (``RUN/evals/items/...``; ``condition`` None: the base model's), or None where a run made
+    before they were kept has none: what ``controls.compute_controls`` takes."""
+    def items(condition: str | None, seed: int = 0, step: int = 0) -> pd.DataFrame | None:
+        return read_csv_or_none(run.items_file(condition, seed, step))
+    return items
+
+
 def collect(run: RunDir, cfg: RunConfig) -> pd.DataFrame:
     """All per-checkpoint rows as one tidy table (step 0 = the base model, repeated per
     condition and seed so every curve starts from it), then the judged belief rows

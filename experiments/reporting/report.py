@@ -31,6 +31,7 @@ from experiments.evaluation.controls import (KEYS, MAX_DROP, NEGATIVE_MAX, POSIT
                                              PROBE_Z_MIN, compute_controls, controls_table, failed, summary_lines)
 from experiments.evaluation.frames import JUDGED_FRAME_BOUND
 from experiments.evaluation.stats import best_layer, units_line
+from experiments.evaluation.tables import item_reader
 from experiments.reporting.plots import BELIEF_METRICS
 from experiments.artifacts.atomic import atomic_write_text, write_file
 from experiments.artifacts.checksums import read_csv_or_none
@@ -114,7 +115,9 @@ def controls_section(controls: dict) -> str:
              f">= {POSITIVE_BELIEF_MIN:g}, and the fixed base probe reads it as true: P(true) >= {PROBE_P_MIN:g} or "
              f"z >= {PROBE_Z_MIN:g}). Negative control: local negation must not (every belief measure "
              f"<= {NEGATIVE_MAX:g}). Probe validity: control-statement probe accuracy and answer accuracy on "
-             f"untouched facts drop by <= {MAX_DROP:g} in every condition. Means over claims, then seeds, at the "
+             f"untouched facts drop by <= {MAX_DROP:g} in every condition (the bound reads the point estimate; "
+             "each drop's interval is a paired bootstrap over the held-out subjects or control questions it is "
+             "read on, the finetuning seeds held fixed). Means over claims, then seeds, at the "
              "last checkpoint; the probe layer is chosen on the base model's validation accuracy. A failed "
              "control means the belief measures of this run cannot be read as findings.")
     return (f"<h2 id='controls'>{head}</h2><ul class='controls'>{lines}</ul>{rows}"
@@ -659,7 +662,7 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),
              f"<p>{html.escape(units_line(data.table))}. {html.escape(chance_note(summary.columns))}</p>",
-             controls_section(compute_controls(data.table, config.get("conditions"))),
+             controls_section(compute_controls(data.table, config.get("conditions"), items=item_reader(run))),
              *[preconditions_section(json.loads(path.read_text()), world) for world, path in
                check_base_files(run, data.worlds) if path.is_file()],
              "<ul>" + "".join(f"<li><a href='#{n}'>{html.escape(n.replace('_', ' '))}</a></li>" for n in figs) + "</ul>"]

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from experiments.evaluation import belief, chance, controls
-from experiments.evaluation.tables import ID_COLUMNS
+from experiments.artifacts.rundir import RunDir
+from experiments.evaluation.items import drop_interval
+from experiments.evaluation.tables import ID_COLUMNS, item_reader
 
 LAST, LAYERS, CLAIMS, SEEDS = 6, 3, ("c0", "c1"), (0, 1)
 VAL_BEST, TEST_BEST = 2, 1  # the validation split prefers layer 2, the test split layer 1
@@ -179,7 +181,22 @@ def test_the_tiny_run_writes_its_controls(tiny_run):
     assert set(written) == {"positive_control", "negative_control", "probe_validity"}
     for key, control in written.items():
         assert control["passed"] in (True, False, None), key
-    assert written == json.loads(json.dumps(controls.compute_controls(table)))
+    items = item_reader(RunDir(out))
+    assert written == json.loads(json.dumps(controls.compute_controls(table, items=items)))
+    # every validity drop carries its interval, from the items each checkpoint kept, and the
+    # items give back the table's drop: the same statements and questions, paired
+    measures = [m for c in written["probe_validity"]["conditions"].values() for m in c["measures"]]
+    assert {m["measure"] for m in measures} == {"probe_acc_fixed", "control_acc_verdict", "control_acc_yesno"}
+    for m in measures:
+        lo, hi = m["ci"]
+        assert lo <= hi and m["ci_unit"] in ("subject", "question", "fact") and m["ci_units"] >= 2, m
+    plain = written["probe_validity"]["conditions"]["plain"]
+    seeds = sorted(table.seed.unique())
+    for m in plain["measures"]:
+        again = drop_interval(items(None, 0, 0), [items("plain", int(s), plain["step"]) for s in seeds],
+                              m["measure"], m.get("layer"))
+        assert abs(again["drop"] - m["value"]) < 1e-9, m
+    assert "CI" in " ".join(controls.summary_lines(written)) or written["probe_validity"]["passed"] is None
     assert {"control_acc_verdict", "control_acc_yesno"} <= set(table.metric)
     report = (out / "report.html").read_text()
     assert "<h2 id='controls'>Controls" in report and "positive control:" in report
