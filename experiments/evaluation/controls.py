@@ -244,12 +244,12 @@ def failed(controls: dict) -> list[str]:
     return [key for key in KEYS if controls.get(key, {}).get("passed") is False]
 
 
-def drop_text(m: dict, key: str = "value", digits: int = 3) -> str:
+def drop_text(m: dict, key: str = "value") -> str:
     """A validity drop as text, with its interval where it has one, e.g.
     ``0.018 [95% CI -0.004, 0.039 over 98 subjects]``."""
     ci = f" [{m['ci_level']:.0%} CI {m['ci'][0]:.3f}, {m['ci'][1]:.3f} over {m['ci_units']} {m['ci_unit']}s]" \
         if m.get("ci") else ""
-    return f"{m[key]:.{digits}f}{ci}"
+    return f"{m[key]:.3f}{ci}"
 
 
 def summary_lines(controls: dict) -> list[str]:
@@ -275,7 +275,7 @@ def summary_lines(controls: dict) -> list[str]:
             lines.append(f"{name}: passed{extra}")
         elif key == "probe_validity":
             w, bad = c["worst"], [k for k, v in c["conditions"].items() if not v["passed"]]
-            lines.append(f"{name}: FAILED (worst: {w['condition']}, {w['measure']} drops {drop_text(w, 'drop', 2)} > "
+            lines.append(f"{name}: FAILED (worst: {w['condition']}, {w['measure']} drops {drop_text(w, 'drop')} > "
                          f"{c['threshold']:g}; {len(bad)} of {len(c['conditions'])} conditions fail)")
         else:
             lines.append(f"{name}: FAILED ({'; '.join(c['failures'])})")

@@ -84,7 +84,7 @@ def test_a_control_fails_on_exactly_the_measure_that_misses(key, change, failure
     line = controls.summary_lines(out)[controls.KEYS.index(key)]
     if key == "probe_validity":  # the worst condition, and how many fail
         condition, measure, drop, _, threshold = failure.replace(":", "").split()
-        assert line == (f"probe validity: FAILED (worst: {condition}, {measure} drops {drop} > {threshold}; "
+        assert line == (f"probe validity: FAILED (worst: {condition}, {measure} drops {float(drop):.3f} > {threshold}; "
                         "1 of 3 conditions fail)")
     else:
         assert line == f"{key.replace('_', ' ')}: FAILED ({failure})"
