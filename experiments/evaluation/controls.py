@@ -163,7 +163,7 @@ def _drop_ci(items: ItemReader | None, table: pd.DataFrame, condition: str, step
              layer: int | None) -> dict:
     """``{"ci": [lo, hi], "ci_level", "ci_units", "ci_unit"}`` of one validity drop
     (``experiments.evaluation.items.drop_interval``), or {} without every seed's items."""
-    if items is None or "world" in table.columns:
+    if items is None:
         return {}
     seeds = sorted(table[table.condition == condition].seed.dropna().unique())
     before, after = items(None, 0, 0), [items(condition, int(s), step) for s in seeds]
@@ -222,8 +222,8 @@ def compute_controls(table: pd.DataFrame, conditions=None, items: ItemReader | N
         ``items(condition, seed, step)`` -> the checkpoint's validity items or None
         (``experiments.evaluation.tables.item_reader(run)``; ``condition`` None: the base
         model's). With it each probe-validity drop carries a paired bootstrap interval over
-        subjects and questions (``ci``, ``ci_unit``, ``ci_units``); a table of several worlds
-        gets none.
+        subjects and questions (``ci``, ``ci_unit``, ``ci_units``); for a table of several
+        worlds the reader gives every world's items (``item_reader(run, worlds)``).
 
     Returns
     -------

@@ -64,9 +64,29 @@ def validity_items(statements, fixed_correct: np.ndarray | None, scored_controls
     return pd.concat(frames, ignore_index=True)[COLUMNS] if frames else pd.DataFrame(columns=COLUMNS)
 
 
-def _select(items: pd.DataFrame, measure: str, layer: int | None) -> pd.Series:
+def _select(items: pd.DataFrame, measure: str, layer: int | None) -> pd.DataFrame:
     rows = items[(items.measure == measure) & (items.layer == (-1 if layer is None else layer))]
     return rows.set_index(rows.item.astype(str))
+
+
+def _in_world(items: pd.DataFrame, world) -> pd.DataFrame:
+    return items if world is None else items[items.world == world]
+
+
+def _stratum(base: pd.DataFrame, seeds: list[pd.Series], n_boot: int, rng) -> tuple[float, np.ndarray, int] | None:
+    """One world's drop and its ``n_boot`` resampled drops (units drawn with replacement, the
+    same draw before and after), and its number of units; None when a seed lacks an item."""
+    if any(s.isna().any() or len(s) != len(base) for s in seeds):
+        return None
+    _, unit = np.unique(base.unit.astype(str).to_numpy(), return_inverse=True)
+    total = np.bincount(unit)
+    right_before = np.bincount(unit, base.correct.to_numpy(float))
+    right_after = np.stack([np.bincount(unit, s.to_numpy(float)) for s in seeds])
+    draws = rng.integers(0, len(total), size=(n_boot, len(total)))
+    n = total[draws].sum(1)
+    drops = right_before[draws].sum(1) / n - (right_after[:, draws].sum(2) / n).mean(0)
+    drop = right_before.sum() / total.sum() - (right_after.sum(1) / total.sum()).mean()
+    return float(drop), drops, len(total)
 
 
 def drop_interval(before: pd.DataFrame, after: list[pd.DataFrame], measure: str, layer: int | None = None, *,
@@ -77,7 +97,9 @@ def drop_interval(before: pd.DataFrame, after: list[pd.DataFrame], measure: str,
     Parameters
     ----------
     before : DataFrame
-        The base model's items (:func:`validity_items`).
+        The base model's items (:func:`validity_items`); with a ``world`` column (a run of
+        several worlds), every world's, and the drop is the mean of the worlds' drops, each
+        world's units resampled within it (the worlds, like the seeds, held fixed).
     after : list of DataFrame
         One seed's items at its last checkpoint each (the same items).
     measure : str
@@ -89,27 +111,29 @@ def drop_interval(before: pd.DataFrame, after: list[pd.DataFrame], measure: str,
     -------
     dict or None
         ``drop`` (base accuracy minus the mean over seeds of the checkpoint's), ``lo``, ``hi``,
-        ``level``, ``n_units``, ``unit`` ("subject", "question" or "fact": what a unit is); None when a table
-        lacks the measure or the checkpoints were read on other items than the base model.
+        ``level``, ``n_units`` (over every world), ``unit`` ("subject", "question" or "fact": what a
+        unit is); None when a table lacks the measure or the checkpoints were read on other items
+        than the base model.
     """
     base = _select(before, measure, layer)
     if base.empty or not after:
         return None
-    seeds = [_select(a, measure, layer).correct.reindex(base.index) for a in after]
-    if any(s.isna().any() or len(s) != len(base) for s in seeds):
+    seeds = [_select(a, measure, layer) for a in after]
+    worlds = sorted(base.world.unique()) if "world" in base.columns else [None]
+    if worlds != [None] and any("world" not in s.columns for s in seeds):
         return None
-    _, unit = np.unique(base.unit.astype(str).to_numpy(), return_inverse=True)
-    total = np.bincount(unit)
-    right_before = np.bincount(unit, base.correct.to_numpy(float))
-    right_after = np.stack([np.bincount(unit, s.to_numpy(float)) for s in seeds])
-    draws = np.random.default_rng(seed).integers(0, len(total), size=(n_boot, len(total)))
-    n = total[draws].sum(1)
-    drops = right_before[draws].sum(1) / n - (right_after[:, draws].sum(2) / n).mean(0)
+    rng = np.random.default_rng(seed)
+    strata = []
+    for world in worlds:
+        base_w = _in_world(base, world)
+        strata.append(_stratum(base_w, [_in_world(s, world).correct.reindex(base_w.index) for s in seeds], n_boot, rng))
+        if strata[-1] is None:
+            return None
+    drops = np.mean([s[1] for s in strata], axis=0)
     lo, hi = np.quantile(drops, [(1 - level) / 2, (1 + level) / 2])
-    drop = right_before.sum() / total.sum() - (right_after.sum(1) / total.sum()).mean()
     kind = "subject" if measure == PROBE_MEASURE else "fact" if (base.unit != base.index).any() else "question"
-    return {"drop": float(drop), "lo": float(lo), "hi": float(hi), "level": level, "n_units": int(len(total)),
-            "unit": kind}
+    return {"drop": float(np.mean([s[0] for s in strata])), "lo": float(lo), "hi": float(hi), "level": level,
+            "n_units": int(sum(s[2] for s in strata)), "unit": kind}
 
 
 __all__ = ["COLUMNS", "drop_interval", "validity_items"]

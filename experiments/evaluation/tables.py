@@ -40,12 +40,19 @@ def judged_frames(run: RunDir, cfg: RunConfig) -> list[pd.DataFrame]:
     return frames
 
 
-def item_reader(run: RunDir):
+def item_reader(run: RunDir, worlds: list[RunDir] | None = None):
     """``items(condition, seed, step)`` -> that checkpoint's validity items
     (``RUN/evals/items/...``; ``condition`` None: the base model's), or None where a run made
-    before they were kept has none: what ``controls.compute_controls`` takes."""
+    before they were kept has none: what ``controls.compute_controls`` takes. With ``worlds``
+    (a run of several worlds: each world's run directory, in order), every world's items with a
+    ``world`` column, or None when a world lacks them."""
     def items(condition: str | None, seed: int = 0, step: int = 0) -> pd.DataFrame | None:
-        return read_csv_or_none(run.items_file(condition, seed, step))
+        if not worlds:
+            return read_csv_or_none(run.items_file(condition, seed, step))
+        frames = [read_csv_or_none(w.items_file(condition, seed, step)) for w in worlds]
+        if any(f is None for f in frames):
+            return None
+        return pd.concat([f.assign(world=k) for k, f in enumerate(frames)], ignore_index=True)
     return items
 
 

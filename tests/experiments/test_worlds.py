@@ -19,7 +19,8 @@ from experiments.cli import main
 from experiments.config import load_config
 from experiments.errors import UserError
 from experiments.evaluation.stats import summarise, units_line
-from experiments.evaluation.tables import ID_COLUMNS
+from experiments.evaluation.items import drop_interval
+from experiments.evaluation.tables import ID_COLUMNS, item_reader
 from experiments.evaluation.worlds import world_config
 from experiments.pipeline import check_base_model, pretrain_stage, run_pipeline
 from tests.paths import REPO
@@ -82,6 +83,26 @@ def test_intervals_are_over_worlds_claims_seeds(two_worlds):
     assert line in (out / "report.html").read_text().replace("&gt;", ">")
     controls = json.loads((out / "results" / "controls.json").read_text())
     assert controls["negative_control"]["measures"][0]["n_worlds"] == 2
+
+
+def test_the_validity_drops_of_several_worlds_carry_an_interval_over_every_worlds_items(two_worlds):
+    out, table = two_worlds
+    validity = json.loads((out / "results" / "controls.json").read_text())["probe_validity"]
+    one_world = pd.read_csv(RunDir(out).world_dir(0) / "results" / "metrics.csv")
+    for condition, unit in validity["conditions"].items():
+        for m in unit["measures"]:
+            lo, hi = m["ci"]
+            assert lo <= hi, m
+            # the units of both worlds: more than either world has alone
+            alone = drop_interval(*_world_items(out, 0, condition, table, unit["step"]), m["measure"], m.get("layer"))
+            assert m["ci_units"] > alone["n_units"], m
+    assert set(one_world.condition) == set(validity["conditions"])
+    assert "CI" in (out / "report.html").read_text()
+
+
+def _world_items(out, k, condition, table, step):
+    items = item_reader(RunDir(RunDir(out).world_dir(k)))
+    return items(None, 0, 0), [items(condition, int(s), step) for s in sorted(table.seed.unique())]
 
 
 def test_each_world_has_its_own_base_model_checks(two_worlds):

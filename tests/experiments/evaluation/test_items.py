@@ -79,6 +79,24 @@ def test_a_subjects_statements_are_drawn_together():
     assert widths["whole"] > 1.5 * widths["spread"]
 
 
+def test_several_worlds_average_their_drops_and_resample_within_each_world():
+    stmts = statements(10)
+    rng = np.random.default_rng(2)
+    worlds = []
+    for k, p in enumerate((0.0, 0.3)):  # world 0 forgets nothing, world 1 about a third of its statements
+        before = rng.random(40) > 0.05
+        after = before & (rng.random(40) > p)
+        worlds.append((probe_items(before, stmts).assign(world=k), probe_items(after, stmts).assign(world=k)))
+    before = pd.concat([w[0] for w in worlds], ignore_index=True)
+    after = pd.concat([w[1] for w in worlds], ignore_index=True)
+    ci = drop_interval(before, [after], "probe_acc_fixed", 0)
+    each = [drop_interval(w[0], [w[1]], "probe_acc_fixed", 0) for w in worlds]
+    assert abs(ci["drop"] - (each[0]["drop"] + each[1]["drop"]) / 2) < 1e-12
+    assert each[0]["drop"] == 0 and each[0]["lo"] == each[0]["hi"] == 0  # nothing forgotten: no width
+    assert ci["n_units"] == 20 and ci["lo"] < ci["drop"] < ci["hi"]
+    assert drop_interval(before, [after.drop(columns="world")], "probe_acc_fixed", 0) is None
+
+
 def test_no_interval_without_the_measure_or_on_other_items():
     stmts = statements(5)
     before = probe_items(np.ones(20, dtype=bool), stmts)
