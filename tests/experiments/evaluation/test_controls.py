@@ -108,6 +108,15 @@ def test_probe_validity_reports_the_worst_condition():
     assert out["probe_validity"]["conditions"]["plain"]["passed"]
 
 
+def test_a_run_without_items_keeps_its_verdicts_and_gets_no_interval():
+    """A run directory made before checkpoints kept their items: the same controls, no ``ci``."""
+    table = planted(**{"negated|6|control_acc_verdict": 0.8})
+    without = controls.compute_controls(table)
+    assert controls.compute_controls(table, items=lambda condition, seed, step: None) == without
+    assert not any("ci" in m for c in without["probe_validity"]["conditions"].values() for m in c["measures"])
+    assert "CI" not in " ".join(controls.summary_lines(without))
+
+
 def test_a_condition_not_run_leaves_its_control_unassessed():
     out = controls.compute_controls(planted(conditions=("negated", "local")))
     assert out["positive_control"] == {"passed": None, "reason": "condition 'plain' not run"}
