@@ -39,9 +39,10 @@ from experiments.config import RunConfig
 from experiments.evaluation.evaluator import Evaluator
 from experiments.materials import Materials
 from experiments.training.stages import (checkpoint_steps, context_length, device_for, finetuning_documents,
-                                         training_examples)
+                                         training_examples, finetune_optim)
 from experiments.errors import UserError
 from experiments.training.lora import LoraSettings, add_lora
+from experiments.training.trainable import restrict_trainable
 from experiments.evaluation.stats import best_layer
 from experiments.artifacts.atomic import atomic_write_csv
 from experiments.artifacts.checksums import hf_dir_problem, read_csv_or_none
@@ -175,14 +176,16 @@ class Protocol:
         return best_layer(read_csv_or_none(self.run.eval_file(None)).assign(step=0))
 
     def optim(self, steps: int) -> OptimConfig:
-        f = self.cfg.finetune
-        return OptimConfig(steps, f.lr, f.warmup, f.weight_decay, f.grad_clip)
+        return finetune_optim(self.cfg.finetune, steps)
 
     def fresh_model(self):
+        """The base model as the unanchored run finetunes it: LoRA adapters when
+        ``finetune.lora_rank`` > 0, and only the parameters ``finetune.trainable`` names train."""
         lm = interp.load_model(self.base, device=self.device)
         model = lm.model
         if self.cfg.finetune.lora_rank > 0:
             model = add_lora(model, LoraSettings(rank=self.cfg.finetune.lora_rank, alpha=self.cfg.finetune.lora_alpha))
+        restrict_trainable(model, self.cfg.finetune.trainable)
         return lm, model
 
     def _done(self, name: str, seed: int, phase: int) -> bool:

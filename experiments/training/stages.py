@@ -351,6 +351,13 @@ def training_examples(rows: list[dict], tokenizer, context: int, policy: str, co
     return fitted
 
 
+def finetune_optim(f, steps: int) -> OptimConfig:
+    """The optimizer settings of finetuning (``cfg.finetune``) for ``steps`` steps: what every
+    finetuning run uses, the stability protocol's phases included."""
+    return OptimConfig(steps, f.lr, f.warmup, f.weight_decay, f.grad_clip, schedule=f.schedule,
+                       betas=tuple(f.adam_betas), precision=f.precision)
+
+
 def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str, condition: str, seed: int, *,
              dist: Single | None = None) -> None:
     """Finetune a fresh copy of the base model on one condition's documents (with background
@@ -395,8 +402,7 @@ def finetune(run: RunDir, cfg: RunConfig, materials: Materials, base: Path | str
             model.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else str(base)
     n_trainable = restrict_trainable(model, f.trainable)
     state_dir = run.finetune_state(condition, seed)
-    optim = OptimConfig(f.steps, f.lr, f.warmup, f.weight_decay, f.grad_clip, schedule=f.schedule,
-                        betas=tuple(f.adam_betas), precision=f.precision)
+    optim = finetune_optim(f, f.steps)
     log = train(model, batches, optim, checkpoint_steps=steps, desc=f"finetune {condition} seed{seed}",
                 state_dir=state_dir, save_every=max(1, f.steps // 10), dist=dist,
                 on_checkpoint=lambda step, m: save_checkpoint(run.checkpoint(condition, seed, step), m, tokenizer,

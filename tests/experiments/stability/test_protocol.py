@@ -103,3 +103,24 @@ def test_bad_stability_settings_are_one_line_errors(tmp_path, capsys, setting, m
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "x" / "config.json").exists()  # refused before anything was written
+
+
+def test_every_arm_trains_only_what_finetune_trainable_names(tmp_path):
+    """The anchored phases train the same parameters as the unanchored run: with
+    ``finetune.trainable`` set (the testbed presets train layers 0-1's MLPs), a phase that
+    trained every parameter would differ from the unanchored run in more than its anchor."""
+    from safetensors.torch import load_file
+
+    settings = ["stability.n_checkpoints=2", "stability.phase2_steps=2", "stability.n_interpolation=2",
+                "stability.heldout_docs_per_claim=4", "seeds=[0]", r"finetune.trainable=layers\.0\..*mlp"]
+    out = tmp_path / "stab"
+    assert main(["stability", "--preset", "tiny", *sum((["--set", s] for s in settings), []), "--out", str(out)]) == 0
+    base = load_file(out / "base" / "model.safetensors")
+    runs = {"unanchored": out / "checkpoints" / "negated" / "seed0",
+            "phase 1": out / "checkpoints" / "stability" / tag("self_distill", 1.0) / "seed0" / "phase1",
+            "phase 2": out / "checkpoints" / "stability" / tag("self_distill", 1.0) / "seed0" / "phase2"}
+    for arm, root in runs.items():
+        last = sorted(root.glob("step_*"))[-1]
+        tuned = load_file(last / "model.safetensors")
+        moved = {name for name, w in tuned.items() if not np.array_equal(w.numpy(), base[name].numpy())}
+        assert moved and all("layers.0." in name and "mlp" in name for name in moved), (arm, sorted(moved))
