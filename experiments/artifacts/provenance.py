@@ -56,14 +56,18 @@ def record_run(run: RunDir, cfg: RunConfig) -> None:
         previous = read_json_artefact(config_path, "the run's config")
         # Compared as configs, not dicts: keys added to the config since the run began
         # count as their defaults. ``jobs`` (how many worker processes) leaves the results
-        # alone, and the pretraining screen (``SCREEN_KEYS``) only stops a run, so a run may
-        # resume with other values (a new screen is recorded).
+        # alone, the pretraining screen (``SCREEN_KEYS``) only stops a run, and more anchor
+        # weights (``stability.weights``, every earlier one kept) only add arms to a stability
+        # sweep, so a run may resume with other values (the new ones are recorded).
         previous = build_config(previous)
         screen = {k: getattr(cfg.pretrain, k) for k in SCREEN_KEYS}
-        if dataclasses.replace(previous, jobs=cfg.jobs, pretrain=dataclasses.replace(previous.pretrain, **screen)) != cfg:
+        weights = cfg.stability.weights if set(previous.stability.weights) <= set(cfg.stability.weights) \
+            else previous.stability.weights
+        if dataclasses.replace(previous, jobs=cfg.jobs, pretrain=dataclasses.replace(previous.pretrain, **screen),
+                               stability=dataclasses.replace(previous.stability, weights=weights)) != cfg:
             raise UserError(f"run directory {str(run.root)!r} holds a run with a different config; "
                             "use another --out or delete it")
-        if previous.pretrain != cfg.pretrain:
+        if previous.pretrain != cfg.pretrain or previous.stability != cfg.stability:
             atomic_write_json(config_path, config)
     else:
         atomic_write_json(config_path, config)

@@ -124,3 +124,23 @@ def test_every_arm_trains_only_what_finetune_trainable_names(tmp_path):
         tuned = load_file(last / "model.safetensors")
         moved = {name for name, w in tuned.items() if not np.array_equal(w.numpy(), base[name].numpy())}
         assert moved and all("layers.0." in name and "mlp" in name for name in moved), (arm, sorted(moved))
+
+
+def test_a_rerun_may_add_anchor_weights_and_keeps_the_arms_already_run(stab_run, tmp_path):
+    import shutil
+
+    out, table = stab_run
+    run = tmp_path / "more"
+    shutil.copytree(out, run)
+    kept = {p: p.stat().st_mtime_ns for p in (run / "checkpoints").rglob("model.safetensors")}
+    more = [s if not s.startswith("stability.weights") else "stability.weights=[0.5,1,2]" for s in SETTINGS]
+    assert main(["stability", "--preset", "tiny", *sum((["--set", s] for s in more), []), "--out", str(run)]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # the earlier arms and the unanchored run
+    again = pd.read_csv(run / "results" / "stability.csv")
+    assert set(zip(again.anchor, again.weight)) == {("none", 0.0), ("probe", 0.5), ("probe", 1.0), ("probe", 2.0)}
+    earlier = again[again.weight != 1.0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(earlier, table, check_exact=False, atol=1e-9)
+    assert load_config("tiny", overrides=more).stability.weights == (0.5, 1.0, 2.0)
+    # dropping a weight would hide an arm that was run: refused
+    fewer = [s if not s.startswith("stability.weights") else "stability.weights=[0.5]" for s in SETTINGS]
+    assert main(["stability", "--preset", "tiny", *sum((["--set", s] for s in fewer), []), "--out", str(run)]) == 2
