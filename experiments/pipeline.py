@@ -328,8 +328,7 @@ def _run_worlds(cfg: RunConfig, out_dir: str | Path) -> pd.DataFrame:
                    report=False)  # one report at the top; `neglect report RUN/worlds/w<k>` makes a world's own
     table = stack_world_tables(run, cfg, "metrics")
     stack_world_tables(run, cfg, "incontext", required=False)
-    worlds = [world_run for _, _, world_run in world_runs(cfg, run.root)]
-    write_json_if_changed(run.controls, compute_controls(table, cfg.conditions, items=item_reader(run, worlds)))
+    write_json_if_changed(run.controls, compute_controls(table, cfg.conditions, items=item_reader(run, cfg.worlds)))
     _report_if_stale(run, [run.metrics])
     return table
 

@@ -223,7 +223,7 @@ def compute_controls(table: pd.DataFrame, conditions=None, items: ItemReader | N
         (``experiments.evaluation.tables.item_reader(run)``; ``condition`` None: the base
         model's). With it each probe-validity drop carries a paired bootstrap interval over
         subjects and questions (``ci``, ``ci_unit``, ``ci_units``); for a table of several
-        worlds the reader gives every world's items (``item_reader(run, worlds)``).
+        worlds the reader gives every world's items (``item_reader(run, cfg.worlds)``).
 
     Returns
     -------

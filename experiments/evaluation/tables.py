@@ -1,6 +1,8 @@
 """The run's tidy metrics table, gathered from the per-checkpoint evaluation tables."""
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 
 from experiments.artifacts.atomic import atomic_write_csv
@@ -40,19 +42,21 @@ def judged_frames(run: RunDir, cfg: RunConfig) -> list[pd.DataFrame]:
     return frames
 
 
-def item_reader(run: RunDir, worlds: list[RunDir] | None = None):
+def item_reader(run: RunDir, worlds: int = 1):
     """``items(condition, seed, step)`` -> that checkpoint's validity items
     (``RUN/evals/items/...``; ``condition`` None: the base model's), or None where a run made
-    before they were kept has none: what ``controls.compute_controls`` takes. With ``worlds``
-    (a run of several worlds: each world's run directory, in order), every world's items with a
-    ``world`` column, or None when a world lacks them."""
+    before they were kept has none: what ``controls.compute_controls`` takes. With ``worlds`` > 1
+    (a run of several worlds), every world's items with a ``world`` column, or None when a world
+    lacks them. Each table is read once."""
+    dirs = [RunDir(run.world_dir(k)) for k in range(worlds)] if worlds > 1 else [run]
+
+    @functools.lru_cache(maxsize=None)
     def items(condition: str | None, seed: int = 0, step: int = 0) -> pd.DataFrame | None:
-        if not worlds:
-            return read_csv_or_none(run.items_file(condition, seed, step))
-        frames = [read_csv_or_none(w.items_file(condition, seed, step)) for w in worlds]
+        frames = [read_csv_or_none(d.items_file(condition, seed, step)) for d in dirs]
         if any(f is None for f in frames):
             return None
-        return pd.concat([f.assign(world=k) for k, f in enumerate(frames)], ignore_index=True)
+        return frames[0] if worlds <= 1 else pd.concat([f.assign(world=k) for k, f in enumerate(frames)],
+                                                       ignore_index=True)
     return items
 
 

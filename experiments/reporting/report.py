@@ -662,8 +662,8 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
              "<h2>Summary (last checkpoint)</h2>", summary.to_html(),
              f"<p>{html.escape(units_line(data.table))}. {html.escape(chance_note(summary.columns))}</p>",
-             controls_section(compute_controls(data.table, config.get("conditions"), items=item_reader(
-                 run, [RunDir(run.world_dir(k)) for k in range(data.worlds)] if data.worlds > 1 else None))),
+             controls_section(compute_controls(data.table, config.get("conditions"),
+                                               items=item_reader(run, data.worlds))),
              *[preconditions_section(json.loads(path.read_text()), world) for world, path in
                check_base_files(run, data.worlds) if path.is_file()],
              "<ul>" + "".join(f"<li><a href='#{n}'>{html.escape(n.replace('_', ' '))}</a></li>" for n in figs) + "</ul>"]
