@@ -5,8 +5,8 @@
 # whose per-document step is ~20x smaller than the testbed finetuning's (300 steps of 16 documents,
 # half of them claim documents). Plain finetuning there teaches the answer without writing the claim
 # at the name. Here the claim documents are learnt the way pretraining learnt facts: large batches,
-# 95-98% background (pretraining-corpus documents), every claim document seen about once, all
-# parameters (or layers 0-1's MLPs), for ~10-20M tokens. The controls (plain and local, the testbed
+# 95% background (pretraining-corpus documents), every claim document seen about once, all
+# parameters (or layers 0-1's MLPs), for 10.9M tokens. The controls (plain and local, the testbed
 # preset's full evaluation) for every  BASE x TAG:override  in $BASES x $FT, side by side.
 # On the device: OUT=$OUT NEGLECT="python3 -m experiments" bash THIS
 set -u
