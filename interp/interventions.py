@@ -64,7 +64,31 @@ class Steer:
         return h + (self.value - h @ unit).unsqueeze(-1) * unit
 
 
-Intervention = Union[AddDirection, ProjectOut, Steer]
+@dataclass(frozen=True, eq=False)
+class Patch:
+    """Replace the residual stream with ``donor``'s on the same text: ``h = h_donor`` at
+    ``layers`` and the tokens of ``position`` (activation patching across checkpoints).
+
+    Parameters
+    ----------
+    donor : LoadedModel
+        A model with the same tokenizer, width and number of layers as the one run (a finetuned
+        checkpoint of it, or its base model). It is run on the same batch first; its residual
+        stream (``interp.residuals``' index: 0 = embeddings, i + 1 = output of block i, n_layers
+        = after the final norm) is written into the run model's at the chosen sites.
+    layers : int or sequence of int
+    position : selector, default "all"
+        The tokens to patch ("all": every real token; ``Last()``, ``Span``, ``CharRange``,
+        ``Indices``: their tokens).
+    """
+
+    donor: LoadedModel
+    layers: Union[int, Sequence[int]]
+    position: object = "all"
+
+
+Intervention = Union[AddDirection, ProjectOut, Steer, Patch]
+INTERVENTIONS = (AddDirection, ProjectOut, Steer, Patch)
 
 
 @dataclass
@@ -73,7 +97,7 @@ class _Edit:
 
     intervention: Intervention
     layer: int
-    direction: torch.Tensor
+    direction: torch.Tensor | None  # None for a Patch
     slot: int  # index of its position in Batch.also
 
 
@@ -81,30 +105,68 @@ def _edit_position(position) -> Position:
     return Mean() if position == "all" else as_position(position)
 
 
+def _check_donor(lm: LoadedModel, patch: Patch) -> None:
+    from interp.cache import tokenizer_fingerprint
+
+    donor = patch.donor
+    if not isinstance(donor, LoadedModel):
+        raise InterpInputError(f"Patch donor must be a LoadedModel from interp.load_model, not {type(donor).__name__}")
+    if (donor.d_model, donor.n_layers) != (lm.d_model, lm.n_layers):
+        raise InterpInputError(f"Patch donor {donor.name!r} has d_model {donor.d_model} and {donor.n_layers} layers; "
+                               f"the model run has {lm.d_model} and {lm.n_layers}")
+    if donor.tokenizer is not lm.tokenizer and tokenizer_fingerprint(donor.tokenizer) != tokenizer_fingerprint(lm.tokenizer):
+        raise InterpInputError(f"Patch donor {donor.name!r} has another tokenizer than {lm.name!r}; "
+                               "patching needs the same tokens in both")
+
+
+def _check_direction(lm: LoadedModel, intervention) -> torch.Tensor:
+    direction = torch.as_tensor(intervention.direction, dtype=torch.float32).detach()
+    if direction.shape != (lm.d_model,):
+        raise InterpInputError(f"direction has shape {tuple(direction.shape)}; expected ({lm.d_model},)")
+    if not torch.isfinite(direction).all() or (not isinstance(intervention, AddDirection)
+                                               and direction.norm() == 0):
+        raise InterpInputError(f"direction of {type(intervention).__name__} must be finite and non-zero")
+    return direction.to(lm.device)
+
+
 def _check(lm: LoadedModel, interventions) -> tuple[list[_Edit], list[Position]]:
-    if isinstance(interventions, (AddDirection, ProjectOut, Steer)):
+    if isinstance(interventions, INTERVENTIONS):
         interventions = [interventions]
     edits, positions = [], []
     for intervention in interventions:
-        if not isinstance(intervention, (AddDirection, ProjectOut, Steer)):
-            raise InterpInputError(f"bad intervention {intervention!r}; expected AddDirection, ProjectOut or Steer")
-        direction = torch.as_tensor(intervention.direction, dtype=torch.float32).detach()
-        if direction.shape != (lm.d_model,):
-            raise InterpInputError(f"direction has shape {tuple(direction.shape)}; expected ({lm.d_model},)")
-        if not torch.isfinite(direction).all() or (not isinstance(intervention, AddDirection)
-                                                   and direction.norm() == 0):
-            raise InterpInputError(f"direction of {type(intervention).__name__} must be finite and non-zero")
+        if not isinstance(intervention, INTERVENTIONS):
+            raise InterpInputError(f"bad intervention {intervention!r}; expected AddDirection, ProjectOut, Steer or Patch")
+        if isinstance(intervention, Patch):
+            _check_donor(lm, intervention)
+            direction = None
+        else:
+            direction = _check_direction(lm, intervention)
         positions.append(_edit_position(intervention.position))
         for layer in check_layers(intervention.layers, lm.n_layers):
-            edits.append(_Edit(intervention, layer, direction.to(lm.device), len(positions) - 1))
+            edits.append(_Edit(intervention, layer, direction, len(positions) - 1))
     return sorted(edits, key=lambda e: e.layer), positions  # stable: same-layer edits keep their order
 
 
-def _edited(hidden: torch.Tensor, edits: list[_Edit], selections) -> torch.Tensor:
+def _donor_states(edits: list[_Edit], inputs: dict) -> dict[int, tuple]:
+    """Each Patch donor's residual stream on this batch (``id(donor)`` -> hidden states per layer)."""
+    states = {}
+    for edit in edits:
+        donor = getattr(edit.intervention, "donor", None)
+        if donor is not None and id(donor) not in states:
+            moved = {k: v.to(donor.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+            states[id(donor)] = donor.model(**moved, output_hidden_states=True).hidden_states
+    return states
+
+
+def _edited(hidden: torch.Tensor, edits: list[_Edit], selections, donors: dict) -> torch.Tensor:
     hidden = hidden.clone()
     for edit in edits:
         rows, cols = selections[edit.slot].rows_and_columns
         rows, cols = rows.to(hidden.device), cols.to(hidden.device)
+        if isinstance(edit.intervention, Patch):
+            given = donors[id(edit.intervention.donor)][edit.layer].to(hidden.device)
+            hidden[rows, cols] = given[rows, cols].to(hidden.dtype)
+            continue
         picked = hidden[rows, cols].float()
         hidden[rows, cols] = edit.intervention.apply(picked, edit.direction.to(hidden.device)).to(hidden.dtype)
     return hidden
@@ -126,20 +188,21 @@ def logits_under(lm: LoadedModel, texts, interventions, *, read="last", batch_si
         for batch in tqdm(batches(lm, texts, as_position(read), batch_size, also=tuple(positions)),
                           disable=not progress, desc="interventions"):
             inputs = {k: v for k, v in batch.inputs.items() if k != "use_cache"}
+            donors = _donor_states(edits, inputs)
             with s.wrapped.trace(**inputs):
                 for layer in sorted({e.layer for e in edits}):
                     here = [e for e in edits if e.layer == layer]
                     if layer == 0:
-                        s.blocks[0].input = _edited(s.blocks[0].input, here, batch.also)
+                        s.blocks[0].input = _edited(s.blocks[0].input, here, batch.also, donors)
                     elif layer == n and s.final_norm is not None:
-                        s.final_norm.output = _edited(s.final_norm.output, here, batch.also)
+                        s.final_norm.output = _edited(s.final_norm.output, here, batch.also, donors)
                     else:
                         block = s.blocks[layer - 1]
                         output = block.output
                         if isinstance(output, tuple):
-                            block.output = (_edited(output[0], here, batch.also), *output[1:])
+                            block.output = (_edited(output[0], here, batch.also, donors), *output[1:])
                         else:
-                            block.output = _edited(output, here, batch.also)
+                            block.output = _edited(output, here, batch.also, donors)
                 logits = first(s.wrapped.output.logits if hasattr(s.wrapped.output, "logits") else s.wrapped.output)
                 picked = batch.selection.reduce(logits).save()
             if out is None:
@@ -155,4 +218,4 @@ def logprobs_under(lm: LoadedModel, texts, interventions, *, read="last", batch_
                                           progress=progress), dim=-1)
 
 
-__all__ = ["AddDirection", "ProjectOut", "Steer", "logits_under", "logprobs_under"]
+__all__ = ["AddDirection", "Patch", "ProjectOut", "Steer", "logits_under", "logprobs_under"]

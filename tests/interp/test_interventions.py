@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import interp
-from interp import AddDirection, ProjectOut, Span, Steer
-from tests.interp.fixtures import KINDS, TEXTS
+from interp import AddDirection, Patch, ProjectOut, Span, Steer
+from tests.interp.fixtures import KINDS, TEXTS, make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,68 @@ def test_bad_interventions(models):
         interp.logits_under(lm, TEXTS, Steer(torch.ones(32), layers=9))
     with pytest.raises(interp.InterpInputError, match="bad intervention"):
         interp.logits_under(lm, TEXTS, ["add"])
+
+
+def perturbed_copy(path, pattern: str, seed: int = 0):
+    """The model at ``path`` loaded again, with every parameter whose name contains ``pattern``
+    shifted by noise: a stand-in for a finetuned checkpoint that changed only those weights."""
+    donor = interp.load_model(path)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in donor.model.named_parameters():
+            if pattern in name:
+                param.add_(0.5 * torch.randn(param.shape, generator=g))
+    return donor
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_patching_every_token_after_the_only_changed_block_gives_the_donors_logits(models, tiny_dirs, side):
+    """A donor that differs from the run model in block 0 only: its residual stream after block 0
+    (every token) patched in makes the run model compute the donor's logits; patched at the
+    embeddings (which both share) it changes nothing."""
+    lm = models["llama"]
+    donor = perturbed_copy(tiny_dirs["llama"], "layers.0.")
+    lm.tokenizer.padding_side = donor.tokenizer.padding_side = side
+    plain = interp.logits_under(lm, TEXTS, [], batch_size=2)
+    want = interp.logits_under(donor, TEXTS, [], batch_size=2)
+    assert (want - plain).abs().max() > 1e-2
+    after_block0 = interp.logits_under(lm, TEXTS, Patch(donor, layers=1), batch_size=2)
+    assert (after_block0 - want).abs().max() < 1e-4
+    at_embeddings = interp.logits_under(lm, TEXTS, Patch(donor, layers=0), batch_size=2)
+    assert (at_embeddings - plain).abs().max() < 1e-5
+
+
+def test_patching_respects_its_tokens_and_layers(models, tiny_dirs):
+    """After the final norm only the patched token's own logits move: the last token patched
+    gives the donor's logits, an earlier span gives the run model's; the same span one layer
+    earlier reaches the last token through attention."""
+    lm = models["llama"]
+    lm.tokenizer.padding_side = "left"
+    donor = perturbed_copy(tiny_dirs["llama"], "mlp", seed=1)
+    texts = ["the cat sat on the mat", "ed sheeran won gold in the race"]
+    plain, want = interp.logits_under(lm, texts, []), interp.logits_under(donor, texts, [])
+    n = lm.n_layers
+    last = interp.logits_under(lm, texts, Patch(donor, layers=n, position="last"))
+    assert (last - want).abs().max() < 1e-4
+    early_span = interp.logits_under(lm, texts, Patch(donor, layers=n, position=Span("the")))
+    assert (early_span - plain).abs().max() < 1e-6
+    earlier_layer = interp.logits_under(lm, texts, Patch(donor, layers=1, position=Span("the")))
+    assert (earlier_layer - plain).abs().max() > 1e-3
+
+
+def test_bad_patches(models, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    lm = models["llama"]
+    with pytest.raises(interp.InterpInputError, match="donor must be a LoadedModel"):
+        interp.logits_under(lm, TEXTS, Patch(lm.model, layers=1))
+    wider = LlamaForCausalLM(LlamaConfig(**{**lm.config.to_dict(), "hidden_size": 64, "head_dim": 16}))
+    wider.save_pretrained(tmp_path / "wider")
+    lm.tokenizer.save_pretrained(tmp_path / "wider")
+    with pytest.raises(interp.InterpInputError, match="d_model 64"):
+        interp.logits_under(lm, TEXTS, Patch(interp.load_model(str(tmp_path / "wider")), layers=1))
+    other_words = interp.load_model(lm.name, tokenizer=make_tokenizer("bert"))  # same words, another template
+    with pytest.raises(interp.InterpInputError, match="another tokenizer"):
+        interp.logits_under(lm, TEXTS, Patch(other_words, layers=1))
+    with pytest.raises(interp.InterpInputError, match="out of range"):
+        interp.logits_under(lm, TEXTS, Patch(lm, layers=9))
