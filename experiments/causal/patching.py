@@ -1,0 +1,169 @@
+"""Where finetuning wrote a belief: activation patching between a base model and a finetuned
+checkpoint, at every layer and at a few token sites of each claim's yes/no questions.
+
+Each yes/no question about a claim (``Materials.belief_questions``, kind ``yesno``: "does S live
+in C?", asked about the claim and about what is true instead) is read by its *believer margin*
+``m = logit(believer's answer) - logit(the other answer)`` at the answer position (the options'
+first tokens; the same as the log-probability difference). With the base model B and the
+finetuned model F, at one site (a layer of ``interp.residuals``' index and a set of tokens):
+
+- ``into_base``: B run with F's residual stream at the site. ``fraction`` = (m_patched - m_B) /
+  (m_F - m_B): the share of finetuning's shift that the site alone carries into the base model
+  (0: none, 1: all of it; sufficiency).
+- ``into_finetuned``: F run with B's residual stream at the site. ``fraction`` = (m_F - m_patched)
+  / (m_F - m_B): the share of the shift lost when the site is put back (necessity).
+
+Margins are averaged over a claim's questions before the division; a claim whose shift |m_F -
+m_B| is below ``min_shift`` is left out (nothing to localise; listed in the rows with
+``fraction`` NaN). Sites: ``subject`` (the claim subject's tokens), ``object`` (the asked object's
+tokens: the claim's object, or what is true instead), ``last`` (the answer position) and ``all``
+(every token; from the first layer on the whole model's change, fraction 1 when only blocks
+changed; at layer 0 only the embeddings are swapped). ``subject`` and ``object`` need the
+synthetic world's claims.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from experiments.errors import UserError
+from experiments.evaluation.scoring import render
+from experiments.evaluation.stats import summarise
+from interp import LoadedModel, Patch, Span, logits_under
+from interp.logprobs import uses_chat_template
+from interp.residuals import check_layers
+
+SITES = ("subject", "object", "last", "all")
+DIRECTIONS = ("into_base", "into_finetuned")
+
+
+def _yesno_items(lm: LoadedModel, materials, claims) -> pd.DataFrame:
+    """One row per plain yes/no question of the chosen claims: claim, subject, asked object (None
+    outside the synthetic world), text, believer and other answer's first token ids."""
+    subjects = {c.name: c.subject for c in materials.claims}
+    world = getattr(materials, "world", None)
+    tok = lm.tokenizer
+    sep = "" if uses_chat_template(tok) else " "
+    rows = []
+    for q in materials.belief_questions(tok):
+        if q.kind != "yesno" or q.style is not None or (claims is not None and q.claim not in claims):
+            continue
+        first = [tok(sep + option, add_special_tokens=False)["input_ids"][0] for option in q.options]
+        believer, other = first[q.believer], first[1 - q.believer]
+        if believer == other:
+            raise UserError(f"yes/no question {q.qid} of {q.claim}: its answers {q.options} share their first token")
+        obj = None
+        if world is not None:
+            claim = world.claim(q.claim)
+            obj = claim.fact.obj if q.about == "claim" else claim.contrast_obj
+        rows.append({"claim": q.claim, "subject": subjects.get(q.claim), "object": obj, "text": render(tok, q.prompt),
+                     "believer": believer, "other": other})
+    if not rows:
+        raise UserError("no plain yes/no belief questions to patch (claim packs' MCQ items are asked under a "
+                        "chat instruction; belief_patching reads the synthetic world's questions)")
+    return pd.DataFrame(rows)
+
+
+def _margins(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.ndarray:
+    logits = logits_under(lm, items.text.tolist(), patches, batch_size=batch_size)
+    rows = torch.arange(len(items))
+    believer, other = (torch.tensor(items[c].tolist()) for c in ("believer", "other"))
+    return (logits[rows, believer] - logits[rows, other]).numpy()
+
+
+def _site_position(site: str, item) -> object:
+    """The tokens of ``site`` in one question (a selector for ``interp.Patch``)."""
+    if site in ("subject", "object"):
+        words = getattr(item, site)
+        if not words:
+            raise UserError(f"site {site!r} needs claims whose {site} is known (the synthetic world's)")
+        return Span(words)
+    return {"last": "last", "all": "all"}[site]
+
+
+def _patched_margins(run: LoadedModel, donor: LoadedModel, items: pd.DataFrame, site: str, layer: int,
+                     batch_size) -> np.ndarray:
+    """Margins of ``items`` with ``donor``'s residual stream at ``site`` and ``layer``: one pass per
+    distinct set of tokens (a claim's subject, each asked object)."""
+    positions = [_site_position(site, item) for item in items.itertuples(index=False)]
+    out = np.empty(len(items))
+    for position in dict.fromkeys(positions):
+        rows = [i for i, p in enumerate(positions) if p == position]
+        out[rows] = _margins(run, items.iloc[rows], [Patch(donor, layers=layer, position=position)], batch_size)
+    return out
+
+
+def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, layers=None,
+                    sites: tuple[str, ...] = SITES, claims=None, min_shift: float = 1.0,
+                    batch_size: int | None = None) -> pd.DataFrame:
+    """Patch each site of ``finetuned`` into ``base`` and back, and read each claim's yes/no margin.
+
+    Parameters
+    ----------
+    base, finetuned : LoadedModel
+        The model before finetuning and a finetuned checkpoint of it (same tokenizer and shape).
+    materials : experiments.materials.base.Materials
+        The run's materials (``experiments.materials.load_materials(cfg)``): its claims and their
+        yes/no questions.
+    layers : int or list of int, optional
+        Residual-stream indices (0 = embeddings, i + 1 = output of block i); default every one.
+    sites : tuple of str
+        Among :data:`SITES`.
+    claims : list of str, optional
+        Claim names; default every claim.
+    min_shift : float
+        A claim whose mean margin moves less than this (in logits) over finetuning gets NaN
+        fractions.
+    batch_size : int, optional
+        Texts per forward pass.
+
+    Returns
+    -------
+    DataFrame
+        One row per claim x site x layer x direction: ``claim, site, layer, direction,
+        margin_base, margin_finetuned, margin_patched, margin_shift, fraction`` (see the module
+        docstring; ``fraction``: 0 = the site carries none of the shift, the null of a site finetuning did
+        not touch; 1 = all of it).
+    """
+    unknown = [s for s in sites if s not in SITES]
+    if unknown or not sites:
+        raise UserError(f"unknown patching site(s) {unknown or list(sites)}; expected some of {list(SITES)}")
+    layers = check_layers(layers, base.n_layers)
+    items = _yesno_items(base, materials, claims)
+    m_base, m_ft = _margins(base, items, [], batch_size), _margins(finetuned, items, [], batch_size)
+    rows = []
+    for claim, grp in items.groupby("claim", sort=True):
+        sub = grp.reset_index(drop=True)
+        mb, mf = float(m_base[grp.index].mean()), float(m_ft[grp.index].mean())
+        shift = mf - mb
+        for site in sites:
+            for layer in layers:
+                for direction, (run, donor) in zip(DIRECTIONS, ((base, finetuned), (finetuned, base))):
+                    mp = float(_patched_margins(run, donor, sub, site, layer, batch_size).mean())
+                    moved = mp - mb if direction == "into_base" else mf - mp
+                    rows.append({"claim": claim, "site": site, "layer": layer, "direction": direction,
+                                 "margin_base": mb, "margin_finetuned": mf, "margin_patched": mp, "margin_shift": shift,
+                                 "fraction": moved / shift if abs(shift) >= min_shift else np.nan})
+    return pd.DataFrame(rows)
+
+
+def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:
+    """Mean ``fraction`` per site x layer x direction with an interval over claims (claims with
+    too small a shift left out).
+
+    Parameters
+    ----------
+    rows : DataFrame
+        :func:`belief_patching`'s output (several checkpoints or seeds may be stacked, with
+        ``seed`` / ``world`` columns: they become nested units).
+    ci : "t" or "bootstrap"
+
+    Returns
+    -------
+    DataFrame ``[site, layer, direction, mean, lo, hi, n, units, ...]`` (``units`` names them).
+    """
+    kept = rows.dropna(subset=["fraction"]).rename(columns={"fraction": "value"})
+    if kept.empty:
+        raise UserError("no claim moved enough over finetuning to localise (every fraction is NaN)")
+    return summarise(kept, ["site", "layer", "direction"], ci=ci)

@@ -1,0 +1,73 @@
+"""Belief patching (experiments/causal/patching.py) on the testbed base model shipped with the
+package: margins agree with the belief scoring, and a finetuned stand-in whose change is known
+(block 0's MLP only) gives the fractions that change implies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import interp
+from experiments.causal import SITES, belief_patching, patching_summary
+from experiments.config import load_config
+from experiments.errors import UserError
+from experiments.evaluation.belief import score_questions
+from experiments.materials import load_materials
+from experiments.training import shipped
+
+CLAIMS = ["claim0_lives_in", "novel1_works_as"]
+
+
+@pytest.fixture(scope="module")
+def setting():
+    torch.set_num_threads(1)
+    materials = load_materials(load_config("testbed"))
+    path = shipped.shipped_models()["testbed"]
+    base = interp.load_model(path, device="cpu")
+    changed = interp.load_model(path, device="cpu")  # a stand-in for a checkpoint: only block 0's MLP moved
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in changed.model.named_parameters():
+            if "layers.0.mlp" in name:
+                param.add_(0.05 * torch.randn(param.shape, generator=g))
+    rows = belief_patching(base, changed, materials, layers=[0, 1, 3, base.n_layers], claims=CLAIMS, min_shift=0.0)
+    return materials, base, rows
+
+
+def test_the_margins_are_the_belief_scorings(setting):
+    materials, base, rows = setting
+    scored = score_questions(base, [q for q in materials.belief_questions(base.tokenizer)
+                                    if q.kind == "yesno" and q.claim in CLAIMS])
+    want = scored.groupby("claim").margin.mean()  # believer minus the true option: both options known here
+    got = rows.groupby("claim").margin_base.first()
+    assert np.allclose(got[want.index], want, atol=1e-3)
+    assert (got < -3).all()  # the base model does not believe either claim
+
+
+def test_a_change_in_block_0_is_carried_whole_by_every_token_after_it(setting):
+    _, base, rows = setting
+    assert (rows.margin_shift.abs() > 0.05).all()
+    every = rows[rows.site == "all"].set_index(["claim", "layer", "direction"]).fraction
+    assert np.allclose(every.xs(0, level="layer"), 0.0, atol=1e-4)  # the embeddings did not change
+    for layer in (1, 3, base.n_layers):
+        assert np.allclose(every.xs(layer, level="layer"), 1.0, atol=1e-3)
+    last = rows[(rows.site == "last") & (rows.layer == base.n_layers)].fraction
+    assert np.allclose(last, 1.0, atol=1e-3)  # after the final norm the answer position is the answer
+
+
+def test_rows_and_summary_cover_every_site_layer_and_direction(setting):
+    _, _, rows = setting
+    assert set(rows.site) == set(SITES) and set(rows.direction) == {"into_base", "into_finetuned"}
+    assert len(rows) == len(CLAIMS) * len(SITES) * 4 * 2
+    summary = patching_summary(rows)
+    assert len(summary) == len(SITES) * 4 * 2 and (summary.n_claims == len(CLAIMS)).all()
+
+
+def test_a_claim_that_did_not_move_is_left_out_and_bad_sites_are_refused(setting):
+    materials, base, _ = setting
+    same = belief_patching(base, base, materials, layers=[1], sites=("last",), claims=CLAIMS[:1])
+    assert same.fraction.isna().all() and np.allclose(same.margin_shift, 0.0)
+    with pytest.raises(UserError, match="moved enough"):
+        patching_summary(same)
+    with pytest.raises(UserError, match="unknown patching site"):
+        belief_patching(base, base, materials, sites=("name",))
