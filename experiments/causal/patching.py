@@ -144,13 +144,14 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
                     moved = mp - mb if direction == "into_base" else mf - mp
                     rows.append({"claim": claim, "site": site, "layer": layer, "direction": direction,
                                  "margin_base": mb, "margin_finetuned": mf, "margin_patched": mp, "margin_shift": shift,
-                                 "fraction": moved / shift if abs(shift) >= min_shift else np.nan})
+                                 "fraction": moved / shift if shift and abs(shift) >= min_shift else np.nan})
     return pd.DataFrame(rows)
 
 
 def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:
-    """Mean ``fraction`` per site x layer x direction with an interval over claims (claims with
-    too small a shift left out).
+    """Mean ``fraction`` per site x layer x direction (and condition and step, where the rows
+    have them) with an interval over claims, nested in seeds where there are several (claims
+    with too small a shift left out).
 
     Parameters
     ----------
@@ -161,9 +162,12 @@ def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame ``[site, layer, direction, mean, lo, hi, n, units, ...]`` (``units`` names them).
+    DataFrame ``[condition, step, site, layer, direction, mean, lo, hi, n, units, ...]``
+    (``units`` names them).
     """
     kept = rows.dropna(subset=["fraction"]).rename(columns={"fraction": "value"})
     if kept.empty:
-        raise UserError("no claim moved enough over finetuning to localise (every fraction is NaN)")
-    return summarise(kept, ["site", "layer", "direction"], ci=ci)
+        raise UserError("no claim's yes/no margin moved enough over finetuning to localise (every fraction is NaN; "
+                        "a lower min_shift keeps smaller moves)")
+    by = [c for c in ("condition", "step") if c in kept.columns] + ["site", "layer", "direction"]
+    return summarise(kept, by, ci=ci)

@@ -664,3 +664,37 @@ def interpolation_figure(interp_table: pd.DataFrame, layer: int | None = None, *
     fig.update_xaxes(title_text="alpha (0: Phase-1 end, 1: unanchored)")
     fig.update_layout(title=f"Weight-space interpolation (probe layer {layer}; {ci} 95% CI over claims > seeds)")
     return fig
+
+
+def patching_figure(summary: pd.DataFrame) -> go.Figure:
+    """Site x layer heatmaps of belief patching (``experiments.causal.patching_summary``): one row
+    per direction (finetuned activations into the base model: what a site carries; base
+    activations into the finetuned model: what is lost without it), one column per condition.
+    Colour: mean share of the claims' yes/no margin shift (0: none, the null of an untouched
+    site; 1: all of it); the hover gives the interval and its units."""
+    if summary.empty:
+        raise UserError("no patching rows to plot")
+    conditions = list(dict.fromkeys(summary.condition)) if "condition" in summary else [None]
+    directions = [d for d in ("into_base", "into_finetuned") if d in set(summary.direction)]
+    titles = {"into_base": "finetuned into base", "into_finetuned": "base into finetuned"}
+    fig = make_subplots(rows=len(directions), cols=len(conditions), shared_xaxes=True, shared_yaxes=True,
+                        subplot_titles=[f"{c or ''} - {titles[d]}".strip(" -") for d in directions for c in conditions],
+                        horizontal_spacing=0.04, vertical_spacing=0.12)
+    sites = list(dict.fromkeys(summary.site))
+    for i, direction in enumerate(directions, start=1):
+        for j, cond in enumerate(conditions, start=1):
+            rows = summary[(summary.direction == direction) & ((summary.condition == cond) if cond else True)]
+            grid = rows.pivot_table(index="site", columns="layer", values="mean").reindex(sites)
+            lo = rows.pivot_table(index="site", columns="layer", values="lo").reindex(sites)
+            hi = rows.pivot_table(index="site", columns="layer", values="hi").reindex(sites)
+            units = rows.units.iloc[0] if len(rows) else ""
+            fig.add_trace(go.Heatmap(
+                z=grid.values, x=[str(int(l)) for l in grid.columns], y=sites, zmin=-0.2, zmax=1.0,
+                colorscale="Viridis", showscale=(i == 1 and j == 1), colorbar=dict(title="share of shift"),
+                customdata=np.dstack([lo.values, hi.values]), texttemplate="%{z:.2f}",
+                hovertemplate=("site %{y}<br>layer %{x}<br>share %{z:.2f} [%{customdata[0]:.2f}, "
+                               f"%{{customdata[1]:.2f}}] over {units}<extra></extra>")), row=i, col=j)
+    fig.update_xaxes(title_text="layer (residual index)", type="category", row=len(directions))
+    fig.update_yaxes(title_text="tokens patched", col=1)
+    fig.update_layout(title="Where finetuning's change of the yes/no answers is carried (activation patching)")
+    return fig

@@ -1,0 +1,89 @@
+"""Belief patching over a run directory's checkpoints: each checkpoint's rows computed once,
+kept under ``RUN/evals/patching/`` (a rerun reads them back), and gathered into
+``RUN/results/patching.csv``."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from experiments.artifacts.atomic import atomic_write_csv
+from experiments.artifacts.checksums import hf_dir_problem
+from experiments.artifacts.provenance import load_run_config
+from experiments.artifacts.rundir import RunDir
+from experiments.causal.patching import SITES, belief_patching
+from experiments.errors import UserError
+from experiments.materials import load_materials
+from experiments.training.stages import checkpoint_steps
+
+
+def _checkpoint(run: RunDir, condition: str, seed: int, step: int) -> Path:
+    path = run.checkpoint(condition, seed, step)
+    if not path.exists() or hf_dir_problem(path):
+        raise UserError(f"{str(path)!r} is missing or incomplete; finish the run with `neglect run --out {run.root}` "
+                        "or choose another --step")
+    return path
+
+
+def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              step: int | None = None, layers=None, sites: Sequence[str] = SITES,
+              min_shift: float = 1.0) -> pd.DataFrame:
+    """:func:`experiments.causal.patching.belief_patching` of the run's base model against its
+    checkpoints, one condition and seed at a time (each kept under ``RUN/evals/patching/``, named
+    by its checkpoint and settings, and read back by a rerun).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory of one world (for a run of several, one of its ``worlds/w<k>``).
+    conditions, seeds : optional
+        Default: every condition and seed of the run.
+    step : int, optional
+        The checkpoint step; default the last.
+    layers, sites, min_shift :
+        As for ``belief_patching``.
+
+    Returns
+    -------
+    DataFrame
+        ``belief_patching``'s rows with ``condition, seed, step`` in front; also written to
+        ``RUN/results/patching.csv``.
+    """
+    import interp
+
+    run = RunDir(run_dir)
+    cfg = load_run_config(run_dir)
+    if cfg.worlds > 1:
+        raise UserError(f"{str(run_dir)!r} holds {cfg.worlds} worlds; patch one of them: {str(run.world_dir(0))!r} ...")
+    steps = checkpoint_steps(cfg)
+    step = steps[-1] if step is None else step
+    if step not in steps or step == 0:
+        raise UserError(f"step {step} is not a finetuning checkpoint of this run; expected one of {steps[1:]}")
+    conditions = list(conditions or cfg.conditions)
+    unknown = [c for c in conditions if c not in cfg.conditions]
+    if unknown:
+        raise UserError(f"condition(s) {unknown} are not in this run; expected some of {list(cfg.conditions)}")
+    seeds = list(cfg.seeds if seeds is None else seeds)
+    materials = load_materials(cfg)
+    settings = hashlib.sha1(json.dumps([layers, list(sites), min_shift]).encode()).hexdigest()[:8]
+    base = None
+    frames = []
+    for condition in conditions:
+        for seed in seeds:
+            cache = run.path("evals", "patching", f"{condition}_seed{seed}_step{step:06d}_{settings}.csv")
+            if cache.is_file():
+                rows = pd.read_csv(cache)
+            else:
+                finetuned_path = _checkpoint(run, condition, seed, step)
+                base = base or interp.load_model(str(cfg.base_model or run.base_model))
+                rows = belief_patching(base, interp.load_model(str(finetuned_path)), materials, layers=layers,
+                                       sites=tuple(sites), min_shift=min_shift)
+                atomic_write_csv(cache, rows)
+            frames.append(rows.assign(condition=condition, seed=seed, step=step))
+    table = pd.concat(frames, ignore_index=True)
+    table = table[["condition", "seed", "step", *[c for c in table.columns if c not in ("condition", "seed", "step")]]]
+    atomic_write_csv(run.path("results", "patching.csv"), table)
+    return table

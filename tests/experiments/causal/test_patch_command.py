@@ -1,0 +1,51 @@
+"""`neglect patch RUN_DIR` on the tiny run: every condition, seed, site, layer and direction
+in results/patching.csv, the figure written, each checkpoint's rows kept and read back by a
+rerun, and bad arguments refused in one line."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from experiments.causal import SITES
+from experiments.cli import main
+from tests.experiments.test_bad_inputs import cli_error
+
+
+@pytest.fixture()
+def run(tiny_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    return out
+
+
+def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):
+    assert main(["patch", str(run), "--min-shift", "0"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(run / "results" / "patching.csv")
+    n_layers = table.layer.max()
+    assert set(table.condition) == {"plain", "negated", "local"} and set(table.seed) == {0}
+    per = table.groupby(["condition", "seed"]).size()
+    assert (per == 2 * len(SITES) * (n_layers + 1) * 2).all()  # claims x sites x layers x directions
+    assert (run / "figures" / "patching.html").is_file()
+    assert "plain, step" in printed and "claims" in printed
+    kept = sorted((run / "evals" / "patching").glob("[!.]*.csv"))
+    assert len(kept) == 3
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    assert main(["patch", str(run), "--min-shift", "0", "--condition", "plain"]) == 0
+    assert [p.stat().st_mtime_ns for p in kept] == stamps  # read back, not recomputed
+    assert set(pd.read_csv(run / "results" / "patching.csv").condition) == {"plain"}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--step", "3"], "step 3 is not a finetuning checkpoint"),
+    (["--condition", "fiction"], "not in this run"),
+    ([], "moved enough"),  # the tiny model's answers barely move: nothing to localise at 1 logit
+])
+def test_bad_patch_arguments(run, capsys, argv, expected):
+    assert expected in cli_error(["patch", str(run), *argv], capsys)
+
+
+def test_patch_on_a_directory_that_is_no_run(tmp_path, capsys):
+    assert "not a run directory" in cli_error(["patch", str(tmp_path)], capsys)
