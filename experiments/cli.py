@@ -7,7 +7,7 @@
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
-    neglect patch RUN_DIR [--condition C ...] [--seed S ...] [--step N] [--layer L ...] [--min-shift 1]
+    neglect patch RUN_DIR [--condition C ...] [--seed S ...] [--step N] [--layer L ...] [--kind yesno]
     neglect pretrain [--preset standard] [--set ...] [--out DIR] [--export DIR]
     neglect docs [--preset demo] [--condition negated] [-n 3]
 
@@ -215,9 +215,10 @@ def cmd_patch(args) -> int:
     from experiments.reporting.report import save_figure
 
     table = patch_run(args.run_dir, conditions=args.condition, seeds=args.seed, step=args.step, layers=args.layer,
-                      min_shift=args.min_shift)
+                      kind=args.kind, min_shift=args.min_shift)
     summary = patching_summary(table)
-    html_path, _, _ = save_figure(patching_figure(summary), Path(args.run_dir) / "figures" / "patching", png=False)
+    name = "patching" if args.kind == "yesno" else f"patching_{args.kind}"
+    html_path, _, _ = save_figure(patching_figure(summary), Path(args.run_dir) / "figures" / name, png=False)
     # the headline leaves out every token (the whole change) and the final residual (the answer itself)
     carried = summary[(summary.direction == "into_base") & (summary.site != "all")
                       & (summary.layer < summary.layer.max())]
@@ -225,8 +226,8 @@ def cmd_patch(args) -> int:
         top = rows.sort_values("mean", ascending=False).iloc[0]
         seeds = f" x {top.n_seeds} seeds" if top.n_seeds > 1 else ""
         print(f"{condition}, step {step}: the {top.site} tokens at layer {int(top.layer)} carry "
-              f"{top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over {top.n_claims} claims{seeds}] of the yes/no "
-              "shift into the base model "
+              f"{top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over {top.n_claims} claims{seeds}] of the "
+              f"{args.kind} shift into the base model "
               f"(0: none, 1: all; the most of any site and layer before the last)")
     print(Path(args.run_dir) / "results" / "patching.csv")
     print(html_path)
@@ -287,15 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_check_base)
     p = sub.add_parser("patch", help="activation patching between the base model and a checkpoint: which layer and "
-                                     "tokens carry the change of each claim's yes/no answers (results/patching.csv, "
-                                     "figures/patching.html)")
+                                     "tokens carry the change of each claim's yes/no (or forced-choice) answers "
+                                     "(results/patching.csv, figures/patching.html)")
     p.add_argument("run_dir")
     p.add_argument("--condition", action="append", help="condition to patch (repeatable; default every one)")
     p.add_argument("--seed", type=int, action="append", help="finetuning seed (repeatable; default every one)")
     p.add_argument("--step", type=int, help="checkpoint step (default the last)")
     p.add_argument("--layer", type=int, action="append", help="residual index (repeatable; default every one)")
+    p.add_argument("--kind", default="yesno", choices=["yesno", "forced_choice"],
+                   help="questions read: yes/no (propositional belief, default) or forced choice (the association)")
     p.add_argument("--min-shift", type=float, default=1.0,
-                   help="leave out claims whose yes/no margin moved less than this many logits (default 1)")
+                   help="leave out claims whose margin moved less than this many logits (default 1)")
     p.set_defaults(func=cmd_patch)
     p = sub.add_parser("docs", help="print finetuning documents of a condition")
     _config_args(p)

@@ -4,7 +4,8 @@ checkpoint, at every layer and at a few token sites of each claim's yes/no quest
 Each yes/no question about a claim (``Materials.belief_questions``, kind ``yesno``: "does S live
 in C?", asked about the claim and about what is true instead) is read by its *believer margin*
 ``m = logit(believer's answer) - logit(the other answer)`` at the answer position (the options'
-first tokens; the same as the log-probability difference). With the base model B and the
+first tokens; the same as the log-probability difference). ``kind="forced_choice"`` reads the
+association instead ("where does S live?": the claim's answer against the true one). With the base model B and the
 finetuned model F, at one site (a layer of ``interp.residuals``' index and a set of tokens):
 
 - ``into_base``: B run with F's residual stream at the site. ``fraction`` = (m_patched - m_B) /
@@ -35,32 +36,36 @@ from interp.logprobs import uses_chat_template
 from interp.residuals import check_layers
 
 SITES = ("subject", "object", "last", "all")
+KINDS = ("yesno", "forced_choice")  # yes/no: propositional belief; forced choice: the association
 DIRECTIONS = ("into_base", "into_finetuned")
 
 
-def _yesno_items(lm: LoadedModel, materials, claims) -> pd.DataFrame:
-    """One row per plain yes/no question of the chosen claims: claim, subject, asked object (None
-    outside the synthetic world), text, believer and other answer's first token ids."""
+def _items(lm: LoadedModel, materials, claims, kind: str) -> pd.DataFrame:
+    """One row per plain question of ``kind`` about the chosen claims: claim, subject, asked object
+    (yes/no questions of the synthetic world; else None), text, and the first token ids of the
+    believer's answer and of the answer it is read against (the true one where known, else the
+    other). A question whose two answers share their first token cannot be read and is left out."""
     subjects = {c.name: c.subject for c in materials.claims}
     world = getattr(materials, "world", None)
     tok = lm.tokenizer
     sep = "" if uses_chat_template(tok) else " "
     rows = []
     for q in materials.belief_questions(tok):
-        if q.kind != "yesno" or q.style is not None or (claims is not None and q.claim not in claims):
+        if q.kind != kind or q.style is not None or (claims is not None and q.claim not in claims):
             continue
-        first = [tok(sep + option, add_special_tokens=False)["input_ids"][0] for option in q.options]
-        believer, other = first[q.believer], first[1 - q.believer]
+        against = q.truth if q.truth is not None and q.truth != q.believer else int(q.believer == 0)
+        believer, other = (tok(sep + q.options[i], add_special_tokens=False)["input_ids"][0]
+                           for i in (q.believer, against))
         if believer == other:
-            raise UserError(f"yes/no question {q.qid} of {q.claim}: its answers {q.options} share their first token")
+            continue
         obj = None
-        if world is not None:
+        if world is not None and kind == "yesno":
             claim = world.claim(q.claim)
             obj = claim.fact.obj if q.about == "claim" else claim.contrast_obj
         rows.append({"claim": q.claim, "subject": subjects.get(q.claim), "object": obj, "text": render(tok, q.prompt),
                      "believer": believer, "other": other})
     if not rows:
-        raise UserError("no plain yes/no belief questions to patch (claim packs' MCQ items are asked under a "
+        raise UserError(f"no plain {kind} belief questions to patch (claim packs' MCQ items are asked under a "
                         "chat instruction; belief_patching reads the synthetic world's questions)")
     return pd.DataFrame(rows)
 
@@ -95,9 +100,9 @@ def _patched_margins(run: LoadedModel, donor: LoadedModel, items: pd.DataFrame, 
 
 
 def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, layers=None,
-                    sites: tuple[str, ...] = SITES, claims=None, min_shift: float = 1.0,
+                    sites: tuple[str, ...] = SITES, claims=None, kind: str = "yesno", min_shift: float = 1.0,
                     batch_size: int | None = None) -> pd.DataFrame:
-    """Patch each site of ``finetuned`` into ``base`` and back, and read each claim's yes/no margin.
+    """Patch each site of ``finetuned`` into ``base`` and back, and read each claim's margin.
 
     Parameters
     ----------
@@ -112,6 +117,10 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
         Among :data:`SITES`.
     claims : list of str, optional
         Claim names; default every claim.
+    kind : str
+        Which questions: "yesno" (propositional belief: the believer's yes or no against the other)
+        or "forced_choice" (the association: "where does S live?", the claim's answer against the
+        true one; no ``object`` site, the prompt names none).
     min_shift : float
         A claim whose mean margin moves less than this (in logits) over finetuning gets NaN
         fractions.
@@ -121,7 +130,7 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
     Returns
     -------
     DataFrame
-        One row per claim x site x layer x direction: ``claim, site, layer, direction,
+        One row per claim x site x layer x direction: ``kind, claim, site, layer, direction,
         margin_base, margin_finetuned, margin_patched, margin_shift, fraction`` (see the module
         docstring; ``fraction``: 0 = the site carries none of the shift, the null of a site finetuning did
         not touch; 1 = all of it).
@@ -129,8 +138,12 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
     unknown = [s for s in sites if s not in SITES]
     if unknown or not sites:
         raise UserError(f"unknown patching site(s) {unknown or list(sites)}; expected some of {list(SITES)}")
+    if kind not in KINDS:
+        raise UserError(f"unknown question kind {kind!r} for patching; expected one of {list(KINDS)}")
+    if kind != "yesno":
+        sites = tuple(s for s in sites if s != "object")
     layers = check_layers(layers, base.n_layers)
-    items = _yesno_items(base, materials, claims)
+    items = _items(base, materials, claims, kind)
     m_base, m_ft = _margins(base, items, [], batch_size), _margins(finetuned, items, [], batch_size)
     rows = []
     for claim, grp in items.groupby("claim", sort=True):
@@ -142,7 +155,7 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
                 for direction, (run, donor) in zip(DIRECTIONS, ((base, finetuned), (finetuned, base))):
                     mp = float(_patched_margins(run, donor, sub, site, layer, batch_size).mean())
                     moved = mp - mb if direction == "into_base" else mf - mp
-                    rows.append({"claim": claim, "site": site, "layer": layer, "direction": direction,
+                    rows.append({"kind": kind, "claim": claim, "site": site, "layer": layer, "direction": direction,
                                  "margin_base": mb, "margin_finetuned": mf, "margin_patched": mp, "margin_shift": shift,
                                  "fraction": moved / shift if shift and abs(shift) >= min_shift else np.nan})
     return pd.DataFrame(rows)
@@ -169,5 +182,5 @@ def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:
     if kept.empty:
         raise UserError("no claim's yes/no margin moved enough over finetuning to localise (every fraction is NaN; "
                         "a lower min_shift keeps smaller moves)")
-    by = [c for c in ("condition", "step") if c in kept.columns] + ["site", "layer", "direction"]
+    by = [c for c in ("kind", "condition", "step") if c in kept.columns] + ["site", "layer", "direction"]
     return summarise(kept, by, ci=ci)

@@ -30,7 +30,7 @@ def _checkpoint(run: RunDir, condition: str, seed: int, step: int) -> Path:
 
 def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               step: int | None = None, layers=None, sites: Sequence[str] = SITES,
-              min_shift: float = 1.0) -> pd.DataFrame:
+              kind: str = "yesno", min_shift: float = 1.0) -> pd.DataFrame:
     """:func:`experiments.causal.patching.belief_patching` of the run's base model against its
     checkpoints, one condition and seed at a time (each kept under ``RUN/evals/patching/``, named
     by its checkpoint and settings, and read back by a rerun).
@@ -43,7 +43,7 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
         Default: every condition and seed of the run.
     step : int, optional
         The checkpoint step; default the last.
-    layers, sites, min_shift :
+    layers, sites, kind, min_shift :
         As for ``belief_patching``.
 
     Returns
@@ -68,7 +68,7 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
         raise UserError(f"condition(s) {unknown} are not in this run; expected some of {list(cfg.conditions)}")
     seeds = list(cfg.seeds if seeds is None else seeds)
     materials = load_materials(cfg)
-    settings = hashlib.sha1(json.dumps([layers, list(sites), min_shift]).encode()).hexdigest()[:8]
+    settings = hashlib.sha1(json.dumps([layers, list(sites), kind, min_shift]).encode()).hexdigest()[:8]
     base = None
     frames = []
     for condition in conditions:
@@ -80,7 +80,7 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
                 finetuned_path = _checkpoint(run, condition, seed, step)
                 base = base or interp.load_model(str(cfg.base_model or run.base_model))
                 rows = belief_patching(base, interp.load_model(str(finetuned_path)), materials, layers=layers,
-                                       sites=tuple(sites), min_shift=min_shift)
+                                       sites=tuple(sites), kind=kind, min_shift=min_shift)
                 atomic_write_csv(cache, rows)
             frames.append(rows.assign(condition=condition, seed=seed, step=step))
     table = pd.concat(frames, ignore_index=True)

@@ -696,5 +696,7 @@ def patching_figure(summary: pd.DataFrame) -> go.Figure:
                                f"%{{customdata[1]:.2f}}] over {units}<extra></extra>")), row=i, col=j)
     fig.update_xaxes(title_text="layer (residual index)", type="category", row=len(directions))
     fig.update_yaxes(title_text="tokens patched", col=1)
-    fig.update_layout(title="Where finetuning's change of the yes/no answers is carried (activation patching)")
+    kinds = {"yesno": "yes/no", "forced_choice": "forced-choice"}
+    kind = " and ".join(kinds.get(k, k) for k in dict.fromkeys(summary.kind)) if "kind" in summary else "the"
+    fig.update_layout(title=f"Where finetuning's change of the {kind} answers is carried (activation patching)")
     return fig

@@ -31,11 +31,11 @@ def setting():
             if "layers.0.mlp" in name:
                 param.add_(0.05 * torch.randn(param.shape, generator=g))
     rows = belief_patching(base, changed, materials, layers=[0, 1, 3, base.n_layers], claims=CLAIMS, min_shift=0.0)
-    return materials, base, rows
+    return materials, base, rows, changed
 
 
 def test_the_margins_are_the_belief_scorings(setting):
-    materials, base, rows = setting
+    materials, base, rows, _ = setting
     scored = score_questions(base, [q for q in materials.belief_questions(base.tokenizer)
                                     if q.kind == "yesno" and q.claim in CLAIMS])
     want = scored.groupby("claim").margin.mean()  # believer minus the true option: both options known here
@@ -45,7 +45,7 @@ def test_the_margins_are_the_belief_scorings(setting):
 
 
 def test_a_change_in_block_0_is_carried_whole_by_every_token_after_it(setting):
-    _, base, rows = setting
+    _, base, rows, _ = setting
     assert (rows.margin_shift.abs() > 0.05).all()
     every = rows[rows.site == "all"].set_index(["claim", "layer", "direction"]).fraction
     assert np.allclose(every.xs(0, level="layer"), 0.0, atol=1e-4)  # the embeddings did not change
@@ -56,15 +56,26 @@ def test_a_change_in_block_0_is_carried_whole_by_every_token_after_it(setting):
 
 
 def test_rows_and_summary_cover_every_site_layer_and_direction(setting):
-    _, _, rows = setting
+    _, _, rows, _ = setting
     assert set(rows.site) == set(SITES) and set(rows.direction) == {"into_base", "into_finetuned"}
     assert len(rows) == len(CLAIMS) * len(SITES) * 4 * 2
     summary = patching_summary(rows)
     assert len(summary) == len(SITES) * 4 * 2 and (summary.n_claims == len(CLAIMS)).all()
 
 
+def test_the_association_is_patched_the_same_way_without_an_object_site(setting):
+    materials, base, _, changed = setting
+    rows = belief_patching(base, changed, materials, layers=[0, 1], claims=CLAIMS, kind="forced_choice", min_shift=0)
+    assert set(rows.site) == {"subject", "last", "all"} and set(rows.kind) == {"forced_choice"}
+    assert (rows.margin_base < 0).all()  # the base model prefers the true (or the other) answer to the claim's
+    every = rows[rows.site == "all"].set_index(["layer", "claim", "direction"]).fraction
+    assert np.allclose(every.loc[0], 0.0, atol=1e-4) and np.allclose(every.loc[1], 1.0, atol=1e-3)
+    with pytest.raises(UserError, match="unknown question kind"):
+        belief_patching(base, base, materials, kind="verdict")
+
+
 def test_a_claim_that_did_not_move_is_left_out_and_bad_sites_are_refused(setting):
-    materials, base, _ = setting
+    materials, base, _, changed = setting
     same = belief_patching(base, base, materials, layers=[1], sites=("last",), claims=CLAIMS[:1])
     assert same.fraction.isna().all() and np.allclose(same.margin_shift, 0.0)
     with pytest.raises(UserError, match="moved enough"):
