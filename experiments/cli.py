@@ -211,6 +211,7 @@ def cmd_patch(args) -> int:
     from pathlib import Path
 
     from experiments.causal import patch_run, patching_summary
+    from experiments.causal.runs import patching_table_path
     from experiments.reporting.plots import patching_figure
     from experiments.reporting.report import save_figure
 
@@ -229,7 +230,7 @@ def cmd_patch(args) -> int:
               f"{top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over {top.n_claims} claims{seeds}] of the "
               f"{args.kind} shift into the base model "
               f"(0: none, 1: all; the most of any site and layer before the last)")
-    print(Path(args.run_dir) / "results" / "patching.csv")
+    print(patching_table_path(args.run_dir, args.kind))
     print(html_path)
     return 0
 

@@ -50,7 +50,7 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
     -------
     DataFrame
         ``belief_patching``'s rows with ``condition, seed, step`` in front; also written to
-        ``RUN/results/patching.csv``.
+        :func:`patching_table_path` (``RUN/results/patching.csv`` for yes/no questions).
     """
     import interp
 
@@ -85,5 +85,11 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
             frames.append(rows.assign(condition=condition, seed=seed, step=step))
     table = pd.concat(frames, ignore_index=True)
     table = table[["condition", "seed", "step", *[c for c in table.columns if c not in ("condition", "seed", "step")]]]
-    atomic_write_csv(run.path("results", "patching.csv"), table)
+    atomic_write_csv(patching_table_path(run_dir, kind), table)
     return table
+
+
+def patching_table_path(run_dir: str | Path, kind: str = "yesno") -> Path:
+    """Where :func:`patch_run` gathers its rows: ``RUN/results/patching.csv`` for yes/no questions,
+    ``patching_<kind>.csv`` for another kind."""
+    return RunDir(run_dir).path("results", "patching.csv" if kind == "yesno" else f"patching_{kind}.csv")
