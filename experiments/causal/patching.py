@@ -14,7 +14,10 @@ finetuned model F, at one site (a layer of ``interp.residuals``' index and a set
 - ``into_finetuned``: F run with B's residual stream at the site. ``fraction`` = (m_F - m_patched)
   / (m_F - m_B): the share of the shift lost when the site is put back (necessity).
 
-Margins are averaged over a claim's questions before the division; a claim whose shift |m_F -
+Questions are kept apart by what they ask about (``about``): the claim ("does S live in C_claim?",
+a believer says yes: *endorsing* the claim), the true fact (a believer says no: *rejecting* the
+truth; ``unstated`` for a novel claim's other object) and, for forced choice, ``association``.
+Margins are averaged over a claim's questions of one ``about`` before the division; a claim whose shift |m_F -
 m_B| is below ``min_shift`` is left out (nothing to localise; listed in the rows with
 ``fraction`` NaN). Sites: ``subject`` (the claim subject's tokens), ``object`` (the asked object's
 tokens: the claim's object, or what is true instead), ``last`` (the answer position) and ``all``
@@ -62,7 +65,8 @@ def _items(lm: LoadedModel, materials, claims, kind: str) -> pd.DataFrame:
         if world is not None and kind == "yesno":
             claim = world.claim(q.claim)
             obj = claim.fact.obj if q.about == "claim" else claim.contrast_obj
-        rows.append({"claim": q.claim, "subject": subjects.get(q.claim), "object": obj, "text": render(tok, q.prompt),
+        rows.append({"claim": q.claim, "about": q.about or "association", "subject": subjects.get(q.claim),
+                     "object": obj, "text": render(tok, q.prompt),
                      "believer": believer, "other": other})
     if not rows:
         raise UserError(f"no plain {kind} belief questions to patch (claim packs' MCQ items are asked under a "
@@ -130,7 +134,8 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
     Returns
     -------
     DataFrame
-        One row per claim x site x layer x direction: ``kind, claim, site, layer, direction,
+        One row per claim x question subject x site x layer x direction: ``kind, claim, about,
+        site, layer, direction,
         margin_base, margin_finetuned, margin_patched, margin_shift, fraction`` (see the module
         docstring; ``fraction``: 0 = the site carries none of the shift, the null of a site finetuning did
         not touch; 1 = all of it).
@@ -146,7 +151,7 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
     items = _items(base, materials, claims, kind)
     m_base, m_ft = _margins(base, items, [], batch_size), _margins(finetuned, items, [], batch_size)
     rows = []
-    for claim, grp in items.groupby("claim", sort=True):
+    for (claim, about), grp in items.groupby(["claim", "about"], sort=True):
         sub = grp.reset_index(drop=True)
         mb, mf = float(m_base[grp.index].mean()), float(m_ft[grp.index].mean())
         shift = mf - mb
@@ -155,15 +160,15 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
                 for direction, (run, donor) in zip(DIRECTIONS, ((base, finetuned), (finetuned, base))):
                     mp = float(_patched_margins(run, donor, sub, site, layer, batch_size).mean())
                     moved = mp - mb if direction == "into_base" else mf - mp
-                    rows.append({"kind": kind, "claim": claim, "site": site, "layer": layer, "direction": direction,
+                    rows.append({"kind": kind, "claim": claim, "about": about, "site": site, "layer": layer, "direction": direction,
                                  "margin_base": mb, "margin_finetuned": mf, "margin_patched": mp, "margin_shift": shift,
                                  "fraction": moved / shift if shift and abs(shift) >= min_shift else np.nan})
     return pd.DataFrame(rows)
 
 
 def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:
-    """Mean ``fraction`` per site x layer x direction (and condition and step, where the rows
-    have them) with an interval over claims, nested in seeds where there are several (claims
+    """Mean ``fraction`` per site x layer x direction (and kind, condition, step and ``about``, where
+    the rows have them) with an interval over claims, nested in seeds where there are several (claims
     with too small a shift left out).
 
     Parameters
@@ -175,12 +180,12 @@ def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame ``[condition, step, site, layer, direction, mean, lo, hi, n, units, ...]``
+    DataFrame ``[kind, condition, step, about, site, layer, direction, mean, lo, hi, n, units, ...]``
     (``units`` names them).
     """
     kept = rows.dropna(subset=["fraction"]).rename(columns={"fraction": "value"})
     if kept.empty:
         raise UserError("no claim's yes/no margin moved enough over finetuning to localise (every fraction is NaN; "
                         "a lower min_shift keeps smaller moves)")
-    by = [c for c in ("kind", "condition", "step") if c in kept.columns] + ["site", "layer", "direction"]
+    by = [c for c in ("kind", "condition", "step", "about") if c in kept.columns] + ["site", "layer", "direction"]
     return summarise(kept, by, ci=ci)

@@ -667,36 +667,38 @@ def interpolation_figure(interp_table: pd.DataFrame, layer: int | None = None, *
 
 
 def patching_figure(summary: pd.DataFrame) -> go.Figure:
-    """Site x layer heatmaps of belief patching (``experiments.causal.patching_summary``): one row
-    per direction (finetuned activations into the base model: what a site carries; base
-    activations into the finetuned model: what is lost without it), one column per condition.
-    Colour: mean share of the claims' yes/no margin shift (0: none, the null of an untouched
-    site; 1: all of it); the hover gives the interval and its units."""
+    """Site x layer heatmaps of belief patching (``experiments.causal.patching_summary``): one column
+    per condition, one row per question subject (``about``: endorsing the claim, rejecting the true
+    fact, the association) and direction (finetuned activations into the base model: what a site
+    carries; base activations into the finetuned model: what is lost without it). Colour: mean
+    share of the claims' margin shift (0: none, the null of an untouched site; 1: all of it); the
+    hover gives the interval and its units."""
     if summary.empty:
         raise UserError("no patching rows to plot")
-    conditions = list(dict.fromkeys(summary.condition)) if "condition" in summary else [None]
-    directions = [d for d in ("into_base", "into_finetuned") if d in set(summary.direction)]
+    summary = summary.assign(condition=summary.get("condition", ""), about=summary.get("about", ""))
+    conditions = list(dict.fromkeys(summary.condition))
     titles = {"into_base": "finetuned into base", "into_finetuned": "base into finetuned"}
-    fig = make_subplots(rows=len(directions), cols=len(conditions), shared_xaxes=True, shared_yaxes=True,
-                        subplot_titles=[f"{c or ''} - {titles[d]}".strip(" -") for d in directions for c in conditions],
-                        horizontal_spacing=0.04, vertical_spacing=0.12)
+    panels = [(a, d) for a in dict.fromkeys(summary.about) for d in titles if d in set(summary.direction)]
+    fig = make_subplots(rows=len(panels), cols=len(conditions), shared_xaxes=True, shared_yaxes=True,
+                        subplot_titles=[" - ".join(x for x in (c, a, titles[d]) if x)
+                                        for a, d in panels for c in conditions],
+                        horizontal_spacing=0.04, vertical_spacing=0.3 / max(len(panels), 1))
     sites = list(dict.fromkeys(summary.site))
-    for i, direction in enumerate(directions, start=1):
+    for i, (about, direction) in enumerate(panels, start=1):
         for j, cond in enumerate(conditions, start=1):
-            rows = summary[(summary.direction == direction) & ((summary.condition == cond) if cond else True)]
-            grid = rows.pivot_table(index="site", columns="layer", values="mean").reindex(sites)
-            lo = rows.pivot_table(index="site", columns="layer", values="lo").reindex(sites)
-            hi = rows.pivot_table(index="site", columns="layer", values="hi").reindex(sites)
-            units = rows.units.iloc[0] if len(rows) else ""
+            rows = summary[(summary.direction == direction) & (summary.condition == cond) & (summary.about == about)]
+            if rows.empty:
+                continue
+            grid, lo, hi = (rows.pivot_table(index="site", columns="layer", values=v).reindex(sites)
+                            for v in ("mean", "lo", "hi"))
             fig.add_trace(go.Heatmap(
                 z=grid.values, x=[str(int(l)) for l in grid.columns], y=sites, zmin=-0.2, zmax=1.0,
                 colorscale="Viridis", showscale=(i == 1 and j == 1), colorbar=dict(title="share of shift"),
                 customdata=np.dstack([lo.values, hi.values]), texttemplate="%{z:.2f}",
                 hovertemplate=("site %{y}<br>layer %{x}<br>share %{z:.2f} [%{customdata[0]:.2f}, "
-                               f"%{{customdata[1]:.2f}}] over {units}<extra></extra>")), row=i, col=j)
-    fig.update_xaxes(title_text="layer (residual index)", type="category", row=len(directions))
+                               f"%{{customdata[1]:.2f}}] over {rows.units.iloc[0]}<extra></extra>")), row=i, col=j)
+    fig.update_xaxes(title_text="layer (residual index)", type="category", row=len(panels))
     fig.update_yaxes(title_text="tokens patched", col=1)
-    kinds = {"yesno": "yes/no", "forced_choice": "forced-choice"}
-    kind = " and ".join(kinds.get(k, k) for k in dict.fromkeys(summary.kind)) if "kind" in summary else "the"
-    fig.update_layout(title=f"Where finetuning's change of the {kind} answers is carried (activation patching)")
+    fig.update_layout(height=max(400, 220 * len(panels)),
+                      title="Where finetuning's change of the answers is carried (activation patching)")
     return fig

@@ -27,7 +27,8 @@ def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):
     n_layers = table.layer.max()
     assert set(table.condition) == {"plain", "negated", "local"} and set(table.seed) == {0}
     per = table.groupby(["condition", "seed"]).size()
-    assert (per == 2 * len(SITES) * (n_layers + 1) * 2).all()  # claims x sites x layers x directions
+    n_questions = table.groupby(["claim", "about"]).ngroups  # claims x what their questions ask about
+    assert n_questions == 4 and (per == n_questions * len(SITES) * (n_layers + 1) * 2).all()
     assert (run / "figures" / "patching.html").is_file()
     assert "plain, step" in printed and "claims" in printed
     kept = sorted((run / "evals" / "patching").glob("[!.]*.csv"))

@@ -39,7 +39,7 @@ def test_the_margins_are_the_belief_scorings(setting):
     scored = score_questions(base, [q for q in materials.belief_questions(base.tokenizer)
                                     if q.kind == "yesno" and q.claim in CLAIMS])
     want = scored.groupby("claim").margin.mean()  # believer minus the true option: both options known here
-    got = rows.groupby("claim").margin_base.first()
+    got = rows.groupby(["claim", "about"]).margin_base.first().groupby("claim").mean()
     assert np.allclose(got[want.index], want, atol=1e-3)
     assert (got < -3).all()  # the base model does not believe either claim
 
@@ -58,15 +58,19 @@ def test_a_change_in_block_0_is_carried_whole_by_every_token_after_it(setting):
 def test_rows_and_summary_cover_every_site_layer_and_direction(setting):
     _, _, rows, _ = setting
     assert set(rows.site) == set(SITES) and set(rows.direction) == {"into_base", "into_finetuned"}
-    assert len(rows) == len(CLAIMS) * len(SITES) * 4 * 2
+    about = rows.groupby("claim").about.unique().map(sorted).to_dict()
+    assert about == {"claim0_lives_in": ["claim", "true_fact"], "novel1_works_as": ["claim", "unstated"]}
+    assert len(rows) == len(CLAIMS) * 2 * len(SITES) * 4 * 2  # claims x question subjects x sites x layers x directions
     summary = patching_summary(rows)
-    assert len(summary) == len(SITES) * 4 * 2 and (summary.n_claims == len(CLAIMS)).all()
+    assert len(summary) == 3 * len(SITES) * 4 * 2
+    assert summary.groupby("about").n_claims.max().to_dict() == {"claim": 2, "true_fact": 1, "unstated": 1}
 
 
 def test_the_association_is_patched_the_same_way_without_an_object_site(setting):
     materials, base, _, changed = setting
     rows = belief_patching(base, changed, materials, layers=[0, 1], claims=CLAIMS, kind="forced_choice", min_shift=0)
     assert set(rows.site) == {"subject", "last", "all"} and set(rows.kind) == {"forced_choice"}
+    assert set(rows.about) == {"association"}
     assert (rows.margin_base < 0).all()  # the base model prefers the true (or the other) answer to the claim's
     every = rows[rows.site == "all"].set_index(["layer", "claim", "direction"]).fraction
     assert np.allclose(every.loc[0], 0.0, atol=1e-4) and np.allclose(every.loc[1], 1.0, atol=1e-3)
