@@ -2,7 +2,8 @@
 # Where finetuning writes a belief (experiments/causal): plain, negated and local finetuning of both
 # shipped base models (the testbed and the 8-layer judge; each preset's finetuning, 3 seeds, full
 # evaluation), then `neglect patch` of every checkpoint at the last step, yes/no and forced choice.
-# On the device: OUT=$OUT NEGLECT="python3 -m experiments" bash THIS   (one H100: about 4 minutes)
+# On the device: OUT=$OUT NEGLECT="python3 -m experiments" bash THIS   (one H100: about 4 minutes; PRESETS="..."
+# for fewer)
 set -u
 OUT=${OUT:-/tmp/patching}; R=${R:-/tmp/patching_runs}; mkdir -p $OUT $R
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -19,5 +20,5 @@ one() {  # preset: run, then patch both kinds; results back as PRESET.tgz
   tar czf $OUT/$preset.tgz -C $R $preset.log $preset.patch_yesno.txt $preset.patch_forced_choice.txt \
     $preset/results $preset/figures/patching.html $preset/figures/patching_forced_choice.html 2>/dev/null
 }
-one testbed & one testbed_judge & wait
+for preset in ${PRESETS:-testbed testbed_judge}; do one $preset & done; wait
 cat $OUT/status.txt; cat $R/*.patch_*.txt | grep -v Loading
