@@ -223,13 +223,13 @@ def cmd_patch(args) -> int:
     # the headline leaves out every token (the whole change) and the final residual (the answer itself)
     carried = summary[(summary.direction == "into_base") & (summary.site != "all")
                       & (summary.layer < summary.layer.max())]
-    for (condition, step), rows in carried.groupby(["condition", "step"], sort=False):
+    for (condition, step, about), rows in carried.groupby(["condition", "step", "about"], sort=False):
         top = rows.sort_values("mean", ascending=False).iloc[0]
         seeds = f" x {top.n_seeds} seeds" if top.n_seeds > 1 else ""
-        print(f"{condition}, step {step}: the {top.site} tokens at layer {int(top.layer)} carry "
-              f"{top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over {top.n_claims} claims{seeds}] of the "
-              f"{args.kind} shift into the base model "
-              f"(0: none, 1: all; the most of any site and layer before the last)")
+        print(f"{condition}, step {step}, {args.kind} about the {about.replace('_', ' ')}: the {top.site} tokens at "
+              f"layer {int(top.layer)} carry {top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over "
+              f"{top.n_claims} claims{seeds}] of the shift into the base model "
+              "(0: none, 1: all; the most of any site and layer before the last)")
     print(patching_table_path(args.run_dir, args.kind))
     print(html_path)
     return 0
