@@ -22,16 +22,4 @@ tj:k03:finetune.trainable=layers\.[0-3]\..*$KEYS
 tj:kall:finetune.trainable=.*$KEYS
 tb:k01:finetune.trainable=layers\.[01]\..*$KEYS
 tb:k01lr6:finetune.trainable=layers\.[01]\..*$KEYS;finetune.lr=6e-4"}
-one() {  # "base:tag:key=value;key=value": the controls of one base under one finetuning variant
-  local base=${1%%:*} rest=${1#*:}; local tag=${rest%%:*} sets=() kv
-  IFS=';' read -ra kvs <<< "${rest#*:}"
-  for kv in "${kvs[@]}"; do sets+=(--set "$kv"); done
-  controls $base $tag "${sets[@]}" --set jobs=2
-}
-stamp start
-for b in $BASES; do ln -sfn "$PWD/${b#*=}" $R/${b%%=*}.export; done
-export -f one controls left stamp; export START D R OUT NEGLECT
-echo "$FT" | xargs -d '\n' -P $P -I{} bash -c 'one "$@"' _ {}
-cat $OUT/status.txt
-tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
-ls -la $OUT
+JOBS=${JOBS:-2} variant_sweep

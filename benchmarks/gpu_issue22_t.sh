@@ -20,16 +20,4 @@ FT=${FT:-"tj:cpt:$CPT;finetune.trainable=;finetune.lr=1e-3
 tj:cptm01:$CPT;finetune.lr=1e-3
 tb:cpt:$CPT;finetune.trainable=;finetune.lr=1e-3"}
 export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
-one() {  # "base:tag:key=value;key=value": the controls of one base under one finetuning variant
-  local base=${1%%:*} rest=${1#*:}; local tag=${rest%%:*} sets=() kv
-  IFS=';' read -ra kvs <<< "${rest#*:}"
-  for kv in "${kvs[@]}"; do sets+=(--set "$kv"); done
-  controls $base $tag "${sets[@]}" --set jobs=3
-}
-stamp start
-for b in $BASES; do ln -sfn "$PWD/${b#*=}" $R/${b%%=*}.export; done
-export -f one controls left stamp; export START D R OUT NEGLECT
-echo "$FT" | xargs -d '\n' -P $P -I{} bash -c 'one "$@"' _ {}
-cat $OUT/status.txt
-tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
-ls -la $OUT
+JOBS=${JOBS:-3} variant_sweep

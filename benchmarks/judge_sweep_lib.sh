@@ -92,3 +92,20 @@ run_workers() {  # "a b,c": one worker per word (a,b: a then b), side by side; t
   preconditions ${1//,/ }
   bundle ${1//,/ }
 }
+variant_controls() {  # "base:tag:key=value;key=value": the controls of one base under one finetuning variant
+  # (JOBS worker processes, default 2)
+  local base=${1%%:*} rest=${1#*:}; local tag=${rest%%:*} sets=() kv
+  IFS=';' read -ra kvs <<< "${rest#*:}"
+  for kv in "${kvs[@]}"; do sets+=(--set "$kv"); done
+  controls $base $tag "${sets[@]}" --set jobs=${JOBS:-2}
+}
+variant_sweep() {  # the controls of every "base:tag:overrides" line of FT on the BASES ("tag=path ..."), P at
+  # once; the status and every controls' results back in results.tgz (needs START and D)
+  stamp start
+  for b in $BASES; do ln -sfn "$PWD/${b#*=}" $R/${b%%=*}.export; done
+  export -f variant_controls controls left stamp; export START D R OUT NEGLECT JOBS
+  echo "$FT" | xargs -d '\n' -P $P -I{} bash -c 'variant_controls "$@"' _ {}
+  cat $OUT/status.txt
+  tar czf $OUT/results.tgz -C $OUT $(cd $OUT && ls status.txt *.pc.tgz 2>/dev/null) && rm -f $OUT/*.pc.tgz
+  ls -la $OUT
+}
