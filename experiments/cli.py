@@ -207,6 +207,10 @@ def cmd_check_base(args) -> int:
     return 0
 
 
+ABOUT = {"claim": "yes/no endorsing the claim", "true_fact": "yes/no rejecting the true fact",
+         "unstated": "yes/no rejecting another object (novel claim)", "association": "forced choice (association)"}
+
+
 def cmd_patch(args) -> int:
     from pathlib import Path
 
@@ -225,8 +229,8 @@ def cmd_patch(args) -> int:
                       & (summary.layer < summary.layer.max())]
     for (condition, step, about), rows in carried.groupby(["condition", "step", "about"], sort=False):
         top = rows.sort_values("mean", ascending=False).iloc[0]
-        seeds = f" x {top.n_seeds} seeds" if top.n_seeds > 1 else ""
-        print(f"{condition}, step {step}, {args.kind} about the {about.replace('_', ' ')}: the {top.site} tokens at "
+        seeds = f", each over at least {top.n_seeds} seeds" if top.n_seeds > 1 else ""
+        print(f"{condition}, step {step}, {ABOUT.get(about, about)}: the {top.site} tokens at "
               f"layer {int(top.layer)} carry {top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over "
               f"{top.n_claims} claims{seeds}] of the shift into the base model "
               "(0: none, 1: all; the most of any site and layer before the last)")

@@ -30,7 +30,7 @@ def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):
     n_questions = table.groupby(["claim", "about"]).ngroups  # claims x what their questions ask about
     assert n_questions == 4 and (per == n_questions * len(SITES) * (n_layers + 1) * 2).all()
     assert (run / "figures" / "patching.html").is_file()
-    assert "plain, step 6, yesno about the claim: " in printed and "claims" in printed
+    assert "plain, step 6, yes/no endorsing the claim: " in printed and "claims" in printed
     kept = sorted((run / "evals" / "patching").glob("[!.]*.csv"))
     assert len(kept) == 3
     stamps = [p.stat().st_mtime_ns for p in kept]
