@@ -216,14 +216,13 @@ def cmd_patch(args) -> int:
 
     from experiments.causal import patch_run, patching_summary
     from experiments.causal.runs import patching_table_path
-    from experiments.reporting.plots import patching_figure
-    from experiments.reporting.report import save_figure
+    from experiments.reporting.report import build_figure, save_figure
 
     table = patch_run(args.run_dir, conditions=args.condition, seeds=args.seed, step=args.step, layers=args.layer,
                       kind=args.kind, min_shift=args.min_shift)
     summary = patching_summary(table)
-    name = "patching" if args.kind == "yesno" else f"patching_{args.kind}"
-    html_path, _, _ = save_figure(patching_figure(summary), Path(args.run_dir) / "figures" / name, png=False)
+    name = "belief_patching" if args.kind == "yesno" else f"belief_patching_{args.kind}"
+    html_path, _, _ = save_figure(build_figure(args.run_dir, name), Path(args.run_dir) / "figures" / name, png=False)
     # the headline leaves out every token (the whole change) and the final residual (the answer itself)
     carried = summary[(summary.direction == "into_base") & (summary.site != "all")
                       & (summary.layer < summary.layer.max())]
@@ -294,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_base)
     p = sub.add_parser("patch", help="activation patching between the base model and a checkpoint: which layer and "
                                      "tokens carry the change of each claim's yes/no (or forced-choice) answers "
-                                     "(results/patching.csv, figures/patching.html)")
+                                     "(results/patching.csv, figures/belief_patching.html; neglect report shows it)")
     p.add_argument("run_dir")
     p.add_argument("--condition", action="append", help="condition to patch (repeatable; default every one)")
     p.add_argument("--seed", type=int, action="append", help="finetuning seed (repeatable; default every one)")

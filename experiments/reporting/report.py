@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from experiments.causal.patching import patching_summary
 from experiments.reporting import plots
 from experiments.errors import UserError
 from experiments.evaluation.chance import CHANCE, HEADLINE, chance_level
@@ -575,6 +576,19 @@ FIGURES: dict[str, FigureSpec] = {
                                           "Stability protocol: loss and belief along the straight line in weight "
                                           "space from the Phase-1 end (alpha 0) to the unanchored run's end "
                                           "(alpha 1)."),
+    "belief_patching": FigureSpec(
+        _from_results(lambda t: plots.patching_figure(patching_summary(t)), "patching", with_layer=False),
+        "Activation patching (neglect patch): the share of each claim's yes/no margin shift over finetuning "
+        "(endorsing the claim; rejecting the true fact) that one site carries, the checkpoint's residual stream "
+        "written into the base model there (top) or the base model's into the checkpoint (bottom); sites are "
+        "the claim subject's tokens, the asked object's, the last token and every token, per layer (residual "
+        "index: 1 is after block 0). 0: none, the null of a site finetuning left alone; 1: all of it; mean over "
+        "claims > seeds (hover: 95% t-interval). Only for runs patched with neglect patch."),
+    "belief_patching_forced_choice": FigureSpec(
+        _from_results(lambda t: plots.patching_figure(patching_summary(t)), "patching_forced_choice",
+                      with_layer=False),
+        "The same for the forced-choice question (the association: the claim's answer against the true one; "
+        "no object site). Only for runs patched with neglect patch --kind forced_choice."),
     "pretraining_tracking": FigureSpec(
         _from_results(plots.pretraining_tracking_figure, "pretrain_tracking", with_layer=False),
         "Pretraining tracked every pretrain.track_every steps (results/pretrain_tracking.csv): verdict and yes/no "
@@ -656,7 +670,9 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     stability_run = run.table("stability").is_file()
     judged_run = bool(judged_metrics(data.table))  # the optional judge was on
     tracked_run = run.table("pretrain_tracking").is_file()  # pretrained here, with pretrain.track_every
+    patched = {n for n in ("patching", "patching_forced_choice") if run.table(n).is_file()}  # neglect patch ran
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))
+               and (not n.startswith("belief_patching") or n.removeprefix("belief_") in patched)
                and (judged_run or n != "judged_belief") and (tracked_run or n != "pretraining_tracking")]
     summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",

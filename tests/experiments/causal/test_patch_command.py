@@ -10,6 +10,7 @@ import pytest
 
 from experiments.causal import SITES
 from experiments.cli import main
+from experiments.reporting.report import build_figure, write_report
 from tests.experiments.test_bad_inputs import cli_error
 
 
@@ -29,7 +30,7 @@ def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):
     per = table.groupby(["condition", "seed"]).size()
     n_questions = table.groupby(["claim", "about"]).ngroups  # claims x what their questions ask about
     assert n_questions == 4 and (per == n_questions * len(SITES) * (n_layers + 1) * 2).all()
-    assert (run / "figures" / "patching.html").is_file()
+    assert (run / "figures" / "belief_patching.html").is_file()
     assert "plain, step 6, yes/no endorsing the claim: " in printed and "claims" in printed
     kept = sorted((run / "evals" / "patching").glob("[!.]*.csv"))
     assert len(kept) == 3
@@ -37,6 +38,9 @@ def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):
     assert main(["patch", str(run), "--min-shift", "0", "--condition", "plain"]) == 0
     assert [p.stat().st_mtime_ns for p in kept] == stamps  # read back, not recomputed
     assert set(pd.read_csv(run / "results" / "patching.csv").condition) == {"plain"}
+    assert "activation patching" in build_figure(run, "belief_patching").layout.title.text
+    report = write_report(run, compute_activations=False).read_text()
+    assert "id='belief_patching'" in report and "belief_patching_forced_choice" not in report
 
 
 @pytest.mark.parametrize("argv, expected", [
