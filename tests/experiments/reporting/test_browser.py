@@ -57,17 +57,20 @@ def _severe(logs: list[dict]) -> list[str]:
 def test_report_renders_every_figure_without_js_errors(tiny_run, browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from experiments.causal import patch_run
     from experiments.reporting.report import FIGURES, write_report
 
-    out, _ = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run[0], out)
+    patch_run(out, min_shift=0.0)  # yes/no patching (the tiny model barely moves: every shift kept)
     report = write_report(out)
     browser.get(report.resolve().as_uri())
     div_ids = browser.execute_script(
         "return Array.from(document.querySelectorAll('div.plotly-graph-div')).map(d => d.id)")
-    # the tiny run has data for every figure but the stability protocol's, the judge's (off) and
-    # pretraining tracking's (off)
-    expected = [f"fig-{name}" for name in FIGURES
-                if not name.startswith("stability_") and name not in ("judged_belief", "pretraining_tracking")]
+    # the tiny run has data for every figure but the stability protocol's, the judge's (off),
+    # pretraining tracking's (off) and forced-choice patching's (not run)
+    expected = [f"fig-{name}" for name in FIGURES if not name.startswith("stability_")
+                and name not in ("judged_belief", "pretraining_tracking", "belief_patching_forced_choice")]
     assert sorted(div_ids) == sorted(expected), div_ids
 
     rendered = ("return Array.from(document.querySelectorAll('div.plotly-graph-div'))"
