@@ -135,10 +135,9 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
     -------
     DataFrame
         One row per claim x question subject x site x layer x direction: ``kind, claim, about,
-        site, layer, direction,
-        margin_base, margin_finetuned, margin_patched, margin_shift, fraction`` (see the module
-        docstring; ``fraction``: 0 = the site carries none of the shift, the null of a site finetuning did
-        not touch; 1 = all of it).
+        site, layer, direction, margin_base, margin_finetuned, margin_patched, margin_shift,
+        fraction`` (see the module docstring; ``fraction``: 0 = the site carries none of the
+        shift, the null of a site finetuning did not touch; 1 = all of it).
     """
     unknown = [s for s in sites if s not in SITES]
     if unknown or not sites:
@@ -160,8 +159,9 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
                 for direction, (run, donor) in zip(DIRECTIONS, ((base, finetuned), (finetuned, base))):
                     mp = float(_patched_margins(run, donor, sub, site, layer, batch_size).mean())
                     moved = mp - mb if direction == "into_base" else mf - mp
-                    rows.append({"kind": kind, "claim": claim, "about": about, "site": site, "layer": layer, "direction": direction,
-                                 "margin_base": mb, "margin_finetuned": mf, "margin_patched": mp, "margin_shift": shift,
+                    rows.append({"kind": kind, "claim": claim, "about": about, "site": site, "layer": layer,
+                                 "direction": direction, "margin_base": mb, "margin_finetuned": mf,
+                                 "margin_patched": mp, "margin_shift": shift,
                                  "fraction": moved / shift if shift and abs(shift) >= min_shift else np.nan})
     return pd.DataFrame(rows)
 
