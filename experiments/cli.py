@@ -229,9 +229,10 @@ def cmd_patch(args) -> int:
     for (condition, step, about), rows in carried.groupby(["condition", "step", "about"], sort=False):
         top = rows.sort_values("mean", ascending=False).iloc[0]
         seeds = f", each over at least {top.n_seeds} seeds" if top.n_seeds > 1 else ""
+        interval = (f"95% CI {top.lo:.2f}, {top.hi:.2f} over {top.n_claims} claims{seeds}" if top.n_claims > 1
+                    else f"one claim{seeds}: no interval")
         print(f"{condition}, step {step}, {ABOUT.get(about, about)}: the {top.site} tokens at "
-              f"layer {int(top.layer)} carry {top['mean']:.2f} [95% CI {top.lo:.2f}, {top.hi:.2f} over "
-              f"{top.n_claims} claims{seeds}] of the shift into the base model "
+              f"layer {int(top.layer)} carry {top['mean']:.2f} [{interval}] of the shift into the base model "
               "(0: none, 1: all; the most of any site and layer before the last)")
     print(patching_table_path(args.run_dir, args.kind))
     print(html_path)
