@@ -5,7 +5,8 @@ activations across models."""
 from interp.cache import ActivationCache
 from interp.errors import InterpInputError
 from interp.generation import generate, sample
-from interp.interventions import AddDirection, Patch, ProjectOut, Steer, logits_under, logprobs_under
+from interp.interventions import (AddDirection, Patch, ProjectOut, Steer, logits_under, logprobs_under,
+                                  residuals_under)
 from interp.loading import LoadedModel, load_model
 from interp.logprobs import TokenLogprobs, continuation_logprobs, token_logprobs
 from interp.positions import CharRange, Indices, Last, Mean, Span
@@ -13,4 +14,4 @@ from interp.residuals import residuals
 
 __all__ = ["ActivationCache", "AddDirection", "CharRange", "Indices", "InterpInputError", "Last", "LoadedModel",
            "Mean", "Patch", "ProjectOut", "Span", "Steer", "TokenLogprobs", "continuation_logprobs", "generate", "load_model",
-           "logits_under", "logprobs_under", "residuals", "sample", "token_logprobs"]
+           "logits_under", "logprobs_under", "residuals", "residuals_under", "sample", "token_logprobs"]

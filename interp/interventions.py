@@ -172,16 +172,17 @@ def _edited(hidden: torch.Tensor, edits: list[_Edit], selections, donors: dict) 
     return hidden
 
 
-def logits_under(lm: LoadedModel, texts, interventions, *, read="last", batch_size: int | None = None,
-                 progress: bool = False) -> torch.Tensor:
-    """Logits ``[n_texts, vocab]`` (float32, CPU) at position ``read`` with ``interventions``
-    applied in one nnsight trace per batch. An empty list gives the plain model's logits."""
+def _under(lm: LoadedModel, texts, interventions, read, batch_size, progress, layers=None) -> torch.Tensor:
+    """One nnsight trace per batch with ``interventions`` applied: the logits at ``read``
+    (``layers`` None) or the residual stream at ``read`` and each of ``layers``, after any edit at
+    that layer. Float32, CPU."""
     from interp.backends.via_nnsight import first, sites
 
     if not isinstance(lm, LoadedModel):
         raise InterpInputError(f"model must be a LoadedModel from interp.load_model, not {type(lm).__name__}")
     texts = check_texts(texts)
     edits, positions = _check(lm, interventions)
+    wanted = [] if layers is None else check_layers(layers, lm.n_layers)
     s, n = sites(lm, with_head=True), lm.n_layers
     out = None
     with torch.inference_mode():
@@ -189,26 +190,68 @@ def logits_under(lm: LoadedModel, texts, interventions, *, read="last", batch_si
                           disable=not progress, desc="interventions"):
             inputs = {k: v for k, v in batch.inputs.items() if k != "use_cache"}
             donors = _donor_states(edits, inputs)
+            saved = {}
             with s.wrapped.trace(**inputs):
-                for layer in sorted({e.layer for e in edits}):
+                for layer in sorted({e.layer for e in edits} | set(wanted)):  # envoys in execution order
                     here = [e for e in edits if e.layer == layer]
                     if layer == 0:
-                        s.blocks[0].input = _edited(s.blocks[0].input, here, batch.also, donors)
+                        hidden = s.blocks[0].input
+                        if here:
+                            hidden = s.blocks[0].input = _edited(hidden, here, batch.also, donors)
                     elif layer == n and s.final_norm is not None:
-                        s.final_norm.output = _edited(s.final_norm.output, here, batch.also, donors)
+                        hidden = s.final_norm.output
+                        if here:
+                            hidden = s.final_norm.output = _edited(hidden, here, batch.also, donors)
                     else:
                         block = s.blocks[layer - 1]
                         output = block.output
-                        if isinstance(output, tuple):
-                            block.output = (_edited(output[0], here, batch.also, donors), *output[1:])
-                        else:
-                            block.output = _edited(output, here, batch.also, donors)
-                logits = first(s.wrapped.output.logits if hasattr(s.wrapped.output, "logits") else s.wrapped.output)
-                picked = batch.selection.reduce(logits).save()
+                        hidden = first(output)
+                        if here:
+                            hidden = _edited(hidden, here, batch.also, donors)
+                            block.output = (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+                    if layer in wanted:
+                        saved[layer] = batch.selection.reduce(hidden).save()
+                if layers is None:
+                    logits = first(s.wrapped.output.logits if hasattr(s.wrapped.output, "logits") else s.wrapped.output)
+                    picked = batch.selection.reduce(logits).save()
+            if layers is not None:
+                picked = torch.stack([saved[layer] for layer in wanted], dim=1)
             if out is None:
-                out = torch.empty(len(texts), picked.shape[-1])
-            out[batch.rows] = picked.cpu()
+                out = torch.empty(len(texts), *picked.shape[1:])
+            out[batch.rows] = picked.float().cpu()
     return out
+
+
+def logits_under(lm: LoadedModel, texts, interventions, *, read="last", batch_size: int | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """Logits ``[n_texts, vocab]`` (float32, CPU) at position ``read`` with ``interventions``
+    applied in one nnsight trace per batch. An empty list gives the plain model's logits."""
+    return _under(lm, texts, interventions, read, batch_size, progress)
+
+
+def residuals_under(lm: LoadedModel, texts, interventions, *, layers, read="last", batch_size: int | None = None,
+                    progress: bool = False) -> torch.Tensor:
+    """The residual stream ``[n_texts, len(layers), d_model]`` (float32, CPU) at position ``read``
+    and each of ``layers`` (``interp.residuals``' index), with ``interventions`` applied: what a
+    probe reads there under an edit or a patch at an earlier layer. An edit at one of ``layers``
+    is included in that layer's reading. An empty list gives ``interp.residuals``' vectors.
+
+    Parameters
+    ----------
+    lm : LoadedModel
+    texts : list of str
+    interventions : intervention or list of them
+        ``AddDirection``, ``ProjectOut``, ``Steer``, ``Patch``.
+    layers : int or list of int
+    read : position selector, default "last"
+    batch_size : int, optional
+    progress : bool
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    return _under(lm, texts, interventions, read, batch_size, progress, layers=layers)
 
 
 def logprobs_under(lm: LoadedModel, texts, interventions, *, read="last", batch_size: int | None = None,
@@ -218,4 +261,4 @@ def logprobs_under(lm: LoadedModel, texts, interventions, *, read="last", batch_
                                           progress=progress), dim=-1)
 
 
-__all__ = ["AddDirection", "Patch", "ProjectOut", "Steer", "logits_under", "logprobs_under"]
+__all__ = ["AddDirection", "Patch", "ProjectOut", "Steer", "logits_under", "logprobs_under", "residuals_under"]

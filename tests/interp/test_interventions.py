@@ -204,3 +204,31 @@ def test_bad_patches(models, tmp_path):
         interp.logits_under(lm, TEXTS, Patch(other_words, layers=1))
     with pytest.raises(interp.InterpInputError, match="out of range"):
         interp.logits_under(lm, TEXTS, Patch(lm, layers=9))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_residuals_under_no_intervention_are_the_residuals(models, kind, side):
+    lm = models[kind]
+    lm.tokenizer.padding_side = side
+    got = interp.residuals_under(lm, TEXTS, [], layers=list(range(lm.n_layers + 1)), batch_size=2)
+    want = interp.residuals(lm, TEXTS, layers=None, batch_size=2)
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-5
+
+
+def test_residuals_under_an_edit_or_a_patch(models, tiny_dirs):
+    """An added direction shows at its own layer's reading and not before; a donor differing in
+    block 0 only, patched after block 0, gives the donor's residual stream at every later layer."""
+    lm = models["llama"]
+    lm.tokenizer.padding_side = "left"
+    n = lm.n_layers
+    direction = torch.randn(lm.d_model, generator=torch.Generator().manual_seed(3))
+    plain = interp.residuals_under(lm, TEXTS, [], layers=[0, 1, n])
+    edited = interp.residuals_under(lm, TEXTS, AddDirection(direction, layers=1, scale=2.0), layers=[0, 1, n])
+    assert (edited[:, 0] - plain[:, 0]).abs().max() < 1e-6
+    assert (edited[:, 1] - plain[:, 1] - 2.0 * direction).abs().max() < 1e-5
+    assert (edited[:, 2] - plain[:, 2]).abs().max() > 1e-3
+    donor = perturbed_copy(tiny_dirs["llama"], "layers.0.")
+    layers = list(range(1, n + 1))
+    patched = interp.residuals_under(lm, TEXTS, Patch(donor, layers=1), layers=layers)
+    assert (patched - interp.residuals(donor, TEXTS, layers=layers)).abs().max() < 1e-4
