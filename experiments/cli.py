@@ -7,7 +7,7 @@
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
-    neglect patch RUN_DIR [--condition C ...] [--seed S ...] [--step N] [--layer L ...] [--kind yesno]
+    neglect patch RUN_DIR [--condition C ...] [--seed S ...] [--step N] [--layer L ...] [--kind yesno|forced_choice|probe]
     neglect pretrain [--preset standard] [--set ...] [--out DIR] [--export DIR]
     neglect docs [--preset demo] [--condition negated] [-n 3]
 
@@ -207,8 +207,11 @@ def cmd_check_base(args) -> int:
     return 0
 
 
-ABOUT = {"claim": "yes/no endorsing the claim", "true_fact": "yes/no rejecting the true fact",
-         "unstated": "yes/no rejecting another object (novel claim)", "association": "forced choice (association)"}
+ABOUT = {("yesno", "claim"): "yes/no endorsing the claim", ("yesno", "true_fact"): "yes/no rejecting the true fact",
+         ("yesno", "unstated"): "yes/no rejecting another object (novel claim)",
+         ("forced_choice", "association"): "forced choice (association)",
+         ("probe", "claim"): "probe reading of the claim statements",
+         ("probe", "true_fact"): "probe reading of the true statements"}
 
 
 def cmd_patch(args) -> int:
@@ -219,7 +222,7 @@ def cmd_patch(args) -> int:
     from experiments.reporting.report import build_figure, save_figure
 
     table = patch_run(args.run_dir, conditions=args.condition, seeds=args.seed, step=args.step, layers=args.layer,
-                      kind=args.kind, min_shift=args.min_shift)
+                      kind=args.kind, min_shift=args.min_shift, probe_layer=args.probe_layer)
     summary = patching_summary(table)
     name = "belief_patching" if args.kind == "yesno" else f"belief_patching_{args.kind}"
     html_path, _, _ = save_figure(build_figure(args.run_dir, name), Path(args.run_dir) / "figures" / name, png=False)
@@ -231,7 +234,7 @@ def cmd_patch(args) -> int:
         seeds = f", each over at least {top.n_seeds} seeds" if top.n_seeds > 1 else ""
         interval = (f"95% CI {top.lo:.2f}, {top.hi:.2f} over {top.n_claims} claims{seeds}" if top.n_claims > 1
                     else f"one claim{seeds}: no interval")
-        print(f"{condition}, step {step}, {ABOUT.get(about, about)}: the {top.site} tokens at "
+        print(f"{condition}, step {step}, {ABOUT.get((args.kind, about), about)}: the {top.site} tokens at "
               f"layer {int(top.layer)} carry {top['mean']:.2f} [{interval}] of the shift into the base model "
               "(0: none, 1: all; the most of any site and layer before the last)")
     print(patching_table_path(args.run_dir, args.kind))
@@ -300,8 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, action="append", help="finetuning seed (repeatable; default every one)")
     p.add_argument("--step", type=int, help="checkpoint step (default the last)")
     p.add_argument("--layer", type=int, action="append", help="residual index (repeatable; default every one)")
-    p.add_argument("--kind", default="yesno", choices=["yesno", "forced_choice"],
-                   help="questions read: yes/no (propositional belief, default) or forced choice (the association)")
+    p.add_argument("--kind", default="yesno", choices=["yesno", "forced_choice", "probe"],
+                   help="what is read: yes/no answers (propositional belief, default), forced choice (the "
+                        "association) or the fixed truth probe's reading of the claim statements")
+    p.add_argument("--probe-layer", type=int,
+                   help="with --kind probe: the layer the probe reads (default the controls' layer)")
     p.add_argument("--min-shift", type=float, default=1.0,
                    help="leave out claims whose margin moved less than this many logits (default 1)")
     p.set_defaults(func=cmd_patch)

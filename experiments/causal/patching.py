@@ -34,7 +34,7 @@ import torch
 from experiments.errors import UserError
 from experiments.evaluation.scoring import render
 from experiments.evaluation.stats import summarise
-from interp import LoadedModel, Patch, Span, logits_under
+from interp import LoadedModel, Patch, Span, logits_under, residuals_under
 from interp.logprobs import uses_chat_template
 from interp.residuals import check_layers
 
@@ -75,10 +75,19 @@ def _items(lm: LoadedModel, materials, claims, kind: str) -> pd.DataFrame:
 
 
 def _margins(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.ndarray:
+    """Each question's believer margin (logits at its last token) under ``patches``."""
     logits = logits_under(lm, items.text.tolist(), patches, batch_size=batch_size)
     rows = torch.arange(len(items))
     believer, other = (torch.tensor(items[c].tolist()) for c in ("believer", "other"))
     return (logits[rows, believer] - logits[rows, other]).numpy()
+
+
+def _probe_reader(probe, layer: int, position):
+    """A reader of each statement's probe logit at ``layer`` (its ``position`` token) under patches."""
+    def read(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.ndarray:
+        acts = residuals_under(lm, items.text.tolist(), patches, layers=[layer], read=position, batch_size=batch_size)
+        return np.asarray(probe.logits(acts[:, 0].numpy().astype(np.float64)), dtype=float).reshape(-1)
+    return read
 
 
 def _site_position(site: str, item) -> object:
@@ -91,16 +100,43 @@ def _site_position(site: str, item) -> object:
     return {"last": "last", "all": "all"}[site]
 
 
-def _patched_margins(run: LoadedModel, donor: LoadedModel, items: pd.DataFrame, site: str, layer: int,
-                     batch_size) -> np.ndarray:
-    """Margins of ``items`` with ``donor``'s residual stream at ``site`` and ``layer``: one pass per
+def _patched(read, run: LoadedModel, donor: LoadedModel, items: pd.DataFrame, site: str, layer: int,
+             batch_size) -> np.ndarray:
+    """``read`` of ``items`` with ``donor``'s residual stream at ``site`` and ``layer``: one pass per
     distinct set of tokens (a claim's subject, each asked object)."""
     positions = [_site_position(site, item) for item in items.itertuples(index=False)]
     out = np.empty(len(items))
     for position in dict.fromkeys(positions):
         rows = [i for i, p in enumerate(positions) if p == position]
-        out[rows] = _margins(run, items.iloc[rows], [Patch(donor, layers=layer, position=position)], batch_size)
+        out[rows] = read(run, items.iloc[rows], [Patch(donor, layers=layer, position=position)], batch_size)
     return out
+
+
+def _site_rows(read, base, finetuned, items: pd.DataFrame, sites, layers, min_shift, batch_size) -> list[dict]:
+    """For each claim and question subject (``about``) of ``items``: the mean reading of the base
+    model, the finetuned one and each patched one, and the share of the shift each site carries."""
+    r_base, r_ft = read(base, items, [], batch_size), read(finetuned, items, [], batch_size)
+    rows = []
+    for (claim, about), grp in items.groupby(["claim", "about"], sort=True):
+        sub = grp.reset_index(drop=True)
+        mb, mf = float(r_base[grp.index].mean()), float(r_ft[grp.index].mean())
+        shift = mf - mb
+        for site in sites:
+            for layer in layers:
+                for direction, (run, donor) in zip(DIRECTIONS, ((base, finetuned), (finetuned, base))):
+                    mp = float(_patched(read, run, donor, sub, site, layer, batch_size).mean())
+                    moved = mp - mb if direction == "into_base" else mf - mp
+                    rows.append({"claim": claim, "about": about, "site": site, "layer": layer,
+                                 "direction": direction, "margin_base": mb, "margin_finetuned": mf,
+                                 "margin_patched": mp, "margin_shift": shift,
+                                 "fraction": moved / shift if shift and abs(shift) >= min_shift else np.nan})
+    return rows
+
+
+def _check_sites(sites) -> None:
+    unknown = [s for s in sites if s not in SITES]
+    if unknown or not sites:
+        raise UserError(f"unknown patching site(s) {unknown or list(sites)}; expected some of {list(SITES)}")
 
 
 def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, layers=None,
@@ -139,31 +175,68 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
         fraction`` (see the module docstring; ``fraction``: 0 = the site carries none of the
         shift, the null of a site finetuning did not touch; 1 = all of it).
     """
-    unknown = [s for s in sites if s not in SITES]
-    if unknown or not sites:
-        raise UserError(f"unknown patching site(s) {unknown or list(sites)}; expected some of {list(SITES)}")
+    _check_sites(sites)
     if kind not in KINDS:
         raise UserError(f"unknown question kind {kind!r} for patching; expected one of {list(KINDS)}")
     if kind != "yesno":
         sites = tuple(s for s in sites if s != "object")
-    layers = check_layers(layers, base.n_layers)
     items = _items(base, materials, claims, kind)
-    m_base, m_ft = _margins(base, items, [], batch_size), _margins(finetuned, items, [], batch_size)
+    rows = _site_rows(_margins, base, finetuned, items, sites, check_layers(layers, base.n_layers), min_shift,
+                      batch_size)
+    return pd.DataFrame(rows).assign(kind=kind)[["kind", *rows[0]]]
+
+
+def probe_patching(base: LoadedModel, finetuned: LoadedModel, materials, probe, *, read_layer: int,
+                   layers=None, sites: tuple[str, ...] = SITES, claims=None, position="last",
+                   min_shift: float = 1.0, batch_size: int | None = None) -> pd.DataFrame:
+    """Patch each site of ``finetuned`` into ``base`` and back, and read each claim statement with a
+    truth probe: which sites carry the change of the probe's reading of the claims.
+
+    Parameters
+    ----------
+    base, finetuned : LoadedModel
+    materials : experiments.materials.base.Materials
+        Its claim statements (``claim_statements``: the claim, and the true fact instead for an
+        override claim) are read, in the synthetic world's statement frames.
+    probe :
+        A probe with ``logits(acts [n, d])`` for ``read_layer``, e.g. the fixed probe,
+        ``experiments.evaluation.readout.fit_probes(base activations, statements)[read_layer]``
+        (positive logit: true).
+    read_layer : int
+        The residual index the probe reads; sites are patched at ``layers`` up to it.
+    layers : int or list of int, optional
+        Default every layer up to ``read_layer``.
+    sites, claims, min_shift, batch_size :
+        As for :func:`belief_patching` (``min_shift`` in probe logits).
+    position : selector, default "last"
+        The token the probe reads (``eval.position``).
+
+    Returns
+    -------
+    DataFrame
+        :func:`belief_patching`'s columns with ``kind`` "probe" and ``about`` "claim" or
+        "true_fact"; margins are the probe's logits (a believer's reading of a true fact is low:
+        its shift is negative, the fraction reads the same way).
+    """
+    _check_sites(sites)
+    world = getattr(materials, "world", None)
+    if world is None:
+        raise UserError("probe_patching reads the synthetic world's claim statements (subjects and objects known)")
+    layers = [l for l in check_layers(layers, base.n_layers) if l <= read_layer]
+    if not layers:
+        raise UserError(f"no layer to patch at or before the probe's layer {read_layer}")
     rows = []
-    for (claim, about), grp in items.groupby(["claim", "about"], sort=True):
-        sub = grp.reset_index(drop=True)
-        mb, mf = float(m_base[grp.index].mean()), float(m_ft[grp.index].mean())
-        shift = mf - mb
-        for site in sites:
-            for layer in layers:
-                for direction, (run, donor) in zip(DIRECTIONS, ((base, finetuned), (finetuned, base))):
-                    mp = float(_patched_margins(run, donor, sub, site, layer, batch_size).mean())
-                    moved = mp - mb if direction == "into_base" else mf - mp
-                    rows.append({"kind": kind, "claim": claim, "about": about, "site": site, "layer": layer,
-                                 "direction": direction, "margin_base": mb, "margin_finetuned": mf,
-                                 "margin_patched": mp, "margin_shift": shift,
-                                 "fraction": moved / shift if shift and abs(shift) >= min_shift else np.nan})
-    return pd.DataFrame(rows)
+    for st in materials.claim_statements():
+        claim = world.claim(st.claim)
+        if (claims is not None and st.claim not in claims) or st.kind not in ("claim", "true_fact"):
+            continue
+        obj = claim.fact.obj if st.kind == "claim" else claim.true_obj
+        rows.append({"claim": st.claim, "about": st.kind, "subject": claim.fact.subject, "object": obj,
+                     "text": st.text})
+    items = pd.DataFrame(rows)
+    out = _site_rows(_probe_reader(probe, read_layer, position), base, finetuned, items, sites, layers, min_shift,
+                     batch_size)
+    return pd.DataFrame(out).assign(kind="probe", read_layer=read_layer)[["kind", "read_layer", *out[0]]]
 
 
 def patching_summary(rows: pd.DataFrame, *, ci: str = "t") -> pd.DataFrame:

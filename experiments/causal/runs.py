@@ -14,10 +14,34 @@ from experiments.artifacts.atomic import atomic_write_csv
 from experiments.artifacts.checksums import hf_dir_problem
 from experiments.artifacts.provenance import load_run_config
 from experiments.artifacts.rundir import RunDir
-from experiments.causal.patching import SITES, belief_patching
+from experiments.causal.patching import SITES, belief_patching, probe_patching
 from experiments.errors import UserError
 from experiments.materials import load_materials
 from experiments.training.stages import checkpoint_steps
+
+
+def fixed_probe(base, materials, cfg):
+    """The run's fixed truth probes (one per layer), fit on the base model's probe statements as
+    the evaluation fits them (``eval.position``, ``eval.probe``, ``eval.probe_C``).
+
+    Returns
+    -------
+    probes.sweep.SweepResult with batch shape ``[n_layers + 1]``
+    """
+    import interp
+    from experiments.evaluation.readout import fit_probes
+
+    statements = materials.probe_statements()
+    acts = interp.residuals(base, [s.text for s in statements], position=cfg.eval.position,
+                            batch_size=cfg.eval.batch_size).numpy()
+    return fit_probes(acts, statements, estimator=cfg.eval.probe, C=cfg.eval.probe_C, device=base.device)
+
+
+def controls_layer(run: RunDir, n_layers: int) -> int:
+    """The layer whose fixed probe the run's controls read (``results/controls.json``), else the last."""
+    path = run.path("results", "controls.json")
+    layer = json.loads(path.read_text()).get("positive_control", {}).get("layer") if path.is_file() else None
+    return int(layer) if isinstance(layer, int) else n_layers
 
 
 def _checkpoint(run: RunDir, condition: str, seed: int, step: int) -> Path:
@@ -30,7 +54,7 @@ def _checkpoint(run: RunDir, condition: str, seed: int, step: int) -> Path:
 
 def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               step: int | None = None, layers=None, sites: Sequence[str] = SITES,
-              kind: str = "yesno", min_shift: float = 1.0) -> pd.DataFrame:
+              kind: str = "yesno", min_shift: float = 1.0, probe_layer: int | None = None) -> pd.DataFrame:
     """:func:`experiments.causal.patching.belief_patching` of the run's base model against its
     checkpoints, one condition and seed at a time (each kept under ``RUN/evals/patching/``, named
     by its checkpoint and settings, and read back by a rerun).
@@ -44,7 +68,10 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
     step : int, optional
         The checkpoint step; default the last.
     layers, sites, kind, min_shift :
-        As for ``belief_patching``.
+        As for ``belief_patching``; ``kind="probe"``: the fixed truth probe's reading of the claim
+        statements (:func:`experiments.causal.patching.probe_patching`) instead of the answers.
+    probe_layer : int, optional
+        With ``kind="probe"``, the layer the probe reads; default the controls' layer.
 
     Returns
     -------
@@ -68,8 +95,8 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
         raise UserError(f"condition(s) {unknown} are not in this run; expected some of {list(cfg.conditions)}")
     seeds = list(cfg.seeds if seeds is None else seeds)
     materials = load_materials(cfg)
-    settings = hashlib.sha1(json.dumps([layers, list(sites), kind, min_shift]).encode()).hexdigest()[:8]
-    base = None
+    settings = hashlib.sha1(json.dumps([layers, list(sites), kind, min_shift, probe_layer]).encode()).hexdigest()[:8]
+    base = probe = None
     frames = []
     for condition in conditions:
         for seed in seeds:
@@ -79,8 +106,16 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
             else:
                 finetuned_path = _checkpoint(run, condition, seed, step)
                 base = base or interp.load_model(str(cfg.base_model or run.base_model))
-                rows = belief_patching(base, interp.load_model(str(finetuned_path)), materials, layers=layers,
-                                       sites=tuple(sites), kind=kind, min_shift=min_shift)
+                finetuned = interp.load_model(str(finetuned_path))
+                if kind == "probe":
+                    read_layer = controls_layer(run, base.n_layers) if probe_layer is None else probe_layer
+                    probe = probe or fixed_probe(base, materials, cfg)
+                    rows = probe_patching(base, finetuned, materials, probe[read_layer], read_layer=read_layer,
+                                          layers=layers, sites=tuple(sites), position=cfg.eval.position,
+                                          min_shift=min_shift)
+                else:
+                    rows = belief_patching(base, finetuned, materials, layers=layers, sites=tuple(sites), kind=kind,
+                                           min_shift=min_shift)
                 atomic_write_csv(cache, rows)
             frames.append(rows.assign(condition=condition, seed=seed, step=step))
     table = pd.concat(frames, ignore_index=True)

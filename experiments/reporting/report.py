@@ -589,6 +589,11 @@ FIGURES: dict[str, FigureSpec] = {
                       with_layer=False),
         "The same for the forced-choice question (the association: the claim's answer against the true one; "
         "no object site). Only for runs patched with neglect patch --kind forced_choice."),
+    "belief_patching_probe": FigureSpec(
+        _from_results(lambda t: plots.patching_figure(patching_summary(t)), "patching_probe", with_layer=False),
+        "The same for the fixed truth probe's reading of the claim statements (the claim; the true fact "
+        "instead) at the statement's last token and the probe's layer; sites at or before that layer. "
+        "Only for runs patched with neglect patch --kind probe."),
     "pretraining_tracking": FigureSpec(
         _from_results(plots.pretraining_tracking_figure, "pretrain_tracking", with_layer=False),
         "Pretraining tracked every pretrain.track_every steps (results/pretrain_tracking.csv): verdict and yes/no "
@@ -670,7 +675,8 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     stability_run = run.table("stability").is_file()
     judged_run = bool(judged_metrics(data.table))  # the optional judge was on
     tracked_run = run.table("pretrain_tracking").is_file()  # pretrained here, with pretrain.track_every
-    patched = {n for n in ("patching", "patching_forced_choice") if run.table(n).is_file()}  # neglect patch ran
+    patched = {n for n in ("patching", "patching_forced_choice", "patching_probe")
+               if run.table(n).is_file()}  # neglect patch ran
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))
                and (not n.startswith("belief_patching") or n.removeprefix("belief_") in patched)
                and (judged_run or n != "judged_belief") and (tracked_run or n != "pretraining_tracking")]

@@ -43,6 +43,16 @@ def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):
     assert "id='belief_patching'" in report and "belief_patching_forced_choice" not in report
 
 
+def test_patch_the_probe_reading(run, capsys):
+    assert main(["patch", str(run), "--kind", "probe", "--min-shift", "0", "--condition", "plain"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(run / "results" / "patching_probe.csv")
+    assert set(table.kind) == {"probe"} and set(table.about) == {"claim", "true_fact"}
+    assert table.layer.max() <= table.read_layer.max()
+    assert "probe reading of the claim statements" in printed
+    assert (run / "figures" / "belief_patching_probe.html").is_file()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--step", "3"], "step 3 is not a finetuning checkpoint"),
     (["--condition", "fiction"], "not in this run"),

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import interp
-from experiments.causal import SITES, belief_patching, patching_summary
+from experiments.causal import SITES, belief_patching, patching_summary, probe_patching
+from experiments.causal.runs import fixed_probe
 from experiments.config import load_config
 from experiments.errors import UserError
 from experiments.evaluation.belief import score_questions
@@ -86,3 +87,23 @@ def test_a_claim_that_did_not_move_is_left_out_and_bad_sites_are_refused(setting
         patching_summary(same)
     with pytest.raises(UserError, match="unknown patching site"):
         belief_patching(base, base, materials, sites=("name",))
+
+
+def test_the_probe_reading_of_the_claims_is_patched_the_same_way(setting):
+    """The fixed probe read at the last layer: the block-0 change is carried whole by every token
+    after block 0 and by the read token itself at the probe's layer; nothing at the embeddings."""
+    _, base, _, changed = setting
+    materials = load_materials(load_config("demo"))  # 40 subjects per split: a quick fit
+    n = base.n_layers
+    probe = fixed_probe(base, materials, load_config("demo"))
+    rows = probe_patching(base, changed, materials, probe[n], read_layer=n, layers=[0, 1, n], claims=CLAIMS,
+                          min_shift=0.0)
+    assert set(rows.about) == {"claim", "true_fact"} and set(rows.kind) == {"probe"}
+    every = rows[rows.site == "all"].set_index(["layer", "claim", "about", "direction"]).fraction
+    assert np.allclose(every.loc[0], 0.0, atol=1e-4) and np.allclose(every.loc[1], 1.0, atol=1e-3)
+    last = rows[(rows.site == "last") & (rows.layer == n)].fraction
+    assert np.allclose(last, 1.0, atol=1e-3)
+    claim_rows = rows[rows.about == "claim"]
+    assert (claim_rows.margin_base < 0).all()  # the base model's probe reads the claims as false
+    with pytest.raises(UserError, match="no layer to patch"):
+        probe_patching(base, changed, materials, probe[1], read_layer=1, layers=[n], claims=CLAIMS)

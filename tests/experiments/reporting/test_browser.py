@@ -68,9 +68,10 @@ def test_report_renders_every_figure_without_js_errors(tiny_run, browser, tmp_pa
     div_ids = browser.execute_script(
         "return Array.from(document.querySelectorAll('div.plotly-graph-div')).map(d => d.id)")
     # the tiny run has data for every figure but the stability protocol's, the judge's (off),
-    # pretraining tracking's (off) and forced-choice patching's (not run)
+    # pretraining tracking's (off) and forced-choice and probe patching's (not run)
     expected = [f"fig-{name}" for name in FIGURES if not name.startswith("stability_")
-                and name not in ("judged_belief", "pretraining_tracking", "belief_patching_forced_choice")]
+                and name not in ("judged_belief", "pretraining_tracking", "belief_patching_forced_choice",
+                                 "belief_patching_probe")]
     assert sorted(div_ids) == sorted(expected), div_ids
 
     rendered = ("return Array.from(document.querySelectorAll('div.plotly-graph-div'))"
