@@ -195,3 +195,13 @@ def test_one_world_commands_refuse_several_worlds(tmp_path):
     with pytest.raises(UserError, match="`neglect pretrain` works on one world"):
         pretrain_stage(two_worlds_config(), tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_patching_a_run_of_several_worlds_names_one_world(two_worlds):
+    from experiments.causal import patch_run
+
+    out, _ = two_worlds
+    with pytest.raises(UserError, match="holds 2 worlds; patch one of them"):
+        patch_run(out)
+    rows = patch_run(out / "worlds" / "w1", conditions=["plain"], layers=[1], sites=("last",), min_shift=0.0)
+    assert set(rows.condition) == {"plain"} and len(rows) > 0
