@@ -105,11 +105,11 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
                 rows = pd.read_csv(cache)
             else:
                 finetuned_path = _checkpoint(run, condition, seed, step)
-                base = base or interp.load_model(str(cfg.base_model or run.base_model))
+                base = interp.load_model(str(cfg.base_model or run.base_model)) if base is None else base
                 finetuned = interp.load_model(str(finetuned_path))
                 if kind == "probe":
                     read_layer = controls_layer(run, base.n_layers) if probe_layer is None else probe_layer
-                    probe = probe or fixed_probe(base, materials, cfg)
+                    probe = fixed_probe(base, materials, cfg) if probe is None else probe
                     rows = probe_patching(base, finetuned, materials, probe[read_layer], read_layer=read_layer,
                                           layers=layers, sites=tuple(sites), position=cfg.eval.position,
                                           min_shift=min_shift)
