@@ -219,13 +219,14 @@ def cmd_patch(args) -> int:
 
     from experiments.causal import patch_run, patching_summary
     from experiments.causal.runs import patching_table_path
-    from experiments.reporting.report import build_figure, save_figure
+    from experiments.reporting.plots import patching_figure
+    from experiments.reporting.report import save_figure
 
     table = patch_run(args.run_dir, conditions=args.condition, seeds=args.seed, step=args.step, layers=args.layer,
                       kind=args.kind, min_shift=args.min_shift, probe_layer=args.probe_layer)
     summary = patching_summary(table)
-    name = "belief_patching" if args.kind == "yesno" else f"belief_patching_{args.kind}"
-    html_path, _, _ = save_figure(build_figure(args.run_dir, name), Path(args.run_dir) / "figures" / name, png=False)
+    name = "belief_" + patching_table_path(args.run_dir, args.kind).stem  # the report's figure of that table
+    html_path, _, _ = save_figure(patching_figure(summary), Path(args.run_dir) / "figures" / name, png=False)
     # the headline leaves out every token (the whole change) and the final residual (the answer itself)
     carried = summary[(summary.direction == "into_base") & (summary.site != "all")
                       & (summary.layer < summary.layer.max())]

@@ -480,6 +480,11 @@ def _from_results(build: Callable[..., go.Figure], name: str = "stability", with
     return builder
 
 
+def _patching(table: str):
+    """A builder for the activation-patching figure of ``results/<table>.csv`` (``neglect patch``)."""
+    return _from_results(lambda rows: plots.patching_figure(patching_summary(rows)), table, with_layer=False)
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     build: Callable[[RunData, int | None], go.Figure | None]  # None: the data it needs is absent
@@ -577,7 +582,7 @@ FIGURES: dict[str, FigureSpec] = {
                                           "space from the Phase-1 end (alpha 0) to the unanchored run's end "
                                           "(alpha 1)."),
     "belief_patching": FigureSpec(
-        _from_results(lambda t: plots.patching_figure(patching_summary(t)), "patching", with_layer=False),
+        _patching("patching"),
         "Activation patching (neglect patch): the share of each claim's yes/no margin shift over finetuning "
         "(endorsing the claim; rejecting the true fact) that one site carries, the checkpoint's residual stream "
         "written into the base model there (top) or the base model's into the checkpoint (bottom); sites are "
@@ -585,12 +590,11 @@ FIGURES: dict[str, FigureSpec] = {
         "index: 1 is after block 0). 0: none, the null of a site finetuning left alone; 1: all of it; mean over "
         "claims > seeds (hover: 95% t-interval). Only for runs patched with neglect patch."),
     "belief_patching_forced_choice": FigureSpec(
-        _from_results(lambda t: plots.patching_figure(patching_summary(t)), "patching_forced_choice",
-                      with_layer=False),
+        _patching("patching_forced_choice"),
         "The same for the forced-choice question (the association: the claim's answer against the true one; "
         "no object site). Only for runs patched with neglect patch --kind forced_choice."),
     "belief_patching_probe": FigureSpec(
-        _from_results(lambda t: plots.patching_figure(patching_summary(t)), "patching_probe", with_layer=False),
+        _patching("patching_probe"),
         "The same for the fixed truth probe's reading of the claim statements (the claim; the true fact "
         "instead) at the statement's last token and the probe's layer; sites at or before that layer. "
         "Only for runs patched with neglect patch --kind probe."),
@@ -675,10 +679,8 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     stability_run = run.table("stability").is_file()
     judged_run = bool(judged_metrics(data.table))  # the optional judge was on
     tracked_run = run.table("pretrain_tracking").is_file()  # pretrained here, with pretrain.track_every
-    patched = {n for n in ("patching", "patching_forced_choice", "patching_probe")
-               if run.table(n).is_file()}  # neglect patch ran
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))
-               and (not n.startswith("belief_patching") or n.removeprefix("belief_") in patched)
+               and (not n.startswith("belief_patching") or run.table(n.removeprefix("belief_")).is_file())
                and (judged_run or n != "judged_belief") and (tracked_run or n != "pretraining_tracking")]
     summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",
