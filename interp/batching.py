@@ -70,6 +70,27 @@ def check_texts(texts) -> list[str]:
     return texts
 
 
+def check_inputs(inputs) -> list:
+    """``inputs`` as a list: every one a string, or every one a non-empty sequence of token ids
+    (ints, used exactly as given: no special tokens added)."""
+    if isinstance(inputs, str) or not hasattr(inputs, "__len__") or not len(inputs):
+        raise InterpInputError("texts must be a non-empty list of strings (or of token-id lists)")
+    inputs = list(inputs)
+    if all(isinstance(x, str) for x in inputs):
+        return inputs
+    for i, ids in enumerate(inputs):
+        if isinstance(ids, str) or not hasattr(ids, "__len__") or not len(ids) or not all(
+                isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in ids):
+            raise InterpInputError(f"input {i} is neither a string nor a non-empty list of token ids; "
+                                   "give all strings or all token-id lists")
+    return [[int(t) for t in ids] for ids in inputs]
+
+
+def is_token_ids(inputs: list) -> bool:
+    """Whether :func:`check_inputs`' result holds token-id lists (not strings)."""
+    return bool(inputs) and not isinstance(inputs[0], str)
+
+
 def ids_only(tok, texts: list[str]) -> Encoded | None:
     """Token ids straight from the Rust tokenizer's ``encode_batch_fast`` (no offsets computed:
     ~40% of the tokenizer call on 4096 statements). The tokenizer is first called on one text
@@ -87,8 +108,19 @@ def ids_only(tok, texts: list[str]) -> Encoded | None:
     return Encoded.from_lists(ids)
 
 
-def encode(lm: LoadedModel, texts: list[str], *, offsets: bool = False) -> Encoded:
+def encode(lm: LoadedModel, texts: list, *, offsets: bool = False) -> Encoded:
+    """Token ids of ``texts`` (the tokenizer's special tokens added), or of token-id lists as given."""
     tok = lm.tokenizer
+    if is_token_ids(texts):
+        if offsets:
+            raise InterpInputError("positions that name words or characters (Span, CharRange) need texts, "
+                               "not token ids")
+        vocab = lm.model.get_input_embeddings().num_embeddings
+        if (i := next((i for i, ids in enumerate(texts) if min(ids) < 0 or max(ids) >= vocab), None)) is not None:
+            raise InterpInputError(f"input {i} has token ids outside the model's vocabulary of {vocab}")
+        encoded = Encoded.from_lists(texts)
+        check_context(lm, encoded.lengths, lambda i: f"token ids {texts[i][:8]} ...")
+        return encoded
     if offsets and not getattr(tok, "is_fast", False):
         raise InterpInputError(f"span and character-range positions need a fast tokenizer (offset mapping); "
                                f"{type(tok).__name__} is not one")
@@ -194,14 +226,16 @@ class Batches:
         return self.iterator
 
 
-def batches(lm: LoadedModel, texts: list[str], position: Position, batch_size: int | None,
+def batches(lm: LoadedModel, texts: list, position: Position, batch_size: int | None,
             also: tuple = ()) -> Batches:
-    """Padded batches of ``texts`` (sorted by length) ready for any backend; ``also`` are
+    """Padded batches of ``texts`` (strings, or token-id lists used as given; sorted by length)
+    ready for any backend; ``also`` are
     further positions resolved into ``Batch.also``. Every position is checked up front."""
     positions = [position, *also]
     encoded = encode(lm, texts, offsets=any(needs_offsets(p) for p in positions))
     lengths = encoded.lengths.tolist()
-    picks = [[token_weights(p, n, text=texts[r], text_index=r, n_texts=len(texts),
+    words = not is_token_ids(texts)
+    picks = [[token_weights(p, n, text=texts[r] if words else None, text_index=r, n_texts=len(texts),
                             offsets=encoded.offsets[r] if encoded.offsets else None)
               for r, n in enumerate(lengths)] for p in positions]  # bad positions fail before any forward
     plan = plan_batches(lengths, batch_size)

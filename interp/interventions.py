@@ -17,7 +17,7 @@ from typing import Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from interp.batching import batches, check_texts
+from interp.batching import batches, check_inputs
 from interp.errors import InterpInputError
 from interp.loading import LoadedModel
 from interp.positions import Mean, Position, as_position
@@ -180,7 +180,7 @@ def _under(lm: LoadedModel, texts, interventions, read, batch_size, progress, la
 
     if not isinstance(lm, LoadedModel):
         raise InterpInputError(f"model must be a LoadedModel from interp.load_model, not {type(lm).__name__}")
-    texts = check_texts(texts)
+    texts = check_inputs(texts)
     edits, positions = _check(lm, interventions)
     wanted = [] if layers is None else check_layers(layers, lm.n_layers)
     s, n = sites(lm, with_head=True), lm.n_layers
@@ -225,7 +225,11 @@ def _under(lm: LoadedModel, texts, interventions, read, batch_size, progress, la
 def logits_under(lm: LoadedModel, texts, interventions, *, read="last", batch_size: int | None = None,
                  progress: bool = False) -> torch.Tensor:
     """Logits ``[n_texts, vocab]`` (float32, CPU) at position ``read`` with ``interventions``
-    applied in one nnsight trace per batch. An empty list gives the plain model's logits."""
+    applied in one nnsight trace per batch. An empty list gives the plain model's logits.
+
+    ``texts`` may be token-id lists instead of strings (used exactly as given, no special tokens
+    added: e.g. a rendered chat prompt's ids followed by the start of a reply); positions that
+    name words or characters (``Span``, ``CharRange``) need strings."""
     return _under(lm, texts, interventions, read, batch_size, progress)
 
 
@@ -239,7 +243,8 @@ def residuals_under(lm: LoadedModel, texts, interventions, *, layers, read="last
     Parameters
     ----------
     lm : LoadedModel
-    texts : list of str
+    texts : list of str, or list of token-id lists
+        Token ids are used exactly as given (as for :func:`logits_under`).
     interventions : intervention or list of them
         ``AddDirection``, ``ProjectOut``, ``Steer``, ``Patch``.
     layers : int or list of int

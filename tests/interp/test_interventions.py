@@ -232,3 +232,34 @@ def test_residuals_under_an_edit_or_a_patch(models, tiny_dirs):
     layers = list(range(1, n + 1))
     patched = interp.residuals_under(lm, TEXTS, Patch(donor, layers=1), layers=layers)
     assert (patched - interp.residuals(donor, TEXTS, layers=layers)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_token_ids_read_as_their_text_does(models, tiny_dirs, side):
+    """Token-id lists are used as given: the text's own ids give the text's logits and residuals,
+    with and without a patch; ids with a token left out give other logits (nothing is added)."""
+    lm = models["llama"]
+    lm.tokenizer.padding_side = side
+    ids = [lm.tokenizer(t)["input_ids"] for t in TEXTS]
+    donor = perturbed_copy(tiny_dirs["llama"], "mlp", seed=2)
+    for edits in ([], [Patch(donor, layers=1, position="last")]):
+        from_text = interp.logits_under(lm, TEXTS, edits, batch_size=2)
+        assert (interp.logits_under(lm, ids, edits, batch_size=2) - from_text).abs().max() < 1e-5
+        acts = interp.residuals_under(lm, ids, edits, layers=[1, 2], batch_size=2)
+        assert (acts - interp.residuals_under(lm, TEXTS, edits, layers=[1, 2], batch_size=2)).abs().max() < 1e-5
+    no_bos = interp.logits_under(lm, [x[1:] for x in ids], [], batch_size=2)
+    plain = interp.logits_under(lm, TEXTS, [], batch_size=2)
+    assert ids[0][0] == lm.tokenizer.bos_token_id and (no_bos - plain).abs().max() > 1e-3
+
+
+def test_bad_token_ids(models):
+    lm = models["llama"]
+    ids = lm.tokenizer(TEXTS[0])["input_ids"]
+    with pytest.raises(interp.InterpInputError, match="need texts, not token ids"):
+        interp.logits_under(lm, [ids], [], read=Span("the"))
+    with pytest.raises(interp.InterpInputError, match="outside the model's vocabulary"):
+        interp.logits_under(lm, [ids, [10 ** 6]], [])
+    with pytest.raises(interp.InterpInputError, match="input 1 is neither a string nor"):
+        interp.logits_under(lm, [ids, TEXTS[0]], [])
+    with pytest.raises(interp.InterpInputError, match="input 0 is neither"):
+        interp.logits_under(lm, [[]], [])
