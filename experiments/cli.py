@@ -209,6 +209,7 @@ def cmd_check_base(args) -> int:
 
 ABOUT = {("yesno", "claim"): "yes/no endorsing the claim", ("yesno", "true_fact"): "yes/no rejecting the true fact",
          ("yesno", "unstated"): "yes/no rejecting another object (novel claim)",
+         ("yesno", "alternative"): "yes/no rejecting an alternative (a claim pack's MCQ items)",
          ("forced_choice", "association"): "forced choice (association)",
          ("probe", "claim"): "probe reading of the claim statements",
          ("probe", "true_fact"): "probe reading of the true statements"}

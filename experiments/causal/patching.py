@@ -24,6 +24,11 @@ tokens: the claim's object, or what is true instead), ``last`` (the answer posit
 (every token; from the first layer on the whole model's change, fraction 1 when only blocks
 changed; at layer 0 only the embeddings are swapped). ``subject`` and ``object`` need the
 synthetic world's claims.
+
+A claim pack's MCQ items (imported materials: the paper's experiment) are yes/no questions asked
+as the belief scoring asks them (chat template, MCQ instruction, each option written as its reply,
+e.g. ``{"answer": "yes"}``); the model reads the prompt and the replies' shared start, and the
+margin is read at the first token where the replies differ. Their sites are ``last`` and ``all``.
 """
 from __future__ import annotations
 
@@ -32,10 +37,10 @@ import pandas as pd
 import torch
 
 from experiments.errors import UserError
-from experiments.evaluation.scoring import render
+from experiments.evaluation.scoring import McqFormat, render
 from experiments.evaluation.stats import summarise
 from interp import LoadedModel, Patch, Span, logits_under, residuals_under
-from interp.logprobs import uses_chat_template
+from interp.logprobs import prompt_ids, uses_chat_template
 from interp.residuals import check_layers
 
 SITES = ("subject", "object", "last", "all")
@@ -43,40 +48,70 @@ KINDS = ("yesno", "forced_choice")  # yes/no: propositional belief; forced choic
 DIRECTIONS = ("into_base", "into_finetuned")
 
 
-def _items(lm: LoadedModel, materials, claims, kind: str) -> pd.DataFrame:
-    """One row per plain question of ``kind`` about the chosen claims: claim, subject, asked object
-    (yes/no questions of the synthetic world; else None), text, and the first token ids of the
-    believer's answer and of the answer it is read against (the true one where known, else the
-    other). A question whose two answers share their first token cannot be read and is left out."""
+QUESTION_KINDS = {"yesno": ("yesno",), "forced_choice": ("forced_choice", "token_association")}
+
+
+def default_sites(materials) -> tuple[str, ...]:
+    """Every site ``materials`` allow: the word sites (``subject``, ``object``) need the synthetic
+    world's claims; imported materials get ``last`` and ``all``."""
+    return SITES if getattr(materials, "world", None) is not None else ("last", "all")
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    """The index of the first token where ``a`` and ``b`` differ; None when one is a prefix of the other."""
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return k if k < min(len(a), len(b)) else None
+
+
+def _items(lm: LoadedModel, materials, claims, kind: str, mcq: McqFormat) -> pd.DataFrame:
+    """One row per question of ``kind`` about the chosen claims (``QUESTION_KINDS``: a claim pack's
+    MCQ items are yes/no questions, its token-association items forced choices): claim, subject,
+    asked object (yes/no questions of the synthetic world; else None), ``input`` (what the model
+    reads) and the token ids of the believer's answer and of the answer it is read against (the
+    true one where known, else the other), at the first token where the two answers differ.
+
+    A question is read as its belief scoring asks it (``experiments.evaluation.scoring``; MCQ items
+    under ``mcq``, each option written as its reply). Where the two replies share their first
+    tokens (``{"answer": "yes"}`` against ``{"answer": "no"}``), ``input`` is the prompt's token
+    ids followed by that shared start, and the margin is read at the token that decides. A world
+    question is read from its text (its subject's and object's words are sites) and left out
+    when its answers share a first token; so is any question whose answers never differ."""
     subjects = {c.name: c.subject for c in materials.claims}
     world = getattr(materials, "world", None)
     tok = lm.tokenizer
     sep = "" if uses_chat_template(tok) else " "
-    rows = []
+    rows, asked_kind = [], 0
     for q in materials.belief_questions(tok):
-        if q.kind != kind or q.style is not None or (claims is not None and q.claim not in claims):
+        if q.kind not in QUESTION_KINDS[kind] or (claims is not None and q.claim not in claims):
             continue
+        asked_kind += 1
         against = q.truth if q.truth is not None and q.truth != q.believer else int(q.believer == 0)
-        believer, other = (tok(sep + q.options[i], add_special_tokens=False)["input_ids"][0]
-                           for i in (q.believer, against))
-        if believer == other:
+        asked = q.style == "mcq"
+        replies = [mcq.reply(q.options[i]) if asked else q.options[i] for i in (q.believer, against)]
+        believer_ids, other_ids = tok([sep + r for r in replies], add_special_tokens=False)["input_ids"]
+        k = _first_difference(believer_ids, other_ids)
+        subject = subjects.get(q.claim)
+        if k is None or (subject is not None and k > 0):
             continue
+        text = render(tok, mcq.prompt(q.prompt) if asked else q.prompt)
         obj = None
         if world is not None and kind == "yesno":
             claim = world.claim(q.claim)
             obj = claim.fact.obj if q.about == "claim" else claim.contrast_obj
-        rows.append({"claim": q.claim, "about": q.about or "association", "subject": subjects.get(q.claim),
-                     "object": obj, "text": render(tok, q.prompt),
-                     "believer": believer, "other": other})
+        rows.append({"claim": q.claim, "about": q.about or "association", "subject": subject, "object": obj,
+                     "input": text if subject is not None else prompt_ids(tok, [text])[0] + believer_ids[:k],
+                     "believer": believer_ids[k], "other": other_ids[k]})
+    if not asked_kind:
+        raise UserError(f"the materials have no {' or '.join(QUESTION_KINDS[kind])} belief questions to patch")
     if not rows:
-        raise UserError(f"no plain {kind} belief questions to patch (claim packs' MCQ items are asked under a "
-                        "chat instruction; belief_patching reads the synthetic world's questions)")
+        raise UserError(f"none of the {asked_kind} {kind} belief questions can be patched: their two answers never "
+                        "differ in a token (or, in the synthetic world, share their first token)")
     return pd.DataFrame(rows)
 
 
 def _margins(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.ndarray:
     """Each question's believer margin (logits at its last token) under ``patches``."""
-    logits = logits_under(lm, items.text.tolist(), patches, batch_size=batch_size)
+    logits = logits_under(lm, items.input.tolist(), patches, batch_size=batch_size)
     rows = torch.arange(len(items))
     believer, other = (torch.tensor(items[c].tolist()) for c in ("believer", "other"))
     return (logits[rows, believer] - logits[rows, other]).numpy()
@@ -85,7 +120,7 @@ def _margins(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.nd
 def _probe_reader(probe, layer: int, position):
     """A reader of each statement's probe logit at ``layer`` (its ``position`` token) under patches."""
     def read(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.ndarray:
-        acts = residuals_under(lm, items.text.tolist(), patches, layers=[layer], read=position, batch_size=batch_size)
+        acts = residuals_under(lm, items.input.tolist(), patches, layers=[layer], read=position, batch_size=batch_size)
         return np.asarray(probe.logits(acts[:, 0].numpy().astype(np.float64)), dtype=float).reshape(-1)
     return read
 
@@ -140,8 +175,8 @@ def _check_sites(sites) -> None:
 
 
 def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, layers=None,
-                    sites: tuple[str, ...] = SITES, claims=None, kind: str = "yesno", min_shift: float = 1.0,
-                    batch_size: int | None = None) -> pd.DataFrame:
+                    sites: tuple[str, ...] | None = None, claims=None, kind: str = "yesno", min_shift: float = 1.0,
+                    mcq: McqFormat | None = None, batch_size: int | None = None) -> pd.DataFrame:
     """Patch each site of ``finetuned`` into ``base`` and back, and read each claim's margin.
 
     Parameters
@@ -150,20 +185,24 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
         The model before finetuning and a finetuned checkpoint of it (same tokenizer and shape).
     materials : experiments.materials.base.Materials
         The run's materials (``experiments.materials.load_materials(cfg)``): its claims and their
-        yes/no questions.
+        yes/no questions (a claim pack's MCQ items, asked under ``mcq``).
     layers : int or list of int, optional
         Residual-stream indices (0 = embeddings, i + 1 = output of block i); default every one.
-    sites : tuple of str
-        Among :data:`SITES`.
+    sites : tuple of str, optional
+        Among :data:`SITES`; default every one the materials allow (:func:`default_sites`).
     claims : list of str, optional
         Claim names; default every claim.
     kind : str
         Which questions: "yesno" (propositional belief: the believer's yes or no against the other)
         or "forced_choice" (the association: "where does S live?", the claim's answer against the
-        true one; no ``object`` site, the prompt names none).
+        true one; a claim pack's token-association items; no ``object`` site, the prompt names
+        none).
     min_shift : float
         A claim whose mean margin moves less than this (in logits) over finetuning gets NaN
         fractions.
+    mcq : McqFormat, optional
+        How MCQ items are asked (the run's ``eval.mcq_instruction`` and ``eval.mcq_answer``:
+        ``McqFormat.from_config(cfg.eval)``); default :class:`McqFormat`'s.
     batch_size : int, optional
         Texts per forward pass.
 
@@ -175,19 +214,20 @@ def belief_patching(base: LoadedModel, finetuned: LoadedModel, materials, *, lay
         fraction`` (see the module docstring; ``fraction``: 0 = the site carries none of the
         shift, the null of a site finetuning did not touch; 1 = all of it).
     """
+    sites = default_sites(materials) if sites is None else tuple(sites)
     _check_sites(sites)
     if kind not in KINDS:
         raise UserError(f"unknown question kind {kind!r} for patching; expected one of {list(KINDS)}")
     if kind != "yesno":
         sites = tuple(s for s in sites if s != "object")
-    items = _items(base, materials, claims, kind)
+    items = _items(base, materials, claims, kind, mcq or McqFormat())
     rows = _site_rows(_margins, base, finetuned, items, sites, check_layers(layers, base.n_layers), min_shift,
                       batch_size)
     return pd.DataFrame(rows).assign(kind=kind)[["kind", *rows[0]]]
 
 
 def probe_patching(base: LoadedModel, finetuned: LoadedModel, materials, probe, *, read_layer: int,
-                   layers=None, sites: tuple[str, ...] = SITES, claims=None, position="last",
+                   layers=None, sites: tuple[str, ...] | None = None, claims=None, position="last",
                    min_shift: float = 1.0, batch_size: int | None = None) -> pd.DataFrame:
     """Patch each site of ``finetuned`` into ``base`` and back, and read each claim statement with a
     truth probe: which sites carry the change of the probe's reading of the claims.
@@ -196,8 +236,9 @@ def probe_patching(base: LoadedModel, finetuned: LoadedModel, materials, probe, 
     ----------
     base, finetuned : LoadedModel
     materials : experiments.materials.base.Materials
-        Its claim statements (``claim_statements``: the claim, and the true fact instead for an
-        override claim) are read, in the synthetic world's statement frames.
+        Its claim statements (``claim_statements``: the claim, and the true fact instead where
+        it is known) are read, as the evaluation reads them (the synthetic world's statement
+        frames; a claim pack's ``claim.txt`` and ``correction.txt``).
     probe :
         A probe with ``logits(acts [n, d])`` for ``read_layer``, e.g. the fixed probe,
         ``experiments.evaluation.readout.fit_probes(base activations, statements)[read_layer]``
@@ -218,21 +259,23 @@ def probe_patching(base: LoadedModel, finetuned: LoadedModel, materials, probe, 
         "true_fact"; margins are the probe's logits (a believer's reading of a true fact is low:
         its shift is negative, the fraction reads the same way).
     """
+    sites = default_sites(materials) if sites is None else tuple(sites)
     _check_sites(sites)
     world = getattr(materials, "world", None)
-    if world is None:
-        raise UserError("probe_patching reads the synthetic world's claim statements (subjects and objects known)")
     layers = [l for l in check_layers(layers, base.n_layers) if l <= read_layer]
     if not layers:
         raise UserError(f"no layer to patch at or before the probe's layer {read_layer}")
     rows = []
     for st in materials.claim_statements():
-        claim = world.claim(st.claim)
         if (claims is not None and st.claim not in claims) or st.kind not in ("claim", "true_fact"):
             continue
-        obj = claim.fact.obj if st.kind == "claim" else claim.true_obj
-        rows.append({"claim": st.claim, "about": st.kind, "subject": claim.fact.subject, "object": obj,
-                     "text": st.text})
+        subject = obj = None
+        if world is not None:
+            claim = world.claim(st.claim)
+            subject, obj = claim.fact.subject, claim.fact.obj if st.kind == "claim" else claim.true_obj
+        rows.append({"claim": st.claim, "about": st.kind, "subject": subject, "object": obj, "input": st.text})
+    if not rows:
+        raise UserError("no claim statements to patch")
     items = pd.DataFrame(rows)
     out = _site_rows(_probe_reader(probe, read_layer, position), base, finetuned, items, sites, layers, min_shift,
                      batch_size)

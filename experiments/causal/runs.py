@@ -14,7 +14,8 @@ from experiments.artifacts.atomic import atomic_write_csv
 from experiments.artifacts.checksums import hf_dir_problem
 from experiments.artifacts.provenance import load_run_config
 from experiments.artifacts.rundir import RunDir
-from experiments.causal.patching import SITES, belief_patching, probe_patching
+from experiments.causal.patching import belief_patching, default_sites, probe_patching
+from experiments.evaluation.scoring import McqFormat
 from experiments.errors import UserError
 from experiments.materials import load_materials
 from experiments.training.stages import checkpoint_steps
@@ -53,7 +54,7 @@ def _checkpoint(run: RunDir, condition: str, seed: int, step: int) -> Path:
 
 
 def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-              step: int | None = None, layers=None, sites: Sequence[str] = SITES,
+              step: int | None = None, layers=None, sites: Sequence[str] | None = None,
               kind: str = "yesno", min_shift: float = 1.0, probe_layer: int | None = None) -> pd.DataFrame:
     """:func:`experiments.causal.patching.belief_patching` of the run's base model against its
     checkpoints, one condition and seed at a time (each kept under ``RUN/evals/patching/``, named
@@ -68,7 +69,8 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
     step : int, optional
         The checkpoint step; default the last.
     layers, sites, kind, min_shift :
-        As for ``belief_patching``; ``kind="probe"``: the fixed truth probe's reading of the claim
+        As for ``belief_patching`` (sites: default every one the run's materials allow; a claim
+        pack's items have no word sites); ``kind="probe"``: the fixed truth probe's reading of the claim
         statements (:func:`experiments.causal.patching.probe_patching`) instead of the answers.
     probe_layer : int, optional
         With ``kind="probe"``, the layer the probe reads; default the controls' layer.
@@ -95,6 +97,7 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
         raise UserError(f"condition(s) {unknown} are not in this run; expected some of {list(cfg.conditions)}")
     seeds = list(cfg.seeds if seeds is None else seeds)
     materials = load_materials(cfg)
+    sites = default_sites(materials) if sites is None else tuple(sites)
     settings = hashlib.sha1(json.dumps([layers, list(sites), kind, min_shift, probe_layer]).encode()).hexdigest()[:8]
     base = probe = None
     frames = []
@@ -111,11 +114,11 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
                     read_layer = controls_layer(run, base.n_layers) if probe_layer is None else probe_layer
                     probe = fixed_probe(base, materials, cfg) if probe is None else probe
                     rows = probe_patching(base, finetuned, materials, probe[read_layer], read_layer=read_layer,
-                                          layers=layers, sites=tuple(sites), position=cfg.eval.position,
+                                          layers=layers, sites=sites, position=cfg.eval.position,
                                           min_shift=min_shift)
                 else:
-                    rows = belief_patching(base, finetuned, materials, layers=layers, sites=tuple(sites), kind=kind,
-                                           min_shift=min_shift)
+                    rows = belief_patching(base, finetuned, materials, layers=layers, sites=sites, kind=kind,
+                                           min_shift=min_shift, mcq=McqFormat.from_config(cfg.eval))
                 atomic_write_csv(cache, rows)
             frames.append(rows.assign(condition=condition, seed=seed, step=step))
     table = pd.concat(frames, ignore_index=True)
