@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # the package's unpinned torch requirement does not pull gigabytes of CUDA wheels.
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: demo test env clean
+.PHONY: demo test env docs clean
 
 # The package and its runtime dependencies (all `make demo` needs).
 $(BIN)/.installed: setup.cfg pyproject.toml
@@ -33,8 +33,13 @@ browser-deps:
 	  ( [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver ) || \
 	  echo "warning: could not install chromium/chromium-driver; tests/experiments/reporting/test_browser.py will be skipped"
 
+# The documentation site (mkdocs.yml): the README's sections and the API reference from the docstrings.
+docs: $(BIN)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
+	@echo "site/index.html"
+
 test: $(BIN)/.installed-dev browser-deps
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
