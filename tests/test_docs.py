@@ -59,6 +59,9 @@ def test_the_public_surface_is_documented_from_its_docstrings(site):
         assert f'id="{name}"' in probes_page, name
     causal = text_of(site / "reference" / "causal" / "index.html")
     assert "belief_patching" in causal and "Parameters" in causal and "min_shift" in causal
+    assert "Among SITES" in causal  # the docstring's Sphinx role (:data:`SITES`) shown as code
+    for page in (site / "reference").rglob("*.html"):
+        assert not re.search(r":(func|class|data|meth|attr|mod):", text_of(page)), page
 
 
 def test_a_missing_snippet_fails_the_build(tmp_path):
