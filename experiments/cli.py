@@ -7,6 +7,7 @@
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
+    neglect steer RUN_DIR [--layer L ...] [--alpha A ...] [--random N] [--condition C ...] [--seed S ...] [--base-only]
     neglect patch RUN_DIR [--condition C ...] [--seed S ...] [--step N] [--layer L ...] [--kind yesno|forced_choice|probe]
     neglect pretrain [--preset standard] [--set ...] [--out DIR] [--export DIR]
     neglect docs [--preset demo] [--condition negated] [-n 3]
@@ -215,6 +216,46 @@ ABOUT = {("yesno", "claim"): "yes/no endorsing the claim", ("yesno", "true_fact"
          ("probe", "true_fact"): "probe reading of the true statements"}
 
 
+def _steering_line(summary, condition, step, layer) -> str:
+    """One headline of ``neglect steer``: the held-out control statements moved one gap toward the
+    other truth value along the truth direction, beside the random directions' shift."""
+    rows = summary[(summary.condition == condition) & (summary.step == step) & (summary.layer == layer)
+                   & (summary.kind == "control")]
+    parts = []
+    for about, sign in (("false", 1), ("true", -1)):
+        alphas = sorted({a for a in rows.alpha if a * sign > 0}, key=abs)
+        if not alphas:
+            continue
+        alpha = min(alphas, key=lambda a: abs(abs(a) - 1))  # the one closest to one gap
+        at = rows[(rows.about == about) & (rows.alpha == alpha)].set_index("direction")
+        zero = rows[(rows.about == about) & (rows.alpha == 0) & (rows.direction == "truth")].says_true.iloc[0]
+        truth = at.loc["truth"]
+        rand = f"; random directions {at.loc['random', 'shift']:+.2f}" if "random" in at.index else ""
+        parts.append(f"{about} statements at alpha {alpha:+g}: {truth['shift']:+.2f} [{truth.lo:+.2f}, "
+                     f"{truth.hi:+.2f} over {truth.n} {truth.units}s]{rand}; judged true {zero:.2f} -> "
+                     f"{truth.says_true:.2f}")
+    return f"{condition}, layer {layer}: shift of logit(true) - logit(false) for held-out " + "; ".join(parts)
+
+
+def cmd_steer(args) -> int:
+    from pathlib import Path
+
+    from experiments.causal import steer_run, steering_summary
+    from experiments.reporting.plots import steering_figure
+    from experiments.reporting.report import save_figure
+
+    table = steer_run(args.run_dir, conditions=args.condition, seeds=args.seed, step=args.step, layers=args.layer,
+                      alphas=args.alpha, n_random=args.random, checkpoints=not args.base_only)
+    summary = steering_summary(table)
+    html_path, _, _ = save_figure(steering_figure(summary), Path(args.run_dir) / "figures" / "truth_steering",
+                                  png=False)
+    for (condition, step, layer), _ in summary.groupby(["condition", "step", "layer"], sort=False):
+        print(_steering_line(summary, condition, step, layer))
+    print(Path(args.run_dir) / "results" / "steering.csv")
+    print(html_path)
+    return 0
+
+
 def cmd_patch(args) -> int:
     from pathlib import Path
 
@@ -313,6 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-shift", type=float, default=1.0,
                    help="leave out claims whose margin moved less than this many logits (default 1)")
     p.set_defaults(func=cmd_patch)
+    p = sub.add_parser("steer", help="steering along the fixed truth probe's direction: add alpha true-false gaps "
+                                     "of it at a layer on every token of held-out statements (and the claims' "
+                                     "items) and read whether the verdicts follow, against random directions "
+                                     "(results/steering.csv, figures/truth_steering.html; neglect report shows it)")
+    p.add_argument("run_dir")
+    p.add_argument("--layer", type=int, action="append",
+                   help="residual index (repeatable; default the layer the run's controls read)")
+    p.add_argument("--alpha", type=float, action="append",
+                   help="multiple of the true-false gap (repeatable; default -2 to 2, experiments.causal.ALPHAS)")
+    p.add_argument("--random", type=int, default=3, help="random directions of the same length (the null; default 3)")
+    p.add_argument("--condition", action="append", help="condition whose checkpoints to steer (repeatable; default every one)")
+    p.add_argument("--seed", type=int, action="append", help="finetuning seed (repeatable; default every one)")
+    p.add_argument("--step", type=int, help="checkpoint step (default the last)")
+    p.add_argument("--base-only", action="store_true", help="steer the base model only")
+    p.set_defaults(func=cmd_steer)
     p = sub.add_parser("docs", help="print finetuning documents of a condition")
     _config_args(p)
     _materials_args(p)

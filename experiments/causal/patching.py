@@ -37,10 +37,10 @@ import pandas as pd
 import torch
 
 from experiments.errors import UserError
-from experiments.evaluation.scoring import McqFormat, render
+from experiments.causal.reading import read_question
+from experiments.evaluation.scoring import McqFormat
 from experiments.evaluation.stats import summarise
 from interp import LoadedModel, Patch, Span, logits_under, residuals_under
-from interp.logprobs import prompt_ids, uses_chat_template
 from interp.residuals import check_layers
 
 SITES = ("subject", "object", "last", "all")
@@ -55,12 +55,6 @@ def default_sites(materials) -> tuple[str, ...]:
     """Every site ``materials`` allow: the word sites (``subject``, ``object``) need the synthetic
     world's claims; imported materials get ``last`` and ``all``."""
     return SITES if getattr(materials, "world", None) is not None else ("last", "all")
-
-
-def _first_difference(a: list[int], b: list[int]) -> int | None:
-    """The index of the first token where ``a`` and ``b`` differ; None when one is a prefix of the other."""
-    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return k if k < min(len(a), len(b)) else None
 
 
 def _items(lm: LoadedModel, materials, claims, kind: str, mcq: McqFormat) -> pd.DataFrame:
@@ -79,28 +73,23 @@ def _items(lm: LoadedModel, materials, claims, kind: str, mcq: McqFormat) -> pd.
     subjects = {c.name: c.subject for c in materials.claims}
     world = getattr(materials, "world", None)
     tok = lm.tokenizer
-    sep = "" if uses_chat_template(tok) else " "
     rows, asked_kind = [], 0
     for q in materials.belief_questions(tok):
         if q.kind not in QUESTION_KINDS[kind] or (claims is not None and q.claim not in claims):
             continue
         asked_kind += 1
         against = q.truth if q.truth is not None and q.truth != q.believer else int(q.believer == 0)
-        asked = q.style == "mcq"
-        replies = [mcq.reply(q.options[i]) if asked else q.options[i] for i in (q.believer, against)]
-        believer_ids, other_ids = tok([sep + r for r in replies], add_special_tokens=False)["input_ids"]
-        k = _first_difference(believer_ids, other_ids)
+        reading = read_question(tok, q, q.believer, against, mcq)
         subject = subjects.get(q.claim)
-        if k is None or (subject is not None and k > 0):
+        if reading is None or (subject is not None and reading.shared):
             continue
-        text = render(tok, mcq.prompt(q.prompt) if asked else q.prompt)
         obj = None
         if world is not None and kind == "yesno":
             claim = world.claim(q.claim)
             obj = claim.fact.obj if q.about == "claim" else claim.contrast_obj
         rows.append({"claim": q.claim, "about": q.about or "association", "subject": subject, "object": obj,
-                     "input": text if subject is not None else prompt_ids(tok, [text])[0] + believer_ids[:k],
-                     "believer": believer_ids[k], "other": other_ids[k]})
+                     "input": reading.text if subject is not None else list(reading.ids),
+                     "believer": reading.first, "other": reading.second})
     if not asked_kind:
         raise UserError(f"the materials have no {' or '.join(QUESTION_KINDS[kind])} belief questions to patch")
     if not rows:

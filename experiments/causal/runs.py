@@ -1,6 +1,7 @@
-"""Belief patching over a run directory's checkpoints: each checkpoint's rows computed once,
-kept under ``RUN/evals/patching/`` (a rerun reads them back), and gathered into
-``RUN/results/patching.csv``."""
+"""Causal analyses over a run directory's checkpoints, each model's rows computed once, kept under
+``RUN/evals/<analysis>/`` (a rerun reads them back) and gathered into ``RUN/results/``: belief
+patching (:func:`patch_run`, ``results/patching.csv``) and steering along the fixed truth probe's
+direction (:func:`steer_run`, ``results/steering.csv``)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,21 @@ from experiments.artifacts.checksums import hf_dir_problem
 from experiments.artifacts.provenance import load_run_config
 from experiments.artifacts.rundir import RunDir
 from experiments.causal.patching import belief_patching, default_sites, probe_patching
+from experiments.causal.steering import ALPHAS, check_steering_layer, probe_direction, truth_steering
 from experiments.evaluation.scoring import McqFormat
 from experiments.errors import UserError
 from experiments.materials import load_materials
 from experiments.training.stages import checkpoint_steps
+
+
+def _fixed_probe_and_acts(base, materials, cfg):
+    import interp
+    from experiments.evaluation.readout import fit_probes
+
+    statements = materials.probe_statements()
+    acts = interp.residuals(base, [s.text for s in statements], position=cfg.eval.position,
+                            batch_size=cfg.eval.batch_size).numpy()
+    return fit_probes(acts, statements, estimator=cfg.eval.probe, C=cfg.eval.probe_C, device=base.device), acts
 
 
 def fixed_probe(base, materials, cfg):
@@ -29,13 +41,24 @@ def fixed_probe(base, materials, cfg):
     -------
     probes.sweep.SweepResult with batch shape ``[n_layers + 1]``
     """
-    import interp
-    from experiments.evaluation.readout import fit_probes
+    return _fixed_probe_and_acts(base, materials, cfg)[0]
 
+
+def steering_vectors(base, materials, cfg, layers) -> dict:
+    """The fixed truth probe's steering vector at each of ``layers`` (:func:`probe_direction`: its
+    unit direction times the true-false gap of its training statements in the base model).
+
+    Returns
+    -------
+    dict layer -> array ``[d_model]``
+    """
+    import numpy as np
+
+    probe, acts = _fixed_probe_and_acts(base, materials, cfg)
     statements = materials.probe_statements()
-    acts = interp.residuals(base, [s.text for s in statements], position=cfg.eval.position,
-                            batch_size=cfg.eval.batch_size).numpy()
-    return fit_probes(acts, statements, estimator=cfg.eval.probe, C=cfg.eval.probe_C, device=base.device)
+    train = np.array([s.split == "train" for s in statements])
+    labels = np.array([bool(s.label) for s in statements])
+    return {layer: probe_direction(probe[layer], acts[train, layer], labels[train]) for layer in layers}
 
 
 def controls_layer(run: RunDir, n_layers: int) -> int:
@@ -51,6 +74,24 @@ def _checkpoint(run: RunDir, condition: str, seed: int, step: int) -> Path:
         raise UserError(f"{str(path)!r} is missing or incomplete; finish the run with `neglect run --out {run.root}` "
                         "or choose another --step")
     return path
+
+
+def _selection(run_dir, conditions, seeds, step, verb: str):
+    """The run, its config, the checkpoint step (default the last) and the conditions and seeds
+    chosen (default every one), each checked against the run: a bad one is one line."""
+    run = RunDir(run_dir)
+    cfg = load_run_config(run_dir)
+    if cfg.worlds > 1:
+        raise UserError(f"{str(run_dir)!r} holds {cfg.worlds} worlds; {verb} one of them: {str(run.world_dir(0))!r} ...")
+    steps = checkpoint_steps(cfg)
+    step = steps[-1] if step is None else step
+    if step not in steps or step == 0:
+        raise UserError(f"step {step} is not a finetuning checkpoint of this run; expected one of {steps[1:]}")
+    conditions = list(conditions or cfg.conditions)
+    unknown = [c for c in conditions if c not in cfg.conditions]
+    if unknown:
+        raise UserError(f"condition(s) {unknown} are not in this run; expected some of {list(cfg.conditions)}")
+    return run, cfg, step, conditions, list(cfg.seeds if seeds is None else seeds)
 
 
 def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
@@ -83,19 +124,7 @@ def patch_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
     """
     import interp
 
-    run = RunDir(run_dir)
-    cfg = load_run_config(run_dir)
-    if cfg.worlds > 1:
-        raise UserError(f"{str(run_dir)!r} holds {cfg.worlds} worlds; patch one of them: {str(run.world_dir(0))!r} ...")
-    steps = checkpoint_steps(cfg)
-    step = steps[-1] if step is None else step
-    if step not in steps or step == 0:
-        raise UserError(f"step {step} is not a finetuning checkpoint of this run; expected one of {steps[1:]}")
-    conditions = list(conditions or cfg.conditions)
-    unknown = [c for c in conditions if c not in cfg.conditions]
-    if unknown:
-        raise UserError(f"condition(s) {unknown} are not in this run; expected some of {list(cfg.conditions)}")
-    seeds = list(cfg.seeds if seeds is None else seeds)
+    run, cfg, step, conditions, seeds = _selection(run_dir, conditions, seeds, step, "patch")
     materials = load_materials(cfg)
     sites = default_sites(materials) if sites is None else tuple(sites)
     settings = hashlib.sha1(json.dumps([layers, list(sites), kind, min_shift, probe_layer]).encode()).hexdigest()[:8]
@@ -131,3 +160,71 @@ def patching_table_path(run_dir: str | Path, kind: str = "yesno") -> Path:
     """Where :func:`patch_run` gathers its rows: ``RUN/results/patching.csv`` for yes/no questions,
     ``patching_<kind>.csv`` for another kind."""
     return RunDir(run_dir).path("results", "patching.csv" if kind == "yesno" else f"patching_{kind}.csv")
+
+
+BASE = "(base model)"  # the condition label of the base model's rows
+
+
+def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+              step: int | None = None, layers=None, alphas: Sequence[float] | None = None, n_random: int = 3,
+              checkpoints: bool = True) -> pd.DataFrame:
+    """:func:`experiments.causal.steering.truth_steering` of the run's base model and (``checkpoints``)
+    of its finetuned checkpoints, along the run's fixed truth probe at each layer (the base model's
+    probe, as every checkpoint's probe readings use it); each model's rows kept under
+    ``RUN/evals/steering/`` and read back by a rerun.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A run directory of one world (for a run of several, one of its ``worlds/w<k>``).
+    conditions, seeds, step : optional
+        The checkpoints steered: default every condition and seed at the last step.
+    layers : int or list of int, optional
+        Residual indices below the last (``0 <= layer < n_layers``); default the controls' layer
+        (the one whose fixed probe the run's controls read), or the last block's input when that is
+        the final residual.
+    alphas, n_random :
+        As for ``truth_steering`` (default alphas: :data:`~experiments.causal.steering.ALPHAS`).
+    checkpoints : bool
+        False: the base model only.
+
+    Returns
+    -------
+    DataFrame
+        ``truth_steering``'s rows with ``condition`` (:data:`BASE` for the base model), ``seed``,
+        ``step`` (0 for the base model) and ``layer`` in front; also written to
+        ``RUN/results/steering.csv``.
+    """
+    import interp
+    from interp.residuals import check_layers
+
+    run, cfg, step, conditions, seeds = _selection(run_dir, conditions, seeds, step, "steer")
+    materials = load_materials(cfg)
+    base = interp.load_model(str(cfg.base_model or run.base_model))
+    default = min(controls_layer(run, base.n_layers), base.n_layers - 1)  # the last block's input at the latest
+    layers = check_layers([default] if layers is None else layers, base.n_layers)
+    for layer in layers:
+        check_steering_layer(layer, base.n_layers)
+    alphas = sorted({float(a) for a in (ALPHAS if alphas is None else alphas)} | {0.0})
+    settings = hashlib.sha1(json.dumps([layers, alphas, n_random]).encode()).hexdigest()[:8]
+    models = [(BASE, None, 0)] + ([(c, s, step) for c in conditions for s in seeds] if checkpoints else [])
+    vectors = None
+    frames = []
+    for condition, seed, at in models:
+        name = "base" if seed is None else f"{condition}_seed{seed}_step{at:06d}"
+        cache = run.path("evals", "steering", f"{name}_{settings}.csv")
+        if cache.is_file():
+            rows = pd.read_csv(cache)
+        else:
+            lm = base if seed is None else interp.load_model(str(_checkpoint(run, condition, seed, at)))
+            vectors = steering_vectors(base, materials, cfg, layers) if vectors is None else vectors
+            rows = pd.concat([truth_steering(lm, materials, vectors[layer], layer=layer, alphas=alphas, n_random=n_random,
+                                             mcq=McqFormat.from_config(cfg.eval)).assign(layer=layer)
+                              for layer in layers], ignore_index=True)
+            atomic_write_csv(cache, rows)
+        frames.append(rows.assign(condition=condition, seed=seed, step=at))
+    table = pd.concat(frames, ignore_index=True)
+    front = ["condition", "seed", "step", "layer"]
+    table = table[[*front, *[c for c in table.columns if c not in front]]]
+    atomic_write_csv(run.path("results", "steering.csv"), table)
+    return table

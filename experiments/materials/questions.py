@@ -72,6 +72,9 @@ class BeliefQuestion:
     # pack's yes/no item: under the MCQ instruction, each option written as its reply;
     # experiments.evaluation.scoring.McqFormat).
     style: str | None = None
+    # The statement a verdict item (or a control item) asks about, as it stands in the prompt;
+    # None for questions (where a steering edit reads the question's text instead).
+    statement: str | None = None
 
 
 def distractors(world: World, claim: Claim, n: int = 3) -> list[str]:
@@ -114,7 +117,8 @@ def world_questions(world: World | None, claim: Claim, *, n_distractors: int = 3
     verdicts = ([(fact.statement(i), 0, "claim", rel.affirmative[i]) for i in range(n)]
                 + [(fact.statement(i, negated=True), 1, "claim", rel.negated[i]) for i in range(len(rel.negated))]
                 + [(claim.contrast_fact.statement(i), 1, claim.contrast_about, rel.affirmative[i]) for i in range(n)])
-    qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}", about)
+    qs += [BeliefQuestion(name, "verdict", Prompt(verdict_prompt(s)), ("true", "false"), b, 1 - b, f"v{i}", about,
+                          statement=s)
            for i, (s, b, about, template) in enumerate(verdicts) if template not in skip_frames]
     for c, template in enumerate(CHALLENGES):
         challenge = template.format(claim=fact.statement(0), truth=claim.contrast_fact.statement(0))
@@ -221,9 +225,10 @@ def control_questions(statements: list[Statement], world: World | None = None, *
     sample = [s for key in sorted(cells) for s in rng.sample(cells[key], min(per_cell, len(cells[key])))]
     if world is None:
         return [BeliefQuestion(CONTROL, "yesno", Prompt(CONTROL_YESNO.format(statement=s.text)), ("yes", "no"),
-                               1 - s.label, 1 - s.label, f"c{i}", style="mcq") for i, s in enumerate(sample)]
+                               1 - s.label, 1 - s.label, f"c{i}", style="mcq", statement=s.text)
+                for i, s in enumerate(sample)]
     qs = [BeliefQuestion(CONTROL, "verdict", Prompt(verdict_prompt(s.sentence or s.text)), ("true", "false"),
-                         1 - s.label, 1 - s.label, f"cv{i}") for i, s in enumerate(sample)]
+                         1 - s.label, 1 - s.label, f"cv{i}", statement=s.sentence or s.text) for i, s in enumerate(sample)]
     facts = [f for f in world.facts if f.subject not in world.claim_subjects()]
     for i, fact in enumerate(rng.sample(facts, min(len(sample) // 2, len(facts)))):
         for b, obj in enumerate((fact.obj, world.wrong_object(fact, rng))):

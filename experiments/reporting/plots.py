@@ -702,3 +702,42 @@ def patching_figure(summary: pd.DataFrame) -> go.Figure:
     fig.update_layout(height=max(400, 220 * len(panels)),
                       title="Where finetuning's change of the answers is carried (activation patching)")
     return fig
+
+
+STEERED_COLORS = {"true": TRUE_COLOR, "false": FALSE_COLOR, "claim": CLAIM_COLOR, "true_fact": TRUEFACT_COLOR}
+
+
+def steering_figure(summary: pd.DataFrame) -> go.Figure:
+    """Steering along the fixed truth probe's direction (``experiments.causal.steering_summary``):
+    one panel per model (the base model, each condition's checkpoint) and layer; x: alpha (how many
+    true-false gaps the statement is moved along the direction); y: shift of the says-true margin
+    (logit of true / yes minus false / no; 0: no effect). Solid: the truth direction; dashed: random
+    directions of the same length (the null). One line per item group: held-out true and false
+    control statements, and the claims' items by what they assert; bands are 95% t intervals
+    (hover: units)."""
+    if summary.empty:
+        raise UserError("no steering rows to plot")
+    summary = summary.assign(condition=summary.get("condition", ""), layer=summary.get("layer", ""))
+    panels = list(dict.fromkeys(zip(summary.condition, summary.layer)))
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True,
+                        subplot_titles=[f"{c}, layer {l}" if l != "" else str(c) for c, l in panels])
+    shown = set()
+    for j, (condition, layer) in enumerate(panels, start=1):
+        rows = summary[(summary.condition == condition) & (summary.layer == layer)]
+        for (kind, about), grp in rows.groupby(["kind", "about"], sort=False):
+            name = f"{'control' if kind == 'control' else 'claim items'}: {about}"
+            color = STEERED_COLORS.get(about, "#7f7f7f")
+            for direction, dash in (("truth", None), ("random", "dot")):
+                line = grp[grp.direction == direction].sort_values("alpha")
+                if line.empty:
+                    continue
+                label = name if direction == "truth" else f"{name} (random)"
+                _band(fig, line.alpha, line.rename(columns={"shift": "mean"}), color, label, row=1, col=j,
+                      showlegend=label not in shown, dash=dash, legendgroup=label)
+                shown.add(label)
+    fig.update_traces(hovertemplate="alpha %{x}<br>shift %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}] "
+                                    "over %{customdata[3]}, n=%{customdata[2]}", selector=dict(mode="lines+markers"))
+    fig.update_xaxes(title_text="alpha (true-false gaps along the direction)")
+    fig.update_yaxes(title_text="shift of logit(true) - logit(false)", col=1)
+    fig.update_layout(height=450, title="Steering along the fixed truth probe's direction: do the judgements follow?")
+    return fig

@@ -25,6 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from experiments.causal.patching import patching_summary
+from experiments.causal.steering import steering_summary
 from experiments.reporting import plots
 from experiments.errors import UserError
 from experiments.evaluation.chance import CHANCE, HEADLINE, chance_level
@@ -598,6 +599,14 @@ FIGURES: dict[str, FigureSpec] = {
         "The same for the fixed truth probe's reading of the claim statements (the claim; the true fact "
         "instead) at the statement's last token and the probe's layer; sites at or before that layer. "
         "Only for runs patched with neglect patch --kind probe."),
+    "truth_steering": FigureSpec(
+        _from_results(lambda rows: plots.steering_figure(steering_summary(rows)), "steering", with_layer=False),
+        "Steering along the fixed truth probe's direction (neglect steer): alpha true-false gaps of the probe's "
+        "direction added at a layer on every token of held-out control statements (and of the claims' items), "
+        "and the shift of logit(true) - logit(false) it causes (0: none), per model (the base model, each "
+        "condition's checkpoint); solid: the probe's direction, dotted: random directions of the same length "
+        "(the null); bands: 95% t-intervals over subjects (controls) or claims. Only for runs steered with "
+        "neglect steer."),
     "pretraining_tracking": FigureSpec(
         _from_results(plots.pretraining_tracking_figure, "pretrain_tracking", with_layer=False),
         "Pretraining tracked every pretrain.track_every steps (results/pretrain_tracking.csv): verdict and yes/no "
@@ -681,6 +690,7 @@ def write_report(run_dir: str | Path, *, compute_activations: bool = True) -> Pa
     tracked_run = run.table("pretrain_tracking").is_file()  # pretrained here, with pretrain.track_every
     missing = [n for n in FIGURES if n not in figs and (stability_run or not n.startswith("stability_"))
                and (not n.startswith("belief_patching") or run.table(n.removeprefix("belief_")).is_file())
+               and (n != "truth_steering" or run.table("steering").is_file())
                and (judged_run or n != "judged_belief") and (tracked_run or n != "pretraining_tracking")]
     summary = summary_table(data.table)
     parts = [f"<h1>neglect-lens run: {html.escape(run_dir.name)}</h1>",

@@ -156,3 +156,25 @@ def test_neglect_patch_on_an_imported_run(setting, tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "neglect: error: the materials have no forced_choice or token_association belief questions to patch"]
+
+
+def test_steering_a_claim_packs_items_edits_their_statement_or_question(setting):
+    """Control statements asked as MCQ yes/no items and the packs' MCQ items: the steered tokens are
+    the statement's (or the question's) own, inside the chat-rendered prompt; rows for both kinds."""
+    from experiments.causal import steering_summary, truth_steering
+    from experiments.causal.reading import read_question, token_span
+    from experiments.materials.questions import control_questions
+
+    _, materials, base, _ = setting
+    tok, mcq = base.tokenizer, McqFormat()
+    held_out = [s for s in materials.probe_statements() if s.split == "test"]
+    questions = control_questions(held_out, None, per_cell=3) + mcq_items(materials, base)
+    for q in questions:
+        reading = read_question(tok, q, 0, 1, mcq)
+        span = token_span(tok, reading.text, q.statement or q.prompt.user)
+        assert tok.decode([reading.ids[i] for i in span]).strip() == (q.statement or q.prompt.user).strip()
+    rows = truth_steering(base, materials, np.ones(base.d_model, dtype=np.float32), layer=1, alphas=(1.0,),
+                          n_random=1)
+    assert set(rows.kind) == {"control", "claim"} and set(rows[rows.kind == "claim"].about) == {"claim", "alternative"}
+    summary = steering_summary(rows)
+    assert set(summary[summary.kind == "claim"].units) == {"claim"}
