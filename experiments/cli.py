@@ -7,7 +7,7 @@
     neglect stability [--preset demo] [--config FILE] [--set stability.anchor='"kl"' ...] [--out DIR]
     neglect report RUN_DIR
     neglect check-base RUN_DIR
-    neglect steer RUN_DIR [--layer L ...] [--alpha A ...] [--random N] [--condition C ...] [--seed S ...] [--base-only]
+    neglect steer RUN_DIR [--layer L ...] [--alpha A ...] [--site statement|last|all] [--probe P] [--base-only] [...]
     neglect patch RUN_DIR [--condition C ...] [--seed S ...] [--step N] [--layer L ...] [--kind yesno|forced_choice|probe]
     neglect pretrain [--preset standard] [--set ...] [--out DIR] [--export DIR]
     neglect docs [--preset demo] [--condition negated] [-n 3]
@@ -245,12 +245,14 @@ def cmd_steer(args) -> int:
     from experiments.reporting.report import save_figure
 
     table = steer_run(args.run_dir, conditions=args.condition, seeds=args.seed, step=args.step, layers=args.layer,
-                      alphas=args.alpha, n_random=args.random, checkpoints=not args.base_only)
+                      alphas=args.alpha, n_random=args.random, site=args.site, estimator=args.probe,
+                      checkpoints=not args.base_only)
     summary = steering_summary(table)
     html_path, _, _ = save_figure(steering_figure(summary), Path(args.run_dir) / "figures" / "truth_steering",
                                   png=False)
     for (condition, step, layer), _ in summary.groupby(["condition", "step", "layer"], sort=False):
-        print(_steering_line(summary, condition, step, layer))
+        where = {"statement": "the statement's tokens", "last": "the answer position", "all": "every token"}[args.site]
+        print(f"{_steering_line(summary, condition, step, layer)} (added at {where})")
     print(Path(args.run_dir) / "results" / "steering.csv")
     print(html_path)
     return 0
@@ -364,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, action="append",
                    help="multiple of the true-false gap (repeatable; default -2 to 2, experiments.causal.ALPHAS)")
     p.add_argument("--random", type=int, default=3, help="random directions of the same length (the null; default 3)")
+    p.add_argument("--site", default="statement", choices=["statement", "last", "all"],
+                   help="where the direction is added: the statement's tokens (default), the answer position, "
+                        "every token")
+    p.add_argument("--probe", choices=["logistic", "mass_mean", "polarity_aware", "ccs"],
+                   help="the probe whose direction is steered along (default the run's eval.probe)")
     p.add_argument("--condition", action="append", help="condition whose checkpoints to steer (repeatable; default every one)")
     p.add_argument("--seed", type=int, action="append", help="finetuning seed (repeatable; default every one)")
     p.add_argument("--step", type=int, help="checkpoint step (default the last)")

@@ -23,14 +23,15 @@ from experiments.materials import load_materials
 from experiments.training.stages import checkpoint_steps
 
 
-def _fixed_probe_and_acts(base, materials, cfg):
+def _fixed_probe_and_acts(base, materials, cfg, estimator: str | None = None):
     import interp
     from experiments.evaluation.readout import fit_probes
 
     statements = materials.probe_statements()
     acts = interp.residuals(base, [s.text for s in statements], position=cfg.eval.position,
                             batch_size=cfg.eval.batch_size).numpy()
-    return fit_probes(acts, statements, estimator=cfg.eval.probe, C=cfg.eval.probe_C, device=base.device), acts
+    probe = fit_probes(acts, statements, estimator=estimator or cfg.eval.probe, C=cfg.eval.probe_C, device=base.device)
+    return probe, acts
 
 
 def fixed_probe(base, materials, cfg):
@@ -44,9 +45,10 @@ def fixed_probe(base, materials, cfg):
     return _fixed_probe_and_acts(base, materials, cfg)[0]
 
 
-def steering_vectors(base, materials, cfg, layers) -> dict:
+def steering_vectors(base, materials, cfg, layers, estimator: str | None = None) -> dict:
     """The fixed truth probe's steering vector at each of ``layers`` (:func:`probe_direction`: its
-    unit direction times the true-false gap of its training statements in the base model).
+    unit direction times the true-false gap of its training statements in the base model), the
+    probe fit with ``estimator`` (default the run's ``eval.probe``).
 
     Returns
     -------
@@ -54,11 +56,17 @@ def steering_vectors(base, materials, cfg, layers) -> dict:
     """
     import numpy as np
 
-    probe, acts = _fixed_probe_and_acts(base, materials, cfg)
+    probe, acts = _fixed_probe_and_acts(base, materials, cfg, estimator)
     statements = materials.probe_statements()
     train = np.array([s.split == "train" for s in statements])
     labels = np.array([bool(s.label) for s in statements])
-    return {layer: probe_direction(probe[layer], acts[train, layer], labels[train]) for layer in layers}
+    vectors = {}
+    for layer in layers:
+        try:
+            vectors[layer] = probe_direction(probe[layer], acts[train, layer], labels[train])
+        except UserError as err:
+            raise UserError(f"layer {layer}: {err}") from None
+    return vectors
 
 
 def controls_layer(run: RunDir, n_layers: int) -> int:
@@ -167,7 +175,7 @@ BASE = "(base model)"  # the condition label of the base model's rows
 
 def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
               step: int | None = None, layers=None, alphas: Sequence[float] | None = None, n_random: int = 3,
-              checkpoints: bool = True) -> pd.DataFrame:
+              site: str = "statement", estimator: str | None = None, checkpoints: bool = True) -> pd.DataFrame:
     """:func:`experiments.causal.steering.truth_steering` of the run's base model and (``checkpoints``)
     of its finetuned checkpoints, along the run's fixed truth probe at each layer (the base model's
     probe, as every checkpoint's probe readings use it); each model's rows kept under
@@ -183,8 +191,10 @@ def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
         Residual indices below the last (``0 <= layer < n_layers``); default the controls' layer
         (the one whose fixed probe the run's controls read), or the last block's input when that is
         the final residual.
-    alphas, n_random :
+    alphas, n_random, site :
         As for ``truth_steering`` (default alphas: :data:`~experiments.causal.steering.ALPHAS`).
+    estimator : str, optional
+        The probe whose direction is steered along (``eval.probe``'s choices); default the run's.
     checkpoints : bool
         False: the base model only.
 
@@ -206,7 +216,8 @@ def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
     for layer in layers:
         check_steering_layer(layer, base.n_layers)
     alphas = sorted({float(a) for a in (ALPHAS if alphas is None else alphas)} | {0.0})
-    settings = hashlib.sha1(json.dumps([layers, alphas, n_random]).encode()).hexdigest()[:8]
+    estimator = estimator or cfg.eval.probe
+    settings = hashlib.sha1(json.dumps([layers, alphas, n_random, site, estimator]).encode()).hexdigest()[:8]
     models = [(BASE, None, 0)] + ([(c, s, step) for c in conditions for s in seeds] if checkpoints else [])
     vectors = None
     frames = []
@@ -217,9 +228,10 @@ def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
             rows = pd.read_csv(cache)
         else:
             lm = base if seed is None else interp.load_model(str(_checkpoint(run, condition, seed, at)))
-            vectors = steering_vectors(base, materials, cfg, layers) if vectors is None else vectors
+            vectors = steering_vectors(base, materials, cfg, layers, estimator) if vectors is None else vectors
             rows = pd.concat([truth_steering(lm, materials, vectors[layer], layer=layer, alphas=alphas, n_random=n_random,
-                                             mcq=McqFormat.from_config(cfg.eval)).assign(layer=layer)
+                                             site=site, mcq=McqFormat.from_config(cfg.eval)).assign(layer=layer,
+                                                                                                   estimator=estimator)
                               for layer in layers], ignore_index=True)
             atomic_write_csv(cache, rows)
         frames.append(rows.assign(condition=condition, seed=seed, step=at))

@@ -65,7 +65,11 @@ def probe_direction(probe, acts: np.ndarray, labels) -> np.ndarray:
     if acts.ndim != 2 or acts.shape != (len(labels), len(coef)) or labels.all() or not labels.any():
         raise UserError(f"probe_direction needs activations [n, {len(coef)}] of true and false statements; "
                         f"got {acts.shape} with {int(labels.sum())} true of {len(labels)}")
-    unit = coef / np.linalg.norm(coef)
+    norm = np.linalg.norm(coef)
+    if not np.isfinite(norm) or norm == 0:
+        raise UserError("the probe's weights are zero or not finite: it has no direction to steer along "
+                        "(its true and false statements do not differ along any direction there)")
+    unit = coef / norm
     proj = acts @ unit
     gap = proj[labels].mean() - proj[~labels].mean()
     return (gap * unit).astype(np.float32)
@@ -115,11 +119,15 @@ def _says_true(lm: LoadedModel, items: pd.DataFrame, edits, batch_size) -> np.nd
     return (logits[rows, true] - logits[rows, false]).numpy()
 
 
+SITES = ("statement", "last", "all")  # where the vector is added: the statement's tokens, the answer position, every token
+
+
 def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Sequence[float] = ALPHAS,
-                   n_random: int = 3, seed: int = 0, claims: bool = True, mcq: McqFormat | None = None,
-                   batch_size: int | None = None) -> pd.DataFrame:
-    """Add ``alpha * vector`` at ``layer`` on every token of each item's statement and read its
-    says-true margin, for the truth direction and for random directions of the same length.
+                   n_random: int = 3, seed: int = 0, site: str = "statement", claims: bool = True,
+                   mcq: McqFormat | None = None, batch_size: int | None = None) -> pd.DataFrame:
+    """Add ``alpha * vector`` at ``layer`` on every token of each item's statement (or at another
+    ``site``) and read its says-true margin, for the truth direction and for random directions of
+    the same length.
 
     Parameters
     ----------
@@ -135,6 +143,10 @@ def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Se
         Multiples of ``vector``; 0 (no edit) is always read.
     n_random : int
         Random directions (Gaussian, scaled to ``vector``'s length; seeded by ``seed``): the null.
+    site : str
+        Where it is added (:data:`SITES`): "statement" (every token of the statement, or of a
+        claim pack item's question), "last" (the answer position, where the judgement is read)
+        or "all" (every token).
     claims : bool
         Also steer the claims' items.
     mcq : McqFormat, optional
@@ -144,16 +156,18 @@ def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Se
     Returns
     -------
     DataFrame
-        One row per item x direction x alpha: ``kind, claim, subject, about, label, qid, direction
-        ("truth" or "random"), draw (which random direction; 0 for the truth), alpha, margin
+        One row per item x direction x alpha: ``kind, claim, subject, about, label, qid, site,
+        direction ("truth" or "random"), draw (which random direction; 0 for the truth), alpha, margin
         (says-true, logits), margin_base (no edit), shift, says_true``.
     """
     vector = np.asarray(vector, dtype=np.float32).reshape(-1)
     if vector.shape != (lm.d_model,) or not np.isfinite(vector).all() or not np.linalg.norm(vector):
         raise UserError(f"the steering vector must be finite, non-zero and of length d_model = {lm.d_model}")
     check_steering_layer(layer, lm.n_layers)
+    if site not in SITES:
+        raise UserError(f"unknown steering site {site!r}; expected one of {list(SITES)}")
     items = _steering_items(lm, materials, mcq or McqFormat(), claims)
-    where = Indices(tuple(items.span))
+    where = Indices(tuple(items.span)) if site == "statement" else site
     base = _says_true(lm, items, [], batch_size)
     rng = np.random.default_rng(seed)
     directions = [("truth", 0, vector)]
@@ -166,7 +180,7 @@ def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Se
         for alpha in sorted(set(map(float, alphas)) | {0.0}):
             margin = base if alpha == 0 else _says_true(
                 lm, items, [AddDirection(vec, layers=layer, position=where, scale=alpha)], batch_size)
-            frames.append(items[keep].assign(direction=name, draw=draw, alpha=alpha, margin=margin,
+            frames.append(items[keep].assign(site=site, direction=name, draw=draw, alpha=alpha, margin=margin,
                                              margin_base=base, shift=margin - base, says_true=margin > 0))
     return pd.concat(frames, ignore_index=True)
 
@@ -184,10 +198,11 @@ def steering_summary(rows: pd.DataFrame) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame ``[condition, step, layer, kind, about, direction, alpha, shift, lo, hi, says_true, n,
-    units]`` (``condition, step, layer`` where the rows have them).
+    DataFrame ``[condition, step, layer, site, kind, about, direction, alpha, shift, lo, hi,
+    says_true, n, units]`` (``condition, step, layer, site`` where the rows have them).
     """
-    by = [c for c in ("condition", "step", "layer") if c in rows.columns] + ["kind", "about", "direction", "alpha"]
+    by = [c for c in ("condition", "step", "layer", "site") if c in rows.columns] + ["kind", "about", "direction",
+                                                                                    "alpha"]
     out = []
     for key, grp in rows.groupby(by, sort=True, dropna=False):
         unit = "subject" if key[by.index("kind")] == "control" else "claim"

@@ -41,6 +41,8 @@ def test_the_steering_vector_is_one_true_false_gap_along_the_probe():
         probe_direction(coef, acts, np.ones(40, dtype=bool))
     with pytest.raises(UserError, match="activations"):
         probe_direction(coef, acts[:, :4], labels)
+    with pytest.raises(UserError, match="no direction to steer along"):
+        probe_direction(np.zeros(8), acts, labels)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,10 @@ def test_the_edit_moves_answers_only_from_the_statement(setting):
     control = summary[summary.kind == "control"]
     assert set(control.units) == {"subject"} and (control.n == 40).all()
     assert set(control.about) == {"true", "false"}
+    last = truth_steering(lm, materials, vector, layer=5, alphas=(2.0,), n_random=0, site="last", claims=False)
+    assert set(last.site) == {"last"} and last[last.alpha == 2]["shift"].abs().mean() > 0.05
+    with pytest.raises(UserError, match="unknown steering site 'name'"):
+        truth_steering(lm, materials, vector, layer=1, site="name")
     with pytest.raises(UserError, match="steering layer 6 is out of range"):
         truth_steering(lm, materials, vector, layer=lm.n_layers)
     with pytest.raises(UserError, match="d_model = 192"):
@@ -104,6 +110,7 @@ def test_neglect_steer_covers_the_base_model_and_every_checkpoint(run, capsys):
     table = pd.read_csv(run / "results" / "steering.csv")
     assert set(table.condition) == {"(base model)", "plain", "negated", "local"} and set(table.layer) == {1}
     assert set(table.alpha) == {-1.0, 0.0, 1.0} and set(table.direction) == {"truth", "random"}
+    assert set(table.site) == {"statement"} and set(table.estimator) == {"logistic"}
     assert "(base model), layer 1: shift of logit(true) - logit(false) for held-out false statements at alpha +1" \
         in printed
     assert (run / "figures" / "truth_steering.html").is_file()
@@ -114,6 +121,11 @@ def test_neglect_steer_covers_the_base_model_and_every_checkpoint(run, capsys):
                  "--base-only"]) == 0
     assert [p.stat().st_mtime_ns for p in kept] == stamps  # read back, not recomputed
     assert set(pd.read_csv(run / "results" / "steering.csv").condition) == {"(base model)"}
+    assert main(["steer", str(run), "--layer", "1", "--alpha", "1", "--random", "0", "--base-only", "--site",
+                 "last"]) == 0
+    other = pd.read_csv(run / "results" / "steering.csv")
+    assert set(other.site) == {"last"} and set(other.direction) == {"truth"}
+    assert len(sorted((run / "evals" / "steering").glob("[!.]*.csv"))) == 5  # other settings: another file
     write_report(run)
     assert "truth_steering" in (run / "report.html").read_text()
 
@@ -121,3 +133,7 @@ def test_neglect_steer_covers_the_base_model_and_every_checkpoint(run, capsys):
 def test_a_bad_steering_layer_is_one_line(run, capsys):
     assert main(["steer", str(run), "--layer", "2"]) == 2
     assert "steering layer 2 is out of range" in capsys.readouterr().err
+    # the tiny model's mass-mean probe separates nothing at layer 1: its weights are zero there
+    assert main(["steer", str(run), "--layer", "1", "--probe", "mass_mean", "--base-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neglect: error: layer 1: the probe's weights are zero")
