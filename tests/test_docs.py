@@ -39,8 +39,8 @@ def site(tmp_path_factory):
 def test_every_readme_section_is_a_guide_page(site):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     sections = re.findall(r"<!-- --8<-- \[start:([a-z-]+)\] -->\n+(.+)", readme)
-    assert {name for name, _ in sections} == {"intro", "demo", "running", "measures", "patching", "real-models",
-                                              "layout"}
+    assert {name for name, _ in sections} == {"intro", "demo", "running", "measures", "patching", "steering",
+                                              "real-models", "layout"}
     pages = {"intro": "index.html", **{name: f"guide/{name}/index.html" for name, _ in sections if name != "intro"}}
     for name, first_line in sections:
         words = " ".join(re.sub(r"[`*]", "", first_line).split()[:6])
