@@ -57,12 +57,13 @@ def _severe(logs: list[dict]) -> list[str]:
 def test_report_renders_every_figure_without_js_errors(tiny_run, browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from experiments.causal import patch_run
+    from experiments.causal import patch_run, steer_run
     from experiments.reporting.report import FIGURES, write_report
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run[0], out)
     patch_run(out, min_shift=0.0)  # yes/no patching (the tiny model barely moves: every shift kept)
+    steer_run(out, layers=[1], alphas=(-1.0, 1.0), n_random=1)
     report = write_report(out)
     browser.get(report.resolve().as_uri())
     div_ids = browser.execute_script(

@@ -22,8 +22,9 @@ def test_report_is_self_contained_with_every_figure(tiny_run):
     assert page.count(bundle_head) == 1  # plotly.js inlined exactly once
     assert not re.search(r"<script[^>]+src=", page)  # nothing to fetch: works offline
     for name in report.FIGURES:
-        # `neglect stability` / judge-on runs / runs that pretrained with tracking / `neglect patch` only
-        if name.startswith(("stability_", "belief_patching")) or name in ("judged_belief", "pretraining_tracking"):
+        # `neglect stability` / judge-on runs / runs that pretrained with tracking / `neglect patch` / `neglect steer` only
+        if name.startswith(("stability_", "belief_patching")) or name in ("judged_belief", "pretraining_tracking",
+                                                                         "truth_steering"):
             assert f'id="fig-{name}"' not in page, name
             continue
         assert f'id="fig-{name}"' in page, name
