@@ -106,8 +106,10 @@ def _check_fields(position) -> None:
                                                 and 0 <= position.start < position.end):
         raise InterpInputError(f"bad CharRange({position.start!r}, {position.end!r}); expected 0 <= start < end")
     if isinstance(position, Indices):
+        nested = [isinstance(row, (list, tuple)) for row in position.indices]
         flat = [i for row in position.indices for i in (row if isinstance(row, (list, tuple)) else [row])]
-        if not flat or not all(isinstance(i, int) and not isinstance(i, bool) for i in flat):
+        if (not flat or any(nested) != all(nested)
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in flat)):
             raise InterpInputError(f"bad Indices {position.indices!r}; expected ints or one list of ints per text")
 
 
@@ -153,7 +155,7 @@ def _char_range(position, text: str, text_index: int) -> tuple[int, int]:
 
 def _explicit_indices(position: Indices, n_tokens: int, text_index: int, n_texts: int) -> list[int]:
     rows = position.indices
-    if all(isinstance(r, (list, tuple)) for r in rows):
+    if isinstance(rows[0], (list, tuple)):  # one row per text (_check_fields: all rows or none)
         if len(rows) != n_texts:
             raise InterpInputError(f"Indices gives {len(rows)} rows for {n_texts} texts; expected one row per text")
         rows = rows[text_index]

@@ -230,7 +230,8 @@ def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
             lm = base if seed is None else interp.load_model(str(_checkpoint(run, condition, seed, at)))
             vectors = steering_vectors(base, materials, cfg, layers, estimator) if vectors is None else vectors
             rows = pd.concat([truth_steering(lm, materials, vectors[layer], layer=layer, alphas=alphas, n_random=n_random,
-                                             site=site, mcq=McqFormat.from_config(cfg.eval)).assign(layer=layer,
+                                             site=site, per_cell=cfg.eval.control_per_cell,
+                                             mcq=McqFormat.from_config(cfg.eval)).assign(layer=layer,
                                                                                                    estimator=estimator)
                               for layer in layers], ignore_index=True)
             atomic_write_csv(cache, rows)

@@ -82,14 +82,15 @@ def check_steering_layer(layer: int, n_layers: int) -> None:
                         f"through a later block, so 0 <= layer < {n_layers} (the residual index)")
 
 
-def _steering_items(lm: LoadedModel, materials, mcq: McqFormat, claims: bool) -> pd.DataFrame:
-    """The held-out control statements' items and (``claims``) the claims' items, each with the
-    token indices of the text that is steered."""
+def _steering_items(lm: LoadedModel, materials, mcq: McqFormat, claims: bool, per_cell: int) -> pd.DataFrame:
+    """The held-out control statements' items (up to ``per_cell`` of each truth x polarity cell,
+    seeded) and (``claims``) the claims' items, each with the token indices of the text that is
+    steered."""
     world = getattr(materials, "world", None)
     tok = lm.tokenizer
     held_out = [s for s in materials.probe_statements() if s.split == "test"]
     by_text = {(s.sentence or s.text) if world is not None else s.text: s for s in held_out}
-    questions = [("control", q) for q in control_questions(held_out, world, per_cell=len(held_out))
+    questions = [("control", q) for q in control_questions(held_out, world, per_cell=per_cell)
                  if q.statement is not None]
     if claims:
         wanted = "verdict" if world is not None else "yesno"
@@ -124,7 +125,7 @@ SITES = ("statement", "last", "all")  # where the vector is added: the statement
 
 def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Sequence[float] = ALPHAS,
                    n_random: int = 3, seed: int = 0, site: str = "statement", claims: bool = True,
-                   mcq: McqFormat | None = None, batch_size: int | None = None) -> pd.DataFrame:
+                   per_cell: int = 64, mcq: McqFormat | None = None, batch_size: int | None = None) -> pd.DataFrame:
     """Add ``alpha * vector`` at ``layer`` on every token of each item's statement (or at another
     ``site``) and read its says-true margin, for the truth direction and for random directions of
     the same length.
@@ -149,6 +150,9 @@ def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Se
         or "all" (every token).
     claims : bool
         Also steer the claims' items.
+    per_cell : int
+        Held-out statements steered per (true / false) x (affirmative / negated) cell, a seeded
+        sample (the run's ``eval.control_per_cell``: the statements its response prior reads).
     mcq : McqFormat, optional
         How MCQ items are asked (claim packs); default :class:`McqFormat`'s.
     batch_size : int, optional
@@ -166,7 +170,7 @@ def truth_steering(lm: LoadedModel, materials, vector, *, layer: int, alphas: Se
     check_steering_layer(layer, lm.n_layers)
     if site not in SITES:
         raise UserError(f"unknown steering site {site!r}; expected one of {list(SITES)}")
-    items = _steering_items(lm, materials, mcq or McqFormat(), claims)
+    items = _steering_items(lm, materials, mcq or McqFormat(), claims, per_cell)
     where = Indices(tuple(items.span)) if site == "statement" else site
     base = _says_true(lm, items, [], batch_size)
     rng = np.random.default_rng(seed)

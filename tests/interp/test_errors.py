@@ -72,6 +72,7 @@ def test_dtype_selection(tiny_dirs):
     (CharRange(0, 200), "runs past text 0"),
     (Indices((9,)), "token index 9 is out of range for text 0"),
     (Indices(((0,), (1,), (2,))), "one row per text"),
+    (Indices(((0,), 1)), "expected ints or one list of ints per text"),
     ({"chars": (0, 3), "reduce": "median"}, "bad reduce"),
     (2.5, "bad position"),
 ])

@@ -55,7 +55,7 @@ def setting():
 
 def test_items_are_read_as_the_scoring_reads_them_and_steered_on_their_statement(setting):
     materials, lm = setting
-    items = _steering_items(lm, materials, McqFormat(), claims=True)
+    items = _steering_items(lm, materials, McqFormat(), claims=True, per_cell=64)
     held_out = [s for s in materials.probe_statements() if s.split == "test"]
     controls = items[items.kind == "control"]
     assert len(controls) == len(held_out) and set(controls.subject) == {s.subject for s in held_out}
