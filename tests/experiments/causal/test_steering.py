@@ -55,10 +55,12 @@ def setting():
 
 def test_items_are_read_as_the_scoring_reads_them_and_steered_on_their_statement(setting):
     materials, lm = setting
-    items = _steering_items(lm, materials, McqFormat(), claims=True, per_cell=64)
     held_out = [s for s in materials.probe_statements() if s.split == "test"]
+    items = _steering_items(lm, materials, McqFormat(), claims=True, per_cell=len(held_out))
     controls = items[items.kind == "control"]
     assert len(controls) == len(held_out) and set(controls.subject) == {s.subject for s in held_out}
+    sample = _steering_items(lm, materials, McqFormat(), claims=False, per_cell=10)
+    assert len(sample) == 40 and sorted(sample.groupby("about").size()) == [20, 20]  # 10 per truth x polarity
     assert set(items[items.kind == "claim"].about) == {"claim", "true_fact", "unstated"}
     tok = lm.tokenizer
     for q in control_questions(held_out, materials.world, per_cell=len(held_out))[:6] + [
