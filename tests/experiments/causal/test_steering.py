@@ -68,7 +68,8 @@ def test_items_are_read_as_the_scoring_reads_them_and_steered_on_their_statement
         reading = read_question(tok, q, 0, 1, McqFormat())
         span = token_span(tok, reading.text, q.statement)
         assert tok.decode([reading.ids[i] for i in span]).strip() == q.statement.strip()
-    rows = truth_steering(lm, materials, np.ones(lm.d_model, dtype=np.float32), layer=2, alphas=(), n_random=0)
+    rows = truth_steering(lm, materials, np.ones(lm.d_model, dtype=np.float32), layer=2, alphas=(), n_random=0,
+                          per_cell=len(held_out))
     scored = score_questions(lm, control_questions(held_out, materials.world, per_cell=len(held_out)))
     scored = scored[scored.kind == "verdict"]
     says_true = rows[rows.kind == "control"].set_index("qid").margin
