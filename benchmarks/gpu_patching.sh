@@ -12,10 +12,10 @@ one() {  # preset: run, then patch both kinds; results back as PRESET.tgz
   local preset=$1
   $NEGLECT run --preset $preset --out $R/$preset --set 'seeds=[0,1,2]' --set finetune.n_checkpoints=2 --set jobs=3 \
     > $R/$preset.log 2>&1
-  echo "$(date +%T) $preset run rc=$?" >> $OUT/status.txt
+  rc=$?; echo "$(date +%T) $preset run rc=$rc" >> $OUT/status.txt
   for kind in yesno forced_choice; do
     $NEGLECT patch $R/$preset --kind $kind > $R/$preset.patch_$kind.txt 2>&1
-    echo "$(date +%T) $preset patch $kind rc=$?" >> $OUT/status.txt
+    rc=$?; echo "$(date +%T) $preset patch $kind rc=$rc" >> $OUT/status.txt
   done
   tar czf $OUT/$preset.tgz -C $R $preset.log $preset.patch_yesno.txt $preset.patch_forced_choice.txt \
     $preset/results $preset/figures/patching.html $preset/figures/patching_forced_choice.html 2>/dev/null

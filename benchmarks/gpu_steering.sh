@@ -18,12 +18,12 @@ one() {  # preset, its number of layers, then the (site probe) pairs to steer
   for l in $(seq 1 $((n - 1))); do layers="$layers --layer $l"; done
   $NEGLECT run --preset $preset --out $R/$preset --set 'seeds=[0,1,2]' --set finetune.n_checkpoints=2 --set jobs=3 \
     > $L/$preset.run.log 2>&1
-  echo "$(date +%T) $preset run rc=$?" >> $L/status.txt
+  local rc=$?; echo "$(date +%T) $preset run rc=$rc" >> $L/status.txt
   while [ $# -gt 1 ]; do
     local site=$1 probe=$2; shift 2
     timeout -s ABRT $STEP_S $NEGLECT steer $R/$preset $layers --site $site --probe $probe --alpha -2 --alpha -1 \
       --alpha 1 --alpha 2 --random 2 > $L/$preset.steer_${site}_$probe.txt 2>&1
-    echo "$(date +%T) $preset steer $site $probe rc=$?" >> $L/status.txt
+    rc=$?; echo "$(date +%T) $preset steer $site $probe rc=$rc" >> $L/status.txt
     cp $R/$preset/results/steering.csv $L/$preset.steering_${site}_$probe.csv 2>/dev/null
   done
 }

@@ -15,7 +15,7 @@ N=${NEGLECT:-neglect}; T=${T:-540}
 one() {  # name, run options...
   local name=$1; shift
   ( timeout "$T" $N run --preset testbed --out "$R/$name" --set 'seeds=[0,1,2]' "$@" > "$R/$name.log" 2>&1
-    echo "$(date +%T) $name rc=$?" >> "$OUT/status.txt" ) &
+    rc=$?; echo "$(date +%T) $name rc=$rc" >> "$OUT/status.txt" ) &
 }
 one testbed --set jobs=6
 for b in ${BASES:-}; do

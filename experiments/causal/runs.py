@@ -18,7 +18,7 @@ from experiments.artifacts.rundir import RunDir
 from experiments.causal.patching import belief_patching, default_sites, probe_patching
 from experiments.causal.steering import ALPHAS, check_steering_layer, probe_direction, truth_steering
 from experiments.evaluation.scoring import McqFormat
-from experiments.errors import UserError
+from experiments.errors import UserError, warn
 from experiments.materials import load_materials
 from experiments.training.stages import checkpoint_steps
 
@@ -52,7 +52,8 @@ def steering_vectors(base, materials, cfg, layers, estimator: str | None = None)
 
     Returns
     -------
-    dict layer -> array ``[d_model]``
+    dict layer -> array ``[d_model]``, for the layers where the probe has a direction (the others
+    are named in one warning line; none at all is a one-line error)
     """
     import numpy as np
 
@@ -60,12 +61,17 @@ def steering_vectors(base, materials, cfg, layers, estimator: str | None = None)
     statements = materials.probe_statements()
     train = np.array([s.split == "train" for s in statements])
     labels = np.array([bool(s.label) for s in statements])
-    vectors = {}
+    vectors, missing = {}, []
     for layer in layers:
         try:
             vectors[layer] = probe_direction(probe[layer], acts[train, layer], labels[train])
         except UserError as err:
-            raise UserError(f"layer {layer}: {err}") from None
+            missing.append((layer, err))
+    if not vectors:
+        raise UserError("; ".join(f"layer {layer}: {err}" for layer, err in missing))
+    if missing:
+        warn(f"no direction to steer along at layer(s) {[layer for layer, _ in missing]} (the probe's weights are "
+             "zero there: its true and false statements do not differ along any direction); steering the others")
     return vectors
 
 
@@ -229,11 +235,11 @@ def steer_run(run_dir: str | Path, *, conditions: Sequence[str] | None = None, s
         else:
             lm = base if seed is None else interp.load_model(str(_checkpoint(run, condition, seed, at)))
             vectors = steering_vectors(base, materials, cfg, layers, estimator) if vectors is None else vectors
-            rows = pd.concat([truth_steering(lm, materials, vectors[layer], layer=layer, alphas=alphas, n_random=n_random,
+            rows = pd.concat([truth_steering(lm, materials, vector, layer=layer, alphas=alphas, n_random=n_random,
                                              site=site, per_cell=cfg.eval.control_per_cell,
                                              mcq=McqFormat.from_config(cfg.eval)).assign(layer=layer,
                                                                                                    estimator=estimator)
-                              for layer in layers], ignore_index=True)
+                              for layer, vector in vectors.items()], ignore_index=True)
             atomic_write_csv(cache, rows)
         frames.append(rows.assign(condition=condition, seed=seed, step=at))
     table = pd.concat(frames, ignore_index=True)

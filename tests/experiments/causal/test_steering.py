@@ -136,7 +136,22 @@ def test_neglect_steer_covers_the_base_model_and_every_checkpoint(run, capsys):
 def test_a_bad_steering_layer_is_one_line(run, capsys):
     assert main(["steer", str(run), "--layer", "2"]) == 2
     assert "steering layer 2 is out of range" in capsys.readouterr().err
-    # the tiny model's mass-mean probe separates nothing at layer 1: its weights are zero there
+    # the tiny model's mass-mean probe separates nothing at layers 0-1: its weights are zero there
     assert main(["steer", str(run), "--layer", "1", "--probe", "mass_mean", "--base-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neglect: error: layer 1: the probe's weights are zero")
+    assert main(["steer", str(run), "--layer", "0", "--layer", "1", "--probe", "mass_mean", "--base-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer 0: the probe's weights are zero" in err[0] and "; layer 1: " in err[0]
+
+
+def test_layers_without_a_direction_are_skipped_with_one_warning(run, capsys):
+    # the run's logistic probe has a direction at layer 1 of the tiny model and none at the embeddings of
+    # the statement's last token, which is the same token in every statement
+    assert main(["steer", str(run), "--layer", "0", "--layer", "1", "--alpha", "1", "--random", "0",
+                 "--base-only"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "neglect: warning: no direction to steer along at layer(s) [0] (the probe's weights are zero there: its true "
+        "and false statements do not differ along any direction); steering the others"]
+    assert set(pd.read_csv(run / "results" / "steering.csv").layer) == {1}
