@@ -34,13 +34,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
 from experiments.errors import UserError
-from experiments.causal.reading import read_question
+from experiments.causal.reading import read_question, token_margins
 from experiments.evaluation.scoring import McqFormat
 from experiments.evaluation.stats import summarise
-from interp import LoadedModel, Patch, Span, logits_under, residuals_under
+from interp import LoadedModel, Patch, Span, residuals_under
 from interp.residuals import check_layers
 
 SITES = ("subject", "object", "last", "all")
@@ -100,10 +99,7 @@ def _items(lm: LoadedModel, materials, claims, kind: str, mcq: McqFormat) -> pd.
 
 def _margins(lm: LoadedModel, items: pd.DataFrame, patches, batch_size) -> np.ndarray:
     """Each question's believer margin (logits at its last token) under ``patches``."""
-    logits = logits_under(lm, items.input.tolist(), patches, batch_size=batch_size)
-    rows = torch.arange(len(items))
-    believer, other = (torch.tensor(items[c].tolist()) for c in ("believer", "other"))
-    return (logits[rows, believer] - logits[rows, other]).numpy()
+    return token_margins(lm, items.input.tolist(), items.believer.tolist(), items.other.tolist(), patches, batch_size)
 
 
 def _probe_reader(probe, layer: int, position):

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
 from experiments.evaluation.scoring import McqFormat, render
 from experiments.materials.questions import BeliefQuestion
+from interp import LoadedModel, logits_under
 from interp.logprobs import prompt_ids, uses_chat_template
 
 
@@ -57,3 +61,12 @@ def token_span(tokenizer, text: str, substring: str) -> list[int]:
     end = start + len(substring)
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=not uses_chat_template(tokenizer))
     return [t for t, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < end and e > start]
+
+
+def token_margins(lm: LoadedModel, inputs: list, first: list[int], second: list[int], edits=(),
+                  batch_size: int | None = None) -> np.ndarray:
+    """``logit(first[i]) - logit(second[i])`` at the last token of each of ``inputs`` (texts or
+    token-id lists, as :class:`Reading` gives them), under ``edits`` (``interp`` interventions)."""
+    logits = logits_under(lm, list(inputs), list(edits), batch_size=batch_size)
+    rows = torch.arange(len(inputs))
+    return (logits[rows, torch.tensor(list(first))] - logits[rows, torch.tensor(list(second))]).numpy()

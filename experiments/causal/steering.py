@@ -30,14 +30,13 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from experiments.causal.reading import read_question, token_span
+from experiments.causal.reading import read_question, token_margins, token_span
 from experiments.errors import UserError
 from experiments.evaluation.scoring import McqFormat
 from experiments.evaluation.stats import nested_interval
 from experiments.materials.questions import control_questions
-from interp import AddDirection, Indices, LoadedModel, logits_under
+from interp import AddDirection, Indices, LoadedModel
 
 ALPHAS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 
@@ -114,10 +113,7 @@ def _steering_items(lm: LoadedModel, materials, mcq: McqFormat, claims: bool, pe
 
 
 def _says_true(lm: LoadedModel, items: pd.DataFrame, edits, batch_size) -> np.ndarray:
-    logits = logits_under(lm, items.ids.tolist(), edits, batch_size=batch_size)
-    rows = torch.arange(len(items))
-    true, false = (torch.tensor(items[c].tolist()) for c in ("true", "false"))
-    return (logits[rows, true] - logits[rows, false]).numpy()
+    return token_margins(lm, items.ids.tolist(), items["true"].tolist(), items["false"].tolist(), edits, batch_size)
 
 
 SITES = ("statement", "last", "all")  # where the vector is added: the statement's tokens, the answer position, every token

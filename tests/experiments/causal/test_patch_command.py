@@ -3,7 +3,6 @@ in results/patching.csv, the figure written, each checkpoint's rows kept and rea
 rerun, and bad arguments refused in one line."""
 from __future__ import annotations
 
-import shutil
 
 import pandas as pd
 import pytest
@@ -12,13 +11,6 @@ from experiments.causal import SITES
 from experiments.cli import main
 from experiments.reporting.report import build_figure, write_report
 from tests.experiments.test_bad_inputs import cli_error
-
-
-@pytest.fixture()
-def run(tiny_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run[0], out)
-    return out
 
 
 def test_patch_writes_every_checkpoint_and_reads_it_back(run, capsys):

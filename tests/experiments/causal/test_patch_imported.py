@@ -23,6 +23,7 @@ from experiments.evaluation.scoring import McqFormat, render
 from experiments.materials.imported import ImportedMaterials
 from interp.logprobs import prompt_ids
 from tests.hub_models import corpus_texts, save_qwen2
+from tests.experiments.causal.stand_ins import block0_stand_in
 from tests.paths import FIXTURES, REPO
 
 LAYOUT = FIXTURES / "paper_layout"
@@ -35,12 +36,7 @@ def setting(tmp_path_factory):
     root = tmp_path_factory.mktemp("imported_patch")
     path = save_qwen2(root / "qwen", corpus_texts(LAYOUT, REPO / "experiments" / "materials" / "data"), context=256)
     base = interp.load_model(path, device="cpu")
-    changed = interp.load_model(path, device="cpu")  # a stand-in for a checkpoint: only block 0's MLP moved
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in changed.model.named_parameters():
-            if "layers.0.mlp" in name:
-                param.add_(0.5 * torch.randn(param.shape, generator=g))
+    changed = block0_stand_in(path, 0.5)  # a stand-in for a checkpoint: only block 0's MLP moved
     return path, ImportedMaterials(CLAIMS, DOCS), base, changed
 
 

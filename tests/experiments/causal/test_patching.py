@@ -15,6 +15,7 @@ from experiments.errors import UserError
 from experiments.evaluation.belief import score_questions
 from experiments.materials import load_materials
 from experiments.training import shipped
+from tests.experiments.causal.stand_ins import block0_stand_in
 
 CLAIMS = ["claim0_lives_in", "novel1_works_as"]
 
@@ -25,12 +26,7 @@ def setting():
     materials = load_materials(load_config("testbed"))
     path = shipped.shipped_models()["testbed"]
     base = interp.load_model(path, device="cpu")
-    changed = interp.load_model(path, device="cpu")  # a stand-in for a checkpoint: only block 0's MLP moved
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in changed.model.named_parameters():
-            if "layers.0.mlp" in name:
-                param.add_(0.05 * torch.randn(param.shape, generator=g))
+    changed = block0_stand_in(path, 0.05)  # a stand-in for a checkpoint: only block 0's MLP moved
     rows = belief_patching(base, changed, materials, layers=[0, 1, 3, base.n_layers], claims=CLAIMS, min_shift=0.0)
     return materials, base, rows, changed
 

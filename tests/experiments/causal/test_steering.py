@@ -4,7 +4,6 @@ reads them; the edit lands on the statement's own tokens; `neglect steer` covers
 and every checkpoint, keeps each model's rows and reads them back; bad layers are one line."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -98,13 +97,6 @@ def test_the_edit_moves_answers_only_from_the_statement(setting):
         truth_steering(lm, materials, vector, layer=lm.n_layers)
     with pytest.raises(UserError, match="d_model = 192"):
         truth_steering(lm, materials, vector[:10], layer=1)
-
-
-@pytest.fixture()
-def run(tiny_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run[0], out)
-    return out
 
 
 def test_neglect_steer_covers_the_base_model_and_every_checkpoint(run, capsys):
