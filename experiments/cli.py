@@ -80,6 +80,9 @@ def _run_config(args):
     overrides = list(args.overrides)
     flags = {"base_model": getattr(args, "model", None), "materials.claims": getattr(args, "claims", None),
              "materials.docs": getattr(args, "docs", None), "materials.claim_names": getattr(args, "claim_names", None)}
+    for key in ("base_model", "materials.claims", "materials.docs"):  # a local path is recorded absolute, so the
+        if flags[key] and os.path.exists(flags[key]):                # run's later commands work from anywhere
+            flags[key] = os.path.abspath(flags[key])
     overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value]
     given = any(o.split("=", 1)[0].strip() == "conditions" for o in args.overrides) or (
         args.config is not None and "conditions" in read_config_file(args.config))

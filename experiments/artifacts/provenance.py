@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     return build_config(read_json_artefact(path, "the run's config"))
 
 
+def local_paths_absolute(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``base_model`` and ``materials.claims`` / ``docs`` made absolute where they name
+    a local path relative to the working directory (as `neglect run` records them now; a run that
+    recorded them relative resumes from where it was started)."""
+    def absolute(path):
+        return os.path.abspath(path) if path and not os.path.isabs(path) and os.path.exists(path) else path
+    materials = dataclasses.replace(cfg.materials, claims=absolute(cfg.materials.claims),
+                                    docs=absolute(cfg.materials.docs))
+    return dataclasses.replace(cfg, base_model=absolute(cfg.base_model), materials=materials)
+
+
 def record_run(run: RunDir, cfg: RunConfig) -> None:
     """Write ``config.json`` and ``versions.json``; refuse to mix configs in one run directory.
 
@@ -58,13 +70,15 @@ def record_run(run: RunDir, cfg: RunConfig) -> None:
         # count as their defaults. ``jobs`` (how many worker processes) leaves the results
         # alone, the pretraining screen (``SCREEN_KEYS``) only stops a run, and more anchor
         # weights (``stability.weights``, every earlier one kept) only add arms to a stability
-        # sweep, so a run may resume with other values (the new ones are recorded).
+        # sweep, so a run may resume with other values (the new ones are recorded). A local path
+        # recorded relative (before `neglect run` recorded them absolute) matches its absolute form.
         previous = build_config(previous)
         screen = {k: getattr(cfg.pretrain, k) for k in SCREEN_KEYS}
         weights = cfg.stability.weights if set(previous.stability.weights) <= set(cfg.stability.weights) \
             else previous.stability.weights
-        if dataclasses.replace(previous, jobs=cfg.jobs, pretrain=dataclasses.replace(previous.pretrain, **screen),
-                               stability=dataclasses.replace(previous.stability, weights=weights)) != cfg:
+        kept = dataclasses.replace(previous, jobs=cfg.jobs, pretrain=dataclasses.replace(previous.pretrain, **screen),
+                                   stability=dataclasses.replace(previous.stability, weights=weights))
+        if local_paths_absolute(kept) != local_paths_absolute(cfg):
             raise UserError(f"run directory {str(run.root)!r} holds a run with a different config; "
                             "use another --out or delete it")
         if previous.pretrain != cfg.pretrain or previous.stability != cfg.stability:

@@ -124,10 +124,10 @@ def test_what_a_claim_pack_cannot_patch_is_one_line(setting):
         belief_patching(base, changed, materials, layers=[1], mcq=McqFormat(answer="always"))
 
 
-def neglect(*args) -> subprocess.CompletedProcess:
+def neglect(*args, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     return subprocess.run([sys.executable, "-m", "experiments", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+                          timeout=600, cwd=cwd)
 
 
 def test_neglect_patch_on_an_imported_run(setting, tmp_path):
@@ -174,3 +174,32 @@ def test_steering_a_claim_packs_items_edits_their_statement_or_question(setting)
     assert set(rows.kind) == {"control", "claim"} and set(rows[rows.kind == "claim"].about) == {"claim", "alternative"}
     summary = steering_summary(rows)
     assert set(summary[summary.kind == "claim"].units) == {"claim"}
+
+
+def test_relative_paths_are_recorded_absolute_and_old_runs_resume(setting, tmp_path):
+    """`--model`, `--claims` and `--docs` given relative to where `neglect run` starts are recorded
+    absolute, so the run's later commands work from another directory; a run that recorded them
+    relative (before) resumes from where it was started."""
+    import json
+    import shutil
+
+    here = tmp_path / "here"
+    shutil.copytree(setting[0], here / "qwen")
+    shutil.copytree(LAYOUT, here / "layout")
+    args = ["run", "--preset", "tiny", "--model", "qwen", "--claims", "layout/claims", "--docs", "layout/documents",
+            "--set", 'conditions=["plain"]', "--set", "finetune.steps=2", "--set", "finetune.n_checkpoints=2",
+            "--out", "run"]
+    ran = neglect(*args, cwd=here)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    config = json.loads((here / "run" / "config.json").read_text())
+    assert config["base_model"] == str(here / "qwen")
+    assert config["materials"]["claims"] == str(here / "layout" / "claims")
+    elsewhere = neglect("patch", str(here / "run"), "--min-shift", "0", cwd=tmp_path)
+    assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+    config.update(base_model="qwen", materials={**config["materials"], "claims": "layout/claims",
+                                                "docs": "layout/documents"})
+    (here / "run" / "config.json").write_text(json.dumps(config))  # as an older `neglect run` recorded it
+    resumed = neglect(*args, cwd=here)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    moved = neglect(*[a if a != "qwen" else str(setting[0]) for a in args], cwd=here)  # another model: refused
+    assert moved.returncode == 2 and "holds a run with a different config" in moved.stderr
