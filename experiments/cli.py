@@ -302,6 +302,8 @@ def cmd_docs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments.config import PROBE_ESTIMATORS  # light: no torch
+
     parser = _Parser(prog="neglect", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -372,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", default="statement", choices=["statement", "last", "all"],
                    help="where the direction is added: the statement's tokens (default), the answer position, "
                         "every token")
-    p.add_argument("--probe", choices=["logistic", "mass_mean", "polarity_aware", "ccs"],
+    p.add_argument("--probe", choices=PROBE_ESTIMATORS,
                    help="the probe whose direction is steered along (default the run's eval.probe)")
     p.add_argument("--condition", action="append", help="condition whose checkpoints to steer (repeatable; default every one)")
     p.add_argument("--seed", type=int, action="append", help="finetuning seed (repeatable; default every one)")
