@@ -52,16 +52,19 @@ def main(out: str, parallel: str = "ddp", kind: str = "full") -> None:
     from experiments.training import distributed, sharded
     from tests.experiments.training.support import flat_weights
 
-    torch.set_num_threads(1)
-    dist = distributed.init("cpu")
-    if parallel == "fsdp":
-        dist = sharded.sharded(dist)
-    try:
+    def train_and_save(dist) -> None:
         model, log = run(Path(out), dist, lora=kind == "lora")
         dist.export(lambda step, m: save_file({"flat": flat_weights(m)}, str(Path(out) / "weights.safetensors")),
                     STEPS, model)
         if dist.is_writer:
             (Path(out) / "log.json").write_text(json.dumps({"world_size": dist.world_size, "log": log}))
+
+    torch.set_num_threads(1)
+    dist = distributed.init("cpu")
+    if parallel == "fsdp":
+        dist = sharded.sharded(dist)
+    try:
+        train_and_save(dist)  # the model is out of scope before close(), as in `neglect finetune`
     finally:
         dist.close()
 
