@@ -109,7 +109,8 @@ def ids_only(tok, texts: list[str]) -> Encoded | None:
 
 
 def encode(lm: LoadedModel, texts: list, *, offsets: bool = False) -> Encoded:
-    """Token ids of ``texts`` (the tokenizer's special tokens added), or of token-id lists as given."""
+    """Token ids of ``texts`` (the tokenizer's special tokens added, but never a second BOS:
+    :func:`without_doubled_bos`), or of token-id lists as given."""
     tok = lm.tokenizer
     if is_token_ids(texts):
         if offsets:
@@ -132,8 +133,36 @@ def encode(lm: LoadedModel, texts: list, *, offsets: bool = False) -> Encoded:
     if len(empty := np.flatnonzero(encoded.lengths == 0)):
         i = int(empty[0])
         raise InterpInputError(f"text {i} ({texts[i][:60]!r}) tokenizes to no tokens")
+    encoded = without_doubled_bos(tok, texts, encoded)
     check_context(lm, encoded.lengths, lambda i: repr(texts[i][:60]))
     return encoded
+
+
+def without_doubled_bos(tok, texts: list[str], encoded: Encoded) -> Encoded:
+    """``encoded`` less the BOS the tokenizer added to texts that begin with the BOS token's text
+    already: a prompt rendered by a chat template that writes ``{{ bos_token }}`` (Llama 3,
+    Gemma) and tokenized by a tokenizer that adds one too would otherwise start with two, a
+    sequence the model never saw. Only a doubled BOS is dropped: a text's own BOS tokens are
+    kept, and texts that do not begin with the BOS text are left alone."""
+    bos, bos_text = getattr(tok, "bos_token_id", None), getattr(tok, "bos_token", None)
+    if bos is None or not bos_text:
+        return encoded
+    ids, starts = encoded.token_ids, encoded.starts
+    doubled = [i for i in np.flatnonzero((encoded.lengths >= 2) & (ids[starts] == bos))
+               if ids[starts[i] + 1] == bos and texts[i].startswith(bos_text)]
+    if not doubled:
+        return encoded
+    rows = [encoded.ids_of(i) for i in range(len(texts))]
+    types = None if encoded.token_types is None else [
+        encoded.token_types[s:s + n].tolist() for s, n in zip(encoded.starts, encoded.lengths)]
+    offsets = None if encoded.offsets is None else [list(o) for o in encoded.offsets]
+    for i in doubled:
+        del rows[i][0]
+        if types is not None:
+            del types[i][0]
+        if offsets is not None:
+            del offsets[i][0]
+    return Encoded.from_lists(rows, types, offsets)
 
 
 def check_context(lm: LoadedModel, lengths: np.ndarray, describe) -> None:

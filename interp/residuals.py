@@ -44,6 +44,10 @@ def residuals(model: LoadedModel, texts, *, position="last", layers=None, backen
     "transformer_lens"; all return the same numbers. ``batch_size``: texts per batch
     (default: as many as fit a token budget, texts sorted by length). ``cache``: a directory
     or ``ActivationCache``; results are then read from and written to disk.
+
+    Texts are tokenized with the tokenizer's special tokens (BOS), except that a text that
+    begins with the BOS token's text already (a prompt rendered by a Llama-3 or Gemma chat
+    template) gets no second BOS.
     """
     if not isinstance(model, LoadedModel):
         raise InterpInputError(f"model must be a LoadedModel from interp.load_model, not {type(model).__name__}")
