@@ -1,5 +1,5 @@
 """The command line shared by the benchmarks that compare `testbed`-world base models by name
-(`python benchmarks/X.py NAME=BASE_DIR [NAME=BASE_DIR ...] [options]`)."""
+(`python benchmarks/<script>.py NAME=BASE_DIR [NAME=BASE_DIR ...] [options]`)."""
 from __future__ import annotations
 
 import argparse

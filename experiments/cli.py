@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", help="write the base model and its provenance here (e.g. experiments/pretrained/standard)")
     p.set_defaults(func=cmd_pretrain)
     p = sub.add_parser("stability", help="the stability protocol: Phase 1 negated docs + an anchor, Phase 2 "
-                                         "negated docs only, every checkpoint evaluated (see experiments/stability.py)")
+                                         "negated docs only, every checkpoint evaluated (see experiments/stability/)")
     _config_args(p)
     p.add_argument("--out", default="runs/stability", help="run directory (default runs/stability)")
     p.set_defaults(func=cmd_stability)

@@ -67,7 +67,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Relative weights of the pretraining document kinds (see experiments/corpus.py)."""
+    """Relative weights of the pretraining document kinds (see experiments/materials/corpus.py)."""
 
     bio: float = 3.0
     qa: float = 1.0
@@ -211,7 +211,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class StabilityConfig:
-    """The stability protocol (``neglect stability``, experiments/stability.py).
+    """The stability protocol (``neglect stability``, experiments/stability/).
 
     Phase 1 finetunes on negated documents plus an ``anchor`` for ``finetune.steps`` steps;
     Phase 2 continues on negated documents only for ``phase2_steps`` (None: as many).

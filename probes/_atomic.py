@@ -38,7 +38,8 @@ TEMP_PREFIX = ".tmp-"  # every temp file and directory starts so (a killed run's
 # Test-only hook: ``NEGLECT_TEST_KILL_AT="<substring>@<n>"`` makes the process SIGKILL itself
 # just before the n-th atomic replace (file or directory) whose target path contains
 # <substring>, i.e. with the new content fully written to a temp file but not yet in place.
-# tests/test_reliability_resume.py uses it to kill runs at exact points; never set it otherwise.
+# tests/experiments/artifacts/test_resume_after_kill.py and the training tests use it to kill runs at
+# exact points; never set it otherwise.
 KILL_ENV = "NEGLECT_TEST_KILL_AT"
 _kill_counts: dict[str, int] = {}
 
