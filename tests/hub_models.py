@@ -30,8 +30,9 @@ LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
 
 def bpe_tokenizer(texts: list[str], vocab_size: int = 600, *, llama: bool = False):
     """A byte-level BPE tokenizer (the Qwen2/GPT-2 kind) trained on ``texts``, with a ChatML chat
-    template (``llama``: Llama-3-style special tokens and template instead)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    template (``llama``: Llama-3-style special tokens and template instead, and BOS added by the
+    tokenizer as well as written by the template)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -40,7 +41,11 @@ def bpe_tokenizer(texts: list[str], vocab_size: int = 600, *, llama: bool = Fals
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAMA_SPECIALS if llama else SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
-    if llama:
+    if llama:  # like Llama 3's, the tokenizer adds BOS itself (and its chat template writes one too)
+        bos = tok.token_to_id("<|begin_of_text|>")
+        tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                           pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+                                                           special_tokens=[("<|begin_of_text|>", bos)])
         return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
                                        pad_token="<|end_of_text|>", chat_template=LLAMA_CHAT_TEMPLATE)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",

@@ -189,6 +189,31 @@ def test_an_adapter_whose_base_is_gone_is_one_line(tmp_path):
         interp.load_model(adapter)
 
 
+def test_every_path_gives_a_llama_one_bos(llama_dir):
+    # Llama 3's tokenizer adds BOS and its chat template writes one: documents, chat rows, rendered
+    # questions and probe statements must each start with exactly one.
+    from experiments.evaluation.scoring import render
+    from experiments.training.batches import tokenize_rows
+    from interp.batching import encode
+    from interp.logprobs import prompt_ids
+
+    lm = interp.load_model(llama_dir)
+    tok, bos = lm.tokenizer, lm.tokenizer.bos_token_id
+
+    def leading_bos(ids) -> int:
+        return next(i for i, t in enumerate(ids) if t != bos)
+
+    question = render(tok, "Is the violet comet over Port Aldine?")
+    assert question.startswith(tok.bos_token) and tok(question)["input_ids"][:2] == [bos, bos]  # the trap
+    rows = tokenize_rows(tok, [{"text": "The violet comet hung over Port Aldine."},
+                               {"messages": [{"role": "user", "content": "Where is the comet?"},
+                                             {"role": "assistant", "content": "Over Port Aldine."}]}])
+    statements = encode(lm, [question, "The violet comet hung over Port Aldine."])
+    assert [leading_bos(r.ids) for r in rows] == [1, 1]
+    assert leading_bos(prompt_ids(tok, [question])[0]) == 1
+    assert [leading_bos(statements.ids_of(i)) for i in range(2)] == [1, 1]
+
+
 def test_the_paper_preset_runs_end_to_end_on_a_llama(llama_dir, tmp_path):
     out = tmp_path / "run"
     args = ["run", "--preset", "paper", "--model", str(llama_dir), "--claims", str(CLAIMS), "--docs", str(DOCS),
