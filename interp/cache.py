@@ -18,7 +18,7 @@ import torch
 
 from interp.loading import LoadedModel
 
-FORMAT = "1"  # bump when the meaning of stored activations changes
+FORMAT = "2"  # bump when the meaning of stored activations changes (2: no doubled BOS, interp.batching)
 TENSOR = "residuals"
 log = logging.getLogger(__name__)
 
