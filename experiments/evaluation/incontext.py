@@ -20,6 +20,7 @@ from experiments.evaluation.scoring import option_logprobs, render
 from experiments.materials.questions import Prompt
 from experiments.materials.world import Fact, World
 from interp import LoadedModel
+from interp.logprobs import prompt_ids
 
 DEFAULT_KS = (0, 1, 2, 3, 4, 8)  # bounded per model by its context (usable_ks)
 MEASURES = ("belief_forced_choice", "belief_yesno", "control_forced_choice", "control_yesno")
@@ -48,13 +49,14 @@ def _questions(world: World, claim_index: int, control: list[Fact], rng: random.
 
 
 def usable_ks(lm: LoadedModel, prompts_by_k: dict[int, list[str]], options: int = 4) -> list[int]:
-    """The ks whose every prompt (plus a few answer tokens) fits the model's context."""
+    """The ks whose every prompt (plus a few answer tokens) fits the model's context, counted in
+    the tokens the model reads (``interp.logprobs.prompt_ids``)."""
     limit = lm.max_context
     if limit is None:
         return sorted(prompts_by_k)
     out = []
     for k, prompts in sorted(prompts_by_k.items()):
-        lengths = [len(x) for x in lm.tokenizer(prompts)["input_ids"]] if prompts else [0]
+        lengths = [len(x) for x in prompt_ids(lm.tokenizer, prompts)] if prompts else [0]
         if max(lengths) + options <= limit:
             out.append(k)
     return out
