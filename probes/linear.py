@@ -91,12 +91,29 @@ class LogisticProbe(_LinearProbe):
         return self
 
 
+def projection_spread(proj):
+    """The standard deviation of the training statements' projections on a probe direction (1
+    where it is 0), so a 1-D scale is fit on projections of unit spread: the fit is then the same
+    for activations of any size. Unscaled, a direction whose projections are small (a layer of
+    small activations, features scaled by 1e-3) has a gradient below the solver's tolerance at
+    the start, and its scale, so all its weights, stayed 0. ``proj``: ``[n]`` (numpy) or
+    ``[B, n, 1]`` (torch; returns ``[B, 1]``)."""
+    if isinstance(proj, np.ndarray):
+        spread = float(proj.std())
+        return spread if spread > 0 else 1.0
+    import torch
+
+    spread = proj.std(dim=1, unbiased=False)
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
 class MassMeanProbe(_LinearProbe):
     """Difference-of-means direction (Marks & Tegmark), optionally covariance-whitened (LDA).
 
     The logit is ``scale_ * (x - midpoint) . theta`` with ``theta = mu1 - mu0`` (or
     ``Sigma^-1 (mu1 - mu0)`` when ``lda=True``); ``scale_`` is fit by 1-D logistic
-    regression so ``predict_proba`` is calibrated on the training data.
+    regression (on the projections scaled to unit spread: :func:`projection_spread`) so
+    ``predict_proba`` is calibrated on the training data.
     """
 
     def __init__(self, lda: bool = False, shrinkage: float = 1e-3):
@@ -115,8 +132,9 @@ class MassMeanProbe(_LinearProbe):
             theta = np.linalg.solve(cov, theta)
         midpoint = (mu0 + mu1) / 2
         proj = (X - midpoint) @ theta
-        lr = LogisticRegression(C=1e4).fit(proj[:, None], t)
-        self.coef_ = theta * lr.coef_[0, 0]
+        spread = projection_spread(proj)
+        lr = LogisticRegression(C=1e4).fit((proj / spread)[:, None], t)
+        self.coef_ = theta * (lr.coef_[0, 0] / spread)
         self.intercept_ = float(lr.intercept_[0] - midpoint @ self.coef_)
         self.n_features_in_ = X.shape[1]
         return self

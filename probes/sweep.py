@@ -27,7 +27,7 @@ import torch
 from probes._batched_logistic import batched_matvec, fit_logistic_batched
 from probes._validation import ProbeInputError, as_binary_labels, as_polarity, to_numpy
 from probes.ccs import CCSProbe, fit_ccs_batched
-from probes.linear import LogisticProbe, MassMeanProbe, linear_logits, sigmoid
+from probes.linear import LogisticProbe, MassMeanProbe, linear_logits, projection_spread, sigmoid
 from probes.polarity import PolarityAwareProbe, check_polarity_classes
 
 METHODS = ("logistic", "mass_mean", "polarity_aware", "ccs")
@@ -308,8 +308,9 @@ def _mass_mean_batched(X, t, lda, shrinkage, max_iter, tol):
         theta = torch.linalg.solve(cov, theta)
     midpoint = (mu0 + mu1) / 2
     proj = (batched_matvec(X, theta) - (midpoint * theta).sum(-1)[:, None]).unsqueeze(-1)
-    scale = fit_logistic_batched(proj, t, C=1e4, standardize=False, max_iter=max_iter, tol=tol)
-    coef = theta * scale.coef
+    spread = projection_spread(proj)
+    scale = fit_logistic_batched(proj / spread[:, None], t, C=1e4, standardize=False, max_iter=max_iter, tol=tol)
+    coef = theta * (scale.coef / spread)
     return coef, scale.intercept - (midpoint * coef).sum(-1)
 
 

@@ -128,3 +128,19 @@ def test_polarity_aware_probe_generalises_to_negated_where_affirmative_only_fail
     assert cos(ttpd.polarity_truth_direction_, dirs[1]) >= 0.99
     with_pol = PolarityAwareProbe(use_polarity_direction=True).fit(X, y, polarity=p < 0)
     assert with_pol.score(X_neg, y_neg) > 0.8
+
+
+@pytest.mark.parametrize("lda", [False, True], ids=["mass-mean", "lda"])
+def test_mass_mean_is_the_same_probe_at_any_activation_scale(lda):
+    # A small-activation layer once got an all-zero probe: its unscaled 1-D fit never left 0.
+    from probes.sweep import sweep_probes
+
+    X, y, u = planted(n=600, margin=1.0)
+    ref = MassMeanProbe(lda=lda).fit(X, y)
+    assert cos(ref.coef_, u) >= 0.85 and ref.score(X, y) > 0.65
+    for factor in (1e-4, 1e3):
+        probe = MassMeanProbe(lda=lda).fit(X * factor, y)
+        assert cos(probe.coef_, ref.coef_) >= 0.9999
+        np.testing.assert_allclose(probe.predict_proba(X * factor), ref.predict_proba(X), atol=1e-3)
+        batched = sweep_probes((X * factor)[None], y, method="mass_mean", lda=lda, test_size=0.0)
+        np.testing.assert_allclose(batched.coef[0] * factor, ref.coef_, rtol=1e-3, atol=1e-6)

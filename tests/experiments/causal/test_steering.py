@@ -128,13 +128,10 @@ def test_neglect_steer_covers_the_base_model_and_every_checkpoint(run, capsys):
 def test_a_bad_steering_layer_is_one_line(run, capsys):
     assert main(["steer", str(run), "--layer", "2"]) == 2
     assert "steering layer 2 is out of range" in capsys.readouterr().err
-    # the tiny model's mass-mean probe separates nothing at layers 0-1: its weights are zero there
-    assert main(["steer", str(run), "--layer", "1", "--probe", "mass_mean", "--base-only"]) == 2
+    # the statement's last token is the same in every statement: no probe has a direction at its embedding
+    assert main(["steer", str(run), "--layer", "0", "--probe", "mass_mean", "--base-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("neglect: error: layer 1: the probe's weights are zero")
-    assert main(["steer", str(run), "--layer", "0", "--layer", "1", "--probe", "mass_mean", "--base-only"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "layer 0: the probe's weights are zero" in err[0] and "; layer 1: " in err[0]
+    assert len(err) == 1 and err[0].startswith("neglect: error: layer 0: the probe's weights are zero")
 
 
 def test_layers_without_a_direction_are_skipped_with_one_warning(run, capsys):
