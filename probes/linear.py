@@ -96,7 +96,7 @@ def projection_spread(proj):
     where it is 0), so a 1-D scale is fit on projections of unit spread: the fit is then the same
     for activations of any size. Unscaled, a direction whose projections are small (a layer of
     small activations, features scaled by 1e-3) has a gradient below the solver's tolerance at
-    the start, and its scale, so all its weights, stayed 0. ``proj``: ``[n]`` (numpy) or
+    the start, so its scale, and all its weights, would stay 0. ``proj``: ``[n]`` (numpy) or
     ``[B, n, 1]`` (torch; returns ``[B, 1]``)."""
     if isinstance(proj, np.ndarray):
         spread = float(proj.std())
