@@ -75,14 +75,11 @@ def _run_config(args):
     documents directory has."""
     import json
 
-    from experiments.config import PRESETS, load_config, read_config_file
+    from experiments.config import PRESETS, load_config, local_paths_absolute, read_config_file
 
     overrides = list(args.overrides)
     flags = {"base_model": getattr(args, "model", None), "materials.claims": getattr(args, "claims", None),
              "materials.docs": getattr(args, "docs", None), "materials.claim_names": getattr(args, "claim_names", None)}
-    for key in ("base_model", "materials.claims", "materials.docs"):  # a local path is recorded absolute, so the
-        if flags[key] and os.path.exists(flags[key]):                # run's later commands work from anywhere
-            flags[key] = os.path.abspath(flags[key])
     overrides += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value]
     given = any(o.split("=", 1)[0].strip() == "conditions" for o in args.overrides) or (
         args.config is not None and "conditions" in read_config_file(args.config))
@@ -97,7 +94,8 @@ def _run_config(args):
         warn(f"--model without --preset finetunes with the demo preset's recipe for the toy model (every parameter, "
              f"lr {toy['lr']:g}, {toy['steps']} steps); --preset paper is the paper's recipe (LoRA rank "
              f"{paper['lora_rank']}, lr {paper['lr']:g})")
-    return load_config(args.preset or "demo", args.config, overrides)
+    # a local path is recorded absolute, so the run's later commands work from any directory
+    return local_paths_absolute(load_config(args.preset or "demo", args.config, overrides))
 
 
 def cmd_run(args) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -512,6 +513,17 @@ def read_config_file(path: str | Path) -> dict:
         raise UserError(f"config file {str(path)!r} holds a {type(data).__name__}; expected an object/table of "
                         "sections like {\"finetune\": {\"steps\": 40}}")
     return data
+
+
+def local_paths_absolute(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with ``base_model`` and ``materials.claims`` / ``docs`` made absolute where they name
+    a local path relative to the working directory (as `neglect run` records them now; a run that
+    recorded them relative resumes from where it was started)."""
+    def absolute(path):
+        return os.path.abspath(path) if path and not os.path.isabs(path) and os.path.exists(path) else path
+    materials = dataclasses.replace(cfg.materials, claims=absolute(cfg.materials.claims),
+                                    docs=absolute(cfg.materials.docs))
+    return dataclasses.replace(cfg, base_model=absolute(cfg.base_model), materials=materials)
 
 
 def build_config(data: dict) -> RunConfig:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import torch
 
 from experiments.artifacts.atomic import atomic_write_json
 from experiments.artifacts.rundir import RunDir, ensure_writable
-from experiments.config import SCREEN_KEYS, RunConfig, build_config, config_to_dict, pretraining_seed
+from experiments.config import (SCREEN_KEYS, RunConfig, build_config, config_to_dict, local_paths_absolute,
+                                pretraining_seed)
 from experiments.errors import UserError, warn
 
 
@@ -43,17 +43,6 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise UserError(f"{str(run_dir)!r} is not a run directory (no config.json); make one with `neglect run --out`")
     return build_config(read_json_artefact(path, "the run's config"))
-
-
-def local_paths_absolute(cfg: RunConfig) -> RunConfig:
-    """``cfg`` with ``base_model`` and ``materials.claims`` / ``docs`` made absolute where they name
-    a local path relative to the working directory (as `neglect run` records them now; a run that
-    recorded them relative resumes from where it was started)."""
-    def absolute(path):
-        return os.path.abspath(path) if path and not os.path.isabs(path) and os.path.exists(path) else path
-    materials = dataclasses.replace(cfg.materials, claims=absolute(cfg.materials.claims),
-                                    docs=absolute(cfg.materials.docs))
-    return dataclasses.replace(cfg, base_model=absolute(cfg.base_model), materials=materials)
 
 
 def record_run(run: RunDir, cfg: RunConfig) -> None:
